@@ -17,7 +17,7 @@
 # it there, or through TETHER_CLAUDE_BIN.
 set -euo pipefail
 
-# Keep in sync with claudeVersion in internal/agent/agenttest/cli.go.
+# Keep in sync with ClaudeVersion in test/modelserver/cli.go.
 CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.328}"
 CACHE_DIR="${TETHER_CACHE_DIR:-${CACHE:-$HOME/.cache/tether}}"
 NPM_DIR="$CACHE_DIR/npm"
