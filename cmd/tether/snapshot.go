@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/internal/snapshot"
+	"github.com/tether-dev/tether/internal/store"
+)
+
+// sessionFlags are the flags every command that addresses one session's
+// snapshots shares.
+type sessionFlags struct {
+	store     string
+	namespace string
+	session   string
+}
+
+func (f *sessionFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&f.store, "store", envOr("TETHER_STORE", ""), "store URL: file:///abs/dir, s3://bucket?endpoint=...&use_path_style=true, gs://, azblob:// (env TETHER_STORE; default: the local directory "+store.DefaultURL()+")")
+	c.Flags().StringVar(&f.namespace, "namespace", envOr("TETHER_NAMESPACE", "default"), "namespace of the session (env TETHER_NAMESPACE)")
+	c.Flags().StringVar(&f.session, "session", envOr("TETHER_SESSION", ""), "session name, a DNS-1123 label (env TETHER_SESSION)")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// open validates the names first (a usage error, exit 2), then opens the store.
+func (f *sessionFlags) open(ctx context.Context) (*snapshot.Repo, func(), error) {
+	if f.session == "" {
+		return nil, nil, usagef("--session is required")
+	}
+	if err := snapshot.ValidateName("namespace", f.namespace); err != nil {
+		return nil, nil, usageError{err}
+	}
+	if err := snapshot.ValidateName("session", f.session); err != nil {
+		return nil, nil, usageError{err}
+	}
+	u := f.store
+	if u == "" {
+		u = store.DefaultURL()
+	}
+	st, err := store.Open(ctx, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	st = store.WithRetry(st, store.RetryOptions{})
+	repo, err := snapshot.OpenRepo(st, f.namespace, f.session)
+	if err != nil {
+		st.Close()
+		return nil, nil, usageError{err}
+	}
+	return repo, func() { st.Close() }, nil
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM, so an interrupted command
+// stops cleanly (a save never writes its manifest once cancelled).
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func defaultCacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "tether")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".cache", "tether")
+	}
+	return ""
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newSnapshotCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Save, list, restore, verify and prune a session's workspace snapshots",
+	}
+	c.AddCommand(newSnapshotSaveCmd(), newSnapshotRestoreCmd(), newSnapshotLsCmd(), newSnapshotVerifyCmd(), newSnapshotPruneCmd())
+	return c
+}
+
+func noArgs(c *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", c.CommandPath(), args)
+	}
+	return nil
+}
+
+func newSnapshotSaveCmd() *cobra.Command {
+	var (
+		sf        sessionFlags
+		workspace string
+		cacheDir  string
+		asJSON    bool
+	)
+	c := &cobra.Command{
+		Use:   "save",
+		Short: "Save the workspace as a new snapshot",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if workspace == "" {
+				return usagef("--workspace is required")
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			repo, closeStore, err := sf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir})
+			if err != nil {
+				return err
+			}
+			st, err := saver.Save(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(c.OutOrStdout(), st)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "snapshot %s saved: %d files, %s scanned, %s read, %s uploaded in %d objects, %d ms\n",
+				st.ID, st.Files, human(st.BytesScanned), human(st.BytesRead), human(st.BytesUploaded), st.ObjectsUploaded, st.DurationMs)
+			return nil
+		},
+	}
+	sf.register(c)
+	c.Flags().StringVar(&workspace, "workspace", "", "workspace directory to save (required)")
+	c.Flags().StringVar(&cacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "where to keep the stat cache that lets a save skip unchanged files (env TETHER_CACHE_DIR; empty: none)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	return c
+}
+
+func newSnapshotRestoreCmd() *cobra.Command {
+	var (
+		sf        sessionFlags
+		workspace string
+		id        string
+		asJSON    bool
+	)
+	c := &cobra.Command{
+		Use:   "restore",
+		Short: "Restore a snapshot into an empty or missing directory",
+		Long: `Restore fetches a snapshot (the newest unless --snapshot is given), checks every
+chunk against its hash, builds it in a staging directory inside the target and
+only then moves it into place. The target must be missing or empty.`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if workspace == "" {
+				return usagef("--workspace is required")
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			repo, closeStore, err := sf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			st, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: id})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(c.OutOrStdout(), st)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "snapshot %s restored into %s: %d files, %s, %d ms\n", st.ID, workspace, st.Files, human(st.Bytes), st.DurationMs)
+			return nil
+		},
+	}
+	sf.register(c)
+	c.Flags().StringVar(&workspace, "workspace", "", "directory to restore into; must be missing or empty (required)")
+	c.Flags().StringVar(&id, "snapshot", "", "snapshot id to restore (default: the newest)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	return c
+}
+
+// lsEntry is one line of `snapshot ls --json`.
+type lsEntry struct {
+	ID       string    `json:"id"`
+	Time     time.Time `json:"time"`
+	Host     string    `json:"host,omitempty"`
+	Parent   string    `json:"parent,omitempty"`
+	Files    int       `json:"files"`
+	Dirs     int       `json:"dirs"`
+	Symlinks int       `json:"symlinks"`
+	Bytes    int64     `json:"bytes"`
+}
+
+func newSnapshotLsCmd() *cobra.Command {
+	var (
+		sf     sessionFlags
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "ls",
+		Short: "List a session's complete snapshots, oldest first",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			repo, closeStore, err := sf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ids, err := repo.SnapshotIDs(ctx)
+			if err != nil {
+				return err
+			}
+			list := make([]lsEntry, 0, len(ids))
+			for _, id := range ids {
+				m, err := repo.LoadManifest(ctx, id)
+				if err != nil {
+					return err
+				}
+				list = append(list, lsEntry{ID: m.ID, Time: m.Time, Host: m.Host, Parent: m.Parent,
+					Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes})
+			}
+			if asJSON {
+				return printJSON(c.OutOrStdout(), list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintf(c.OutOrStdout(), "%s has no snapshots\n", repo)
+				return nil
+			}
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST")
+			for _, e := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime), e.Files, human(e.Bytes), e.Host)
+			}
+			return tw.Flush()
+		},
+	}
+	sf.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the list as a JSON array")
+	return c
+}
+
+func newSnapshotVerifyCmd() *cobra.Command {
+	var (
+		sf     sessionFlags
+		id     string
+		quick  bool
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "verify",
+		Short: "Check that snapshots are complete and every chunk matches its hash",
+		Long: `Verify reads every chunk referenced by the session's snapshots (or by one,
+with --snapshot) and checks it against its SHA-256. It reports every missing or
+corrupt object and which snapshots use it, and exits 1 if there is any.`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			repo, closeStore, err := sf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			rep, err := snapshot.Verify(ctx, repo, snapshot.VerifyOptions{Snapshot: id, Quick: quick})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(c.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else {
+				for _, p := range rep.Problems {
+					fmt.Fprintln(c.OutOrStdout(), "problem:", p)
+				}
+			}
+			if len(rep.Problems) > 0 {
+				return fmt.Errorf("verify %s: %d problems in %d snapshots", repo, len(rep.Problems), len(rep.Snapshots))
+			}
+			if !asJSON {
+				what := "read and hashed"
+				if quick {
+					what = "found"
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%d snapshots ok: %d objects %s (%s)\n", len(rep.Snapshots), rep.Objects, what, human(rep.Bytes))
+			}
+			return nil
+		},
+	}
+	sf.register(c)
+	c.Flags().StringVar(&id, "snapshot", "", "verify only this snapshot id (default: all)")
+	c.Flags().BoolVar(&quick, "quick", false, "only check that objects exist, without reading them")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return c
+}
+
+func newSnapshotPruneCmd() *cobra.Command {
+	var (
+		sf     sessionFlags
+		keep   int
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "prune",
+		Short: "Keep the newest N snapshots and delete the rest and every object only they used",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if keep < 1 {
+				return usagef("--keep must be at least 1, got %d", keep)
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			repo, closeStore, err := sf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ps, err := snapshot.Prune(ctx, repo, keep)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(c.OutOrStdout(), ps)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "kept %d snapshots, removed %d snapshots and %d objects (%s)\n", len(ps.Kept), len(ps.RemovedSnapshots), ps.RemovedObjects, human(ps.RemovedBytes))
+			return nil
+		},
+	}
+	sf.register(c)
+	c.Flags().IntVar(&keep, "keep", 0, "how many of the newest snapshots to keep (required, at least 1)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return c
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

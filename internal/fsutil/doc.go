@@ -1,0 +1,3 @@
+// Package fsutil holds the small file-system helpers that crash safety rests on:
+// atomic replacement of a file (temp file, fsync, rename, fsync of the directory).
+package fsutil

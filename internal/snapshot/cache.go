@@ -1,0 +1,69 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+
+	"github.com/tether-dev/tether/internal/fsutil"
+)
+
+// statCache persists, per store, session and workspace, the newest manifest a
+// Saver wrote and the stat of every file whose content it holds, so that the
+// next process can skip unchanged files without reading them or fetching the
+// manifest. Losing it costs a re-read, never correctness: it is used only when
+// its snapshot is still the newest in the store.
+type statCache struct {
+	dir string
+}
+
+type statCacheFile struct {
+	Base string `json:"base"`
+	// ObjectSize is the size of the manifest object in the store: a store that
+	// was wiped and refilled under the same ids does not match it.
+	ObjectSize int64              `json:"objectSize"`
+	Stats      map[string]statKey `json:"stats"`
+}
+
+func newStatCache(root string, repo *Repo, workspace string) *statCache {
+	sum := sha256.Sum256([]byte(repo.st.String() + "\x00" + repo.Namespace + "\x00" + repo.Session + "\x00" + workspace))
+	return &statCache{dir: filepath.Join(root, "snapshot", hex.EncodeToString(sum[:12]))}
+}
+
+func (c *statCache) load(latest string, objectSize int64) (*Manifest, map[string]statKey, bool) {
+	data, err := os.ReadFile(filepath.Join(c.dir, "stats.json"))
+	if err != nil {
+		return nil, nil, false
+	}
+	var f statCacheFile
+	if json.Unmarshal(data, &f) != nil || f.Base != latest || f.ObjectSize != objectSize {
+		return nil, nil, false
+	}
+	raw, err := os.ReadFile(filepath.Join(c.dir, "manifest.json"))
+	if err != nil {
+		return nil, nil, false
+	}
+	m, err := unmarshalManifest(raw)
+	if err != nil || m.ID != latest {
+		return nil, nil, false
+	}
+	return m, f.Stats, true
+}
+
+func (c *statCache) store(manifest []byte, id string, objectSize int64, stats map[string]statKey) error {
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return err
+	}
+	// The manifest first: stats.json names it, so a crash between the two
+	// writes leaves a stats file that does not match and is ignored.
+	if err := fsutil.WriteFileAtomic(filepath.Join(c.dir, "manifest.json"), manifest, 0o600); err != nil {
+		return err
+	}
+	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: stats})
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(c.dir, "stats.json"), data, 0o600)
+}

@@ -1,0 +1,536 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tether-dev/tether/internal/store"
+)
+
+// SaveOptions configure a Saver.
+type SaveOptions struct {
+	// CacheDir keeps, between processes, the stat cache that lets a save skip
+	// unchanged files without reading them. Empty: no persistent cache (the
+	// Saver still remembers between its own saves).
+	CacheDir string
+	// Exclude reports whether a path (slash-separated, relative to the
+	// workspace) is left out. Directories are asked about before their contents.
+	Exclude func(rel string, isDir bool) bool
+	// Uploads is how many chunks are compressed and uploaded at once (default 4).
+	Uploads int
+	// Host is recorded in manifests (default: os.Hostname).
+	Host string
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// SaveStats reports what one save did.
+type SaveStats struct {
+	ID              string `json:"id"`
+	Parent          string `json:"parent,omitempty"`
+	Files           int    `json:"files"`
+	Dirs            int    `json:"dirs"`
+	Symlinks        int    `json:"symlinks"`
+	Skipped         int    `json:"skipped"` // sockets, devices and other entries a snapshot cannot hold
+	BytesScanned    int64  `json:"bytesScanned"`
+	BytesRead       int64  `json:"bytesRead"`
+	BytesUploaded   int64  `json:"bytesUploaded"`
+	ObjectsUploaded int    `json:"objectsUploaded"`
+	CacheHits       int    `json:"cacheHits"`
+	DurationMs      int64  `json:"durationMs"`
+}
+
+// builtinExcludes are tether's own scratch areas at the workspace root. Saving
+// them would snapshot the snapshotter.
+var builtinExcludes = []string{".tether/cache", ".tether-restore"}
+
+// Saver saves snapshots of one workspace into one session's Repo. It keeps the
+// last snapshot it saved (or found) as the base of the next one, so a sync loop
+// holding a Saver reads and uploads only what changed. A Saver is not safe for
+// concurrent use; separate Savers of one session may run at once (the second
+// manifest write fails cleanly, see ErrConcurrentSave).
+type Saver struct {
+	repo      *Repo
+	workspace string
+	opts      SaveOptions
+
+	base     *Manifest // newest snapshot this Saver knows, nil before the first
+	baseByPath map[string]*Entry
+	stats    map[string]statKey // stat of files whose content equals base's entry
+	cache    *statCache
+}
+
+// ErrConcurrentSave is returned when another writer created the snapshot id
+// this save was about to write: only one sync should run per session.
+var ErrConcurrentSave = errors.New("another writer saved a snapshot of this session at the same time")
+
+// NewSaver prepares saves of workspace (an existing directory) into repo.
+func NewSaver(repo *Repo, workspace string, opts SaveOptions) (*Saver, error) {
+	abs, err := filepath.Abs(workspace)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", workspace, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("workspace %s is not a directory", workspace)
+	}
+	if opts.Uploads <= 0 {
+		opts.Uploads = 4
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Host == "" {
+		opts.Host, _ = os.Hostname()
+	}
+	s := &Saver{repo: repo, workspace: abs, opts: opts}
+	if opts.CacheDir != "" {
+		s.cache = newStatCache(opts.CacheDir, repo, abs)
+	}
+	return s, nil
+}
+
+// statKey is what must be unchanged for a file to be taken as unchanged
+// without reading it.
+type statKey struct {
+	Size  int64  `json:"s"`
+	MTime int64  `json:"m"`
+	CTime int64  `json:"c"`
+	Ino   uint64 `json:"i"`
+	Dev   uint64 `json:"d"`
+}
+
+func statKeyOf(fi fs.FileInfo) statKey {
+	k := statKey{Size: fi.Size(), MTime: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k.CTime = st.Ctim.Nano()
+		k.Ino = st.Ino
+		k.Dev = uint64(st.Dev) //nolint:unconvert // Dev is not uint64 on every platform
+	}
+	return k
+}
+
+// racyWindow: a file whose mtime is this close to the start of a save may be
+// written again within the same timestamp tick after we read it, so it is not
+// trusted from the stat cache next time (git's "racy git" problem).
+const racyWindow = 100 * time.Millisecond
+
+// loadBase makes sure the Saver's base is the newest snapshot in the store.
+// When another writer (or a restore elsewhere) moved the session on, the
+// Saver starts from that snapshot and forgets its stat cache: it will read
+// files once more, but uploads only what the store lacks.
+func (s *Saver) loadBase(ctx context.Context, latest string) error {
+	if latest == "" {
+		s.base, s.baseByPath, s.stats = nil, nil, nil
+		return nil
+	}
+	if s.base != nil && s.base.ID == latest {
+		return nil
+	}
+	if s.base == nil && s.cache != nil {
+		if oi, err := s.repo.st.Stat(ctx, s.repo.manifestKey(latest)); err == nil {
+			if m, stats, ok := s.cache.load(latest, oi.Size); ok {
+				s.setBase(m, stats)
+				return nil
+			}
+		}
+	}
+	m, err := s.repo.LoadManifest(ctx, latest)
+	if err != nil {
+		return err
+	}
+	s.setBase(m, nil)
+	return nil
+}
+
+func (s *Saver) setBase(m *Manifest, stats map[string]statKey) {
+	s.base = m
+	s.baseByPath = make(map[string]*Entry, len(m.Entries))
+	for i := range m.Entries {
+		s.baseByPath[m.Entries[i].Path] = &m.Entries[i]
+	}
+	if stats == nil {
+		stats = map[string]statKey{}
+	}
+	s.stats = stats
+}
+
+// Save writes a new snapshot of the workspace and returns what it did.
+func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
+	start := s.opts.Now()
+	unlock, err := s.repo.lock(ctx, lockShared)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	ids, err := s.repo.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	latest := ""
+	var next uint64 = 1
+	if len(ids) > 0 {
+		latest = ids[len(ids)-1]
+		_, n, _ := ParseID(latest)
+		next = n + 1
+	}
+	if err := s.loadBase(ctx, latest); err != nil {
+		return nil, fmt.Errorf("save %s: load previous snapshot: %w", s.repo, err)
+	}
+
+	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]statKey{}}
+	w.stats.Parent = latest
+	if s.base != nil {
+		for _, e := range s.base.Entries {
+			for _, c := range e.Chunks {
+				w.known[c.ID] = true
+			}
+		}
+	}
+	w.up = newUploader(ctx, s.repo, s.opts.Uploads)
+	entries, werr := w.walk()
+	uerr := w.up.wait()
+	if werr == nil {
+		werr = uerr
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("save %s from %s: %w", s.repo, s.workspace, werr)
+	}
+
+	m := &Manifest{
+		Version:   FormatVersion,
+		ID:        FormatID(next),
+		Namespace: s.repo.Namespace,
+		Session:   s.repo.Session,
+		Time:      start.UTC(),
+		Host:      s.opts.Host,
+		Parent:    latest,
+		Entries:   entries,
+	}
+	for _, e := range entries {
+		switch e.Type {
+		case TypeFile:
+			m.Summary.Files++
+			m.Summary.Bytes += e.Size
+		case TypeDir:
+			m.Summary.Dirs++
+		case TypeSymlink:
+			m.Summary.Symlinks++
+		}
+	}
+	raw, err := marshalManifest(m)
+	if err != nil {
+		return nil, err
+	}
+	obj := encode(raw)
+	// The manifest is written last and only if absent: it is what makes the
+	// snapshot exist, and nobody can overwrite it.
+	if err := s.repo.st.PutIfAbsent(ctx, s.repo.manifestKey(m.ID), obj); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			s.base = nil // the session moved on under us; reload next time
+			return nil, fmt.Errorf("save %s: snapshot %s: %w; make sure only one `tether sync` runs for this session", s.repo, m.ID, ErrConcurrentSave)
+		}
+		return nil, fmt.Errorf("save %s: write manifest %s: %w", s.repo, m.ID, err)
+	}
+	st := &w.stats
+	st.ID = m.ID
+	st.Files, st.Dirs, st.Symlinks = m.Summary.Files, m.Summary.Dirs, m.Summary.Symlinks
+	st.BytesScanned = m.Summary.Bytes
+	st.BytesUploaded = w.up.bytes.Load() + int64(len(obj))
+	st.ObjectsUploaded = int(w.up.objects.Load()) + 1
+	st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
+
+	s.setBase(m, w.newStats)
+	if s.cache != nil {
+		// Best effort: a lost cache costs one re-read of the files, nothing else.
+		_ = s.cache.store(raw, m.ID, int64(len(obj)), w.newStats)
+	}
+	return st, nil
+}
+
+// saveRun is the state of one Save.
+type saveRun struct {
+	s        *Saver
+	ctx      context.Context
+	start    time.Time
+	known    map[string]bool // chunks the store is known to have
+	newStats map[string]statKey
+	stats    SaveStats
+	up       *uploader
+	split    *splitter
+	buf      []byte
+}
+
+func (w *saveRun) excluded(rel string, isDir bool) bool {
+	for _, x := range builtinExcludes {
+		if rel == x {
+			return true
+		}
+	}
+	return w.s.opts.Exclude != nil && w.s.opts.Exclude(rel, isDir)
+}
+
+func (w *saveRun) walk() ([]Entry, error) {
+	var entries []Entry
+	root := w.s.workspace
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p != root && errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while we walked: it is simply not in this snapshot
+			}
+			return err
+		}
+		if err := w.ctx.Err(); err != nil {
+			return err
+		}
+		if p == root {
+			return nil
+		}
+		rel := filepath.ToSlash(p[len(root)+1:])
+		if w.excluded(rel, d.IsDir()) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		e := Entry{Path: rel, Mode: unixMode(fi), MTime: fi.ModTime().UnixNano()}
+		switch {
+		case fi.Mode().IsDir():
+			e.Type = TypeDir
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			e.Type, e.Target, e.Mode = TypeSymlink, target, 0
+		case fi.Mode().IsRegular():
+			e.Type = TypeFile
+			ok, err := w.file(p, rel, fi, &e)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return nil
+			}
+		default:
+			w.stats.Skipped++
+			return nil
+		}
+		entries = append(entries, e)
+		return nil
+	})
+	return entries, err
+}
+
+func unixMode(fi fs.FileInfo) uint32 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Mode & 07777
+	}
+	m := uint32(fi.Mode().Perm())
+	if fi.Mode()&fs.ModeSetuid != 0 {
+		m |= 04000
+	}
+	if fi.Mode()&fs.ModeSetgid != 0 {
+		m |= 02000
+	}
+	if fi.Mode()&fs.ModeSticky != 0 {
+		m |= 01000
+	}
+	return m
+}
+
+// file fills e.Size and e.Chunks for a regular file, reading only what it
+// must. It returns false when the file vanished before it could be read.
+func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
+	key := statKeyOf(fi)
+	prev := w.s.baseByPath[rel]
+	if prev != nil && prev.Type == TypeFile && prev.Size == key.Size {
+		if old, ok := w.s.stats[rel]; ok && old == key {
+			e.Size, e.Chunks = prev.Size, prev.Chunks
+			w.stats.CacheHits++
+			w.remember(rel, key)
+			return true, nil
+		}
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+
+	var chunks []Ref
+	var offset int64
+	if prev != nil && prev.Type == TypeFile && prev.Size > 0 && key.Size > prev.Size {
+		ok, err := w.verifyPrefix(f, prev.Chunks)
+		if err != nil {
+			return false, fmt.Errorf("read %s: %w", p, err)
+		}
+		if ok {
+			var keep int
+			keep, offset = appendRegion(prev.Chunks, prev.Size, key.Size)
+			chunks = append(chunks, prev.Chunks[:keep]...)
+		}
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			return false, err
+		}
+	}
+	size := offset
+	if w.split == nil {
+		w.split = newSplitter()
+	}
+	err = w.split.split(countingReader{f, &w.stats.BytesRead}, func(data []byte) error {
+		id := hashID(data)
+		chunks = append(chunks, Ref{ID: id, Len: int64(len(data))})
+		size += int64(len(data))
+		if w.known[id] {
+			return nil
+		}
+		w.known[id] = true
+		return w.up.put(id, data)
+	})
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", p, err)
+	}
+	e.Size, e.Chunks = size, chunks
+	// Trust this stat next time only if what we read is what it describes and
+	// the file is not "racy" (see racyWindow).
+	if size == key.Size && time.Unix(0, key.MTime).Before(w.start.Add(-racyWindow)) {
+		if after, err := f.Stat(); err == nil && statKeyOf(after) == key {
+			w.remember(rel, key)
+		}
+	}
+	return true, nil
+}
+
+func (w *saveRun) remember(rel string, k statKey) { w.newStats[rel] = k }
+
+// verifyPrefix reads the file from its start and checks that it begins with
+// exactly the chunks of its previous version. It leaves the offset anywhere.
+func (w *saveRun) verifyPrefix(f *os.File, prev []Ref) (bool, error) {
+	h := sha256.New()
+	var sum [sha256.Size]byte
+	for _, c := range prev {
+		if int64(cap(w.buf)) < c.Len {
+			w.buf = make([]byte, c.Len)
+		}
+		buf := w.buf[:c.Len]
+		n, err := io.ReadFull(f, buf)
+		w.stats.BytesRead += int64(n)
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		h.Reset()
+		h.Write(buf)
+		if hex.EncodeToString(h.Sum(sum[:0])) != c.ID {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+// uploader compresses and writes chunks with bounded concurrency. The first
+// error cancels the rest and is returned by put or wait.
+type uploader struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	repo    *Repo
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	err     error
+	bytes   atomic.Int64
+	objects atomic.Int64
+}
+
+func newUploader(ctx context.Context, repo *Repo, n int) *uploader {
+	ctx, cancel := context.WithCancel(ctx)
+	return &uploader{ctx: ctx, cancel: cancel, repo: repo, sem: make(chan struct{}, n)}
+}
+
+func (u *uploader) put(id string, data []byte) error {
+	select {
+	case u.sem <- struct{}{}:
+	case <-u.ctx.Done():
+		return u.failure()
+	}
+	buf := append([]byte(nil), data...) // data belongs to the chunker
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		defer func() { <-u.sem }()
+		n, err := u.repo.writeChunk(u.ctx, id, buf)
+		if err != nil {
+			u.mu.Lock()
+			if u.err == nil {
+				u.err = fmt.Errorf("upload chunk %s: %w", u.repo.objectKey(id), err)
+				u.cancel()
+			}
+			u.mu.Unlock()
+			return
+		}
+		if n > 0 {
+			u.bytes.Add(n)
+			u.objects.Add(1)
+		}
+	}()
+	return nil
+}
+
+func (u *uploader) failure() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.err != nil {
+		return u.err
+	}
+	return u.ctx.Err()
+}
+
+func (u *uploader) wait() error {
+	u.wg.Wait()
+	defer u.cancel()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.err
+}

@@ -1,0 +1,126 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// VerifyOptions configure Verify.
+type VerifyOptions struct {
+	// Snapshot limits the check to one snapshot; "" checks every snapshot.
+	Snapshot string
+	// Quick checks only that every referenced object exists, without reading it.
+	Quick bool
+	// Fetches is how many objects are read at once (default 8).
+	Fetches int
+}
+
+// VerifyReport lists what Verify found. It is clean when Problems is empty.
+type VerifyReport struct {
+	Snapshots []string `json:"snapshots"`
+	Objects   int      `json:"objects"`
+	Bytes     int64    `json:"bytes"`
+	Problems  []string `json:"problems,omitempty"`
+}
+
+// Verify checks snapshots: every manifest decodes and passes the checks restore
+// makes, and every chunk it references exists and (unless Quick) hashes to its
+// name. It reads each chunk once however many snapshots share it, and reports
+// every problem rather than stopping at the first.
+func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport, error) {
+	if opts.Fetches <= 0 {
+		opts.Fetches = 8
+	}
+	var ids []string
+	if opts.Snapshot != "" {
+		id, err := repo.Resolve(ctx, opts.Snapshot)
+		if err != nil {
+			return nil, err
+		}
+		ids = []string{id}
+	} else {
+		var err error
+		if ids, err = repo.SnapshotIDs(ctx); err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("%s has no snapshots to verify", repo)
+		}
+	}
+	rep := &VerifyReport{Snapshots: ids}
+	users := map[string][]string{} // chunk -> snapshots using it
+	lens := map[string]int64{}
+	for _, id := range ids {
+		m, err := repo.LoadManifest(ctx, id)
+		if err != nil {
+			rep.Problems = append(rep.Problems, err.Error())
+			continue
+		}
+		if err := m.validate(); err != nil {
+			rep.Problems = append(rep.Problems, err.Error())
+		}
+		for _, e := range m.Entries {
+			for _, c := range e.Chunks {
+				if u := users[c.ID]; len(u) == 0 || u[len(u)-1] != id {
+					users[c.ID] = append(u, id)
+				}
+				lens[c.ID] = c.Len
+			}
+		}
+	}
+	chunks := make([]string, 0, len(users))
+	for id := range users {
+		chunks = append(chunks, id)
+	}
+	sort.Strings(chunks)
+	rep.Objects = len(chunks)
+
+	var mu sync.Mutex
+	err := parallel(ctx, opts.Fetches, chunks, func(ctx context.Context, id string) error {
+		var problem error
+		if opts.Quick {
+			if _, err := repo.st.Stat(ctx, repo.objectKey(id)); err != nil {
+				problem = err
+			}
+		} else {
+			data, err := repo.readChunk(ctx, id, "")
+			switch {
+			case err != nil:
+				problem = err
+			case int64(len(data)) != lens[id]:
+				problem = &CorruptError{Key: repo.objectKey(id), Reason: fmt.Sprintf("it holds %d bytes, manifests say %d", len(data), lens[id])}
+			default:
+				mu.Lock()
+				rep.Bytes += int64(len(data))
+				mu.Unlock()
+			}
+		}
+		if problem == nil {
+			return nil
+		}
+		var miss *MissingError
+		var corrupt *CorruptError
+		msg := problem.Error()
+		switch {
+		case errors.As(problem, &miss):
+			msg = fmt.Sprintf("object %s is missing", miss.Key)
+		case errors.As(problem, &corrupt):
+			msg = fmt.Sprintf("object %s is corrupt: %s", corrupt.Key, corrupt.Reason)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		mu.Lock()
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%s (used by snapshot %s)", msg, strings.Join(users[id], ", ")))
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(rep.Problems)
+	return rep, nil
+}
