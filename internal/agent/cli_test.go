@@ -1,0 +1,67 @@
+package agent_test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tether-dev/tether/internal/agent"
+	"github.com/tether-dev/tether/test/modelserver"
+)
+
+// TestTranscriptPathRealCLI runs the real CLI in a directory whose name needs
+// escaping and checks the transcript is where TranscriptPath says.
+func TestTranscriptPathRealCLI(t *testing.T) {
+	bin := modelserver.ClaudeBin(t)
+	srv := modelserver.Start(t.Logf)
+	defer srv.Close()
+	cwd := filepath.Join(t.TempDir(), "my repo.v2_ü")
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "claude-config")
+	cmd := exec.Command(bin, "-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json")
+	cmd.Dir = cwd
+	cmd.Env = srv.CLIEnv(cfg)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	stdin.Write(agent.UserLine("hello"))
+	var id string
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(nil, 1<<24)
+	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	for sc.Scan() {
+		ev, err := agent.ParseLine(sc.Bytes())
+		if err != nil {
+			t.Fatalf("CLI printed a non-JSON line: %v", err)
+		}
+		if ev.IsInit() {
+			id = ev.SessionID
+		}
+		if ev.Type == agent.TypeResult {
+			break
+		}
+	}
+	stdin.Close()
+	cmd.Wait()
+	if id == "" {
+		t.Fatal("no init line")
+	}
+	p := agent.TranscriptPath(cfg, cwd, id)
+	if _, err := os.Stat(p); err != nil {
+		ents, _ := filepath.Glob(filepath.Join(cfg, "projects", "*", "*.jsonl"))
+		t.Fatalf("transcript not at %s: %v; found %v", p, err, ents)
+	}
+	rep, err := agent.RepairTranscript(p)
+	if err != nil || rep.Changed() {
+		t.Errorf("a transcript the CLI closed cleanly needs no repair: %+v %v", rep, err)
+	}
+}
