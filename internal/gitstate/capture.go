@@ -1,0 +1,740 @@
+package gitstate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// DefaultMaxChain is the number of incremental bundles after which Capture
+// starts a new chain with a full bundle when CaptureOptions.MaxChain is 0.
+const DefaultMaxChain = 50
+
+// CaptureOptions configures Capture.
+type CaptureOptions struct {
+	// ObjectDir is an absolute path to a private git object directory that
+	// persists between captures of this repository; the caller owns its
+	// location, Capture owns its content. New objects (blobs of untracked and
+	// modified files, trees, snapshot commits) are written there, with the
+	// repository's own object directory as an alternate, so the user's object
+	// store is never written. Capture empties it whenever it starts a new
+	// chain, which bounds its size. Losing it costs one full bundle, never
+	// correctness. Captures sharing an ObjectDir must not run concurrently.
+	ObjectDir string
+	// ScratchDir is where the bundle file (and short-lived temp files) are
+	// written. The caller removes the bundle when done with it.
+	ScratchDir string
+	// MaxChain is the number of incremental bundles after which the next
+	// capture makes a full one (DefaultMaxChain when 0).
+	MaxChain int
+}
+
+// Result is the outcome of a capture.
+type Result struct {
+	// State describes the capture; the caller stores it next to the bundles.
+	State State
+	// Bundle is the path of the bundle file, "" when nothing changed since
+	// prev (State is then equal to *prev and no bundle is needed).
+	Bundle string
+	// Full reports that Bundle has no prerequisite: the caller must start a
+	// new chain with it and may forget the older bundles once it is stored.
+	Full bool
+}
+
+// Capture records the full working state of the git repository whose working
+// tree root is repoDir: a snapshot commit of the working tree, a commit of
+// the index, refs, HEAD, remotes, upstreams and any operation in progress.
+// It writes a bundle holding every object a Restore needs on top of the
+// bundles of prev's chain (or all of them when Full).
+//
+// Capture never writes to the user's repository: not its index (a copy is
+// used), refs, HEAD, config or object store. (Git may update the modification
+// time of an existing object file it finds while writing, its way of
+// keeping recently used objects from being pruned; no content changes.)
+//
+// prev is the State of the previous capture of this repository or nil. When
+// its snapshot commit is no longer available (ObjectDir lost, repository
+// rewritten and pruned) or the chain reached MaxChain, the bundle is full.
+func Capture(ctx context.Context, repoDir string, prev *State, opts CaptureOptions) (*Result, error) {
+	if opts.MaxChain <= 0 {
+		opts.MaxChain = DefaultMaxChain
+	}
+	if !filepath.IsAbs(opts.ObjectDir) || opts.ScratchDir == "" {
+		return nil, fmt.Errorf("capture of %s: ObjectDir must be an absolute path and ScratchDir set (got %q, %q)", repoDir, opts.ObjectDir, opts.ScratchDir)
+	}
+	r, err := openRepo(ctx, repoDir)
+	if err != nil {
+		return nil, err
+	}
+	c := &capturer{repo: r, prev: prev, opts: opts}
+	res, err := c.run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("capture of git repository %s: %w", r.top, err)
+	}
+	return res, nil
+}
+
+// repo locates a repository's parts, all as absolute paths.
+type repo struct {
+	top       string // working tree root
+	gitDir    string // per-worktree git dir (HEAD, index, operation state)
+	commonDir string // shared git dir (refs, config, objects)
+	objects   string // object directory
+	format    string // object format
+}
+
+func openRepo(ctx context.Context, dir string) (*repo, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !IsRepo(abs) {
+		return nil, fmt.Errorf("%s is not the root of a git working tree (no .git there)", abs)
+	}
+	out, err := gitCmd{dir: abs}.run(ctx, nil, "rev-parse", "--path-format=absolute",
+		"--show-toplevel", "--absolute-git-dir", "--git-common-dir", "--git-path", "objects", "--show-object-format")
+	if err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", abs, err)
+	}
+	f := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(f) != 5 {
+		return nil, fmt.Errorf("open git repository %s: unexpected rev-parse output %q", abs, out)
+	}
+	r := &repo{top: f[0], gitDir: f[1], commonDir: f[2], objects: f[3], format: f[4]}
+	want, err1 := filepath.EvalSymlinks(abs)
+	got, err2 := filepath.EvalSymlinks(r.top)
+	if err1 != nil || err2 != nil || want != got {
+		return nil, fmt.Errorf("%s is inside the git working tree %s, not its root; capture the root", abs, r.top)
+	}
+	r.top = abs
+	return r, nil
+}
+
+// git runs commands against the user's repository, reading only.
+func (r *repo) git() gitCmd {
+	return gitCmd{dir: r.top, env: []string{"GIT_DIR=" + r.gitDir, "GIT_WORK_TREE=" + r.top}}
+}
+
+type capturer struct {
+	repo *repo
+	prev *State
+	opts CaptureOptions
+	tmp  string // private temp dir under ScratchDir
+}
+
+// objEnv makes git write new objects to ObjectDir and find the user's
+// objects through an alternate, and use index as its index.
+func (c *capturer) objEnv(index string) gitCmd {
+	g := c.repo.git().with(
+		"GIT_OBJECT_DIRECTORY="+c.opts.ObjectDir,
+		"GIT_ALTERNATE_OBJECT_DIRECTORIES="+c.repo.objects,
+	)
+	if index != "" {
+		g = g.with("GIT_INDEX_FILE=" + index)
+	}
+	return g
+}
+
+// refsView is what HEAD and the refs were at one moment.
+type refsView struct {
+	head  Head
+	refs  []Ref
+	stash []StashEntry
+}
+
+func (c *capturer) run(ctx context.Context) (*Result, error) {
+	if err := os.MkdirAll(c.opts.ScratchDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.opts.ObjectDir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(c.opts.ScratchDir, "gitstate-capture-")
+	if err != nil {
+		return nil, err
+	}
+	c.tmp = tmp
+	defer os.RemoveAll(tmp)
+
+	version, err := gitVersion(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// Decide first whether this capture continues prev's chain: a new chain
+	// starts from an empty ObjectDir, which is what keeps it bounded.
+	full := c.prev == nil || c.prev.Version != StateVersion || c.prev.ObjectFormat != c.repo.format ||
+		c.prev.ChainDepth+1 > c.opts.MaxChain || !c.hasCommit(ctx, c.prev.Snapshot)
+	if full {
+		if err := emptyDir(c.opts.ObjectDir); err != nil {
+			return nil, fmt.Errorf("reset private object directory: %w", err)
+		}
+	}
+
+	st := State{Version: StateVersion, GitVersion: version, ObjectFormat: c.repo.format}
+	var view *refsView
+	// A commit or checkout by the agent while we read would pair an index
+	// with a HEAD it never had; read the refs before and after the trees and
+	// retry when they moved. A state that still moved after a few tries is
+	// consistent enough to restore (its objects all exist), so keep it.
+	for attempt := 0; ; attempt++ {
+		before, err := c.readRefs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.readTrees(ctx, &st); err != nil {
+			return nil, err
+		}
+		after, err := c.readRefs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		view = after
+		if reflect.DeepEqual(before, after) || attempt == 2 {
+			break
+		}
+	}
+	st.Head, st.Refs, st.Stash = view.head, view.refs, view.stash
+	if err := c.readMeta(ctx, &st); err != nil {
+		return nil, err
+	}
+
+	if c.prev != nil && sameContent(c.prev, &st) {
+		return &Result{State: *c.prev}, nil
+	}
+
+	// Commits: the index, the unmerged entries, then the snapshot.
+	g := c.objEnv("")
+	var headParent []string
+	if !st.Head.Unborn() {
+		headParent = []string{"-p", st.Head.Commit}
+	}
+	st.Staged, err = commitTree(ctx, g, st.StagedTree, "tether: staged (index)", headParent...)
+	if err != nil {
+		return nil, err
+	}
+	parents := append(append([]string{}, headParent...), "-p", st.Staged)
+	if st.Conflicts != "" {
+		// readTrees left the tree id in Conflicts; replace it by a commit.
+		if st.Conflicts, err = commitTree(ctx, g, st.Conflicts, "tether: unmerged index entries"); err != nil {
+			return nil, err
+		}
+		parents = append(parents, "-p", st.Conflicts)
+	}
+	if !full {
+		parents = append(parents, "-p", c.prev.Snapshot)
+		st.ChainDepth = c.prev.ChainDepth + 1
+	}
+	st.Snapshot, err = commitTree(ctx, g, st.WorktreeTree, "tether: snapshot (working tree)", parents...)
+	if err != nil {
+		return nil, err
+	}
+
+	bundle, err := c.bundle(ctx, &st, full)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{State: st, Bundle: bundle, Full: full}, nil
+}
+
+// hasCommit reports whether the commit is in ObjectDir or the repository.
+func (c *capturer) hasCommit(ctx context.Context, id string) bool {
+	if id == "" {
+		return false
+	}
+	_, err := c.objEnv("").run(ctx, nil, "cat-file", "-e", id+"^{commit}")
+	return err == nil
+}
+
+// readRefs reads HEAD, every ref and the stash stack.
+func (c *capturer) readRefs(ctx context.Context) (*refsView, error) {
+	v := &refsView{}
+	head, err := os.ReadFile(filepath.Join(c.repo.gitDir, "HEAD"))
+	if err != nil {
+		return nil, fmt.Errorf("read HEAD: %w", err)
+	}
+	hs := strings.TrimSpace(string(head))
+	if strings.HasPrefix(hs, "ref:") {
+		v.head.Branch = strings.TrimSpace(strings.TrimPrefix(hs, "ref:"))
+	} else {
+		v.head.Commit = hs
+	}
+	g := c.repo.git()
+	out, err := g.run(ctx, nil, "for-each-ref", "--format=%(objectname)%09%(symref)%09%(refname)")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.SplitN(line, "\t", 3)
+		if len(f) != 3 || strings.HasPrefix(f[2], "refs/tether/") {
+			continue
+		}
+		r := Ref{Name: f[2], Target: f[0]}
+		if f[1] != "" {
+			r = Ref{Name: f[2], Symref: f[1]}
+		}
+		v.refs = append(v.refs, r)
+		if r.Name == v.head.Branch {
+			v.head.Commit = f[0]
+		}
+	}
+	sort.Slice(v.refs, func(i, j int) bool { return v.refs[i].Name < v.refs[j].Name })
+	if v.head.Branch != "" && v.head.Commit != "" {
+		// Resolve through a symref branch (rare) to a commit.
+		if id, err := g.line(ctx, "rev-parse", "-q", "--verify", "HEAD^{commit}"); err == nil {
+			v.head.Commit = id
+		}
+	}
+	for _, r := range v.refs {
+		if r.Name != "refs/stash" {
+			continue
+		}
+		out, err := g.run(ctx, nil, "log", "-g", "-z", "--format=%H%x00%gs", "refs/stash", "--")
+		if err != nil {
+			return nil, err
+		}
+		f := strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
+		for i := 0; i+1 < len(f); i += 2 {
+			v.stash = append([]StashEntry{{Commit: f[i], Message: f[i+1]}}, v.stash...)
+		}
+	}
+	return v, nil
+}
+
+// readTrees writes the staged tree, the unmerged entries and the working
+// tree into ObjectDir and records their ids and the gitlinks in st.
+func (c *capturer) readTrees(ctx context.Context, st *State) error {
+	index := filepath.Join(c.tmp, "index")
+	os.Remove(index)
+	if err := copyIndex(filepath.Join(c.repo.gitDir, "index"), index); err != nil {
+		return err
+	}
+	g := c.objEnv(index)
+
+	unmerged, err := g.run(ctx, nil, "ls-files", "-u", "-z")
+	if err != nil {
+		return err
+	}
+	st.Conflicts = ""
+	if len(unmerged) == 0 {
+		if st.StagedTree, err = g.line(ctx, "write-tree"); err != nil {
+			return err
+		}
+	} else if err := c.splitUnmerged(ctx, index, st); err != nil {
+		return err
+	}
+
+	if err := c.addAll(ctx, g); err != nil {
+		return err
+	}
+	if st.WorktreeTree, err = g.line(ctx, "write-tree"); err != nil {
+		return err
+	}
+
+	// Gitlinks: submodules and embedded repositories, captured separately.
+	out, err := g.run(ctx, nil, "ls-files", "-s", "-z")
+	if err != nil {
+		return err
+	}
+	st.Submodules = nil
+	for _, e := range bytes.Split(out, []byte{0}) {
+		if !bytes.HasPrefix(e, []byte("160000 ")) {
+			continue
+		}
+		meta, path, ok := strings.Cut(string(e), "\t")
+		f := strings.Fields(meta)
+		if ok && len(f) == 3 {
+			st.Submodules = append(st.Submodules, Submodule{Path: path, Commit: f[1]})
+		}
+	}
+	return nil
+}
+
+var embeddedUnborn = regexp.MustCompile(`error: '([^']+)' does not have a commit checked out`)
+
+// addAll stages the whole working tree into the temp index. An embedded
+// repository without commits cannot be a gitlink; it is left out (its files
+// are the embedded repository's own business) instead of failing.
+func (c *capturer) addAll(ctx context.Context, g gitCmd) error {
+	args := []string{"add", "-A", "--", "."}
+	for i := 0; i < 20; i++ {
+		_, err := g.run(ctx, nil, args...)
+		if err == nil {
+			return nil
+		}
+		var ge *gitError
+		if !errors.As(err, &ge) {
+			return err
+		}
+		m := embeddedUnborn.FindAllStringSubmatch(ge.stderr, -1)
+		if len(m) == 0 {
+			return err
+		}
+		for _, x := range m {
+			args = append(args, ":(exclude,literal)"+strings.TrimSuffix(x[1], "/"))
+		}
+	}
+	return fmt.Errorf("git add -A: too many embedded repositories without commits")
+}
+
+// splitUnmerged writes the stage-0 entries of the index as the staged tree
+// and the unmerged entries (stages 1-3) as a tree of "<stage>/<path>", since
+// write-tree refuses an index with conflicts.
+func (c *capturer) splitUnmerged(ctx context.Context, index string, st *State) error {
+	g := c.objEnv(index)
+	out, err := g.run(ctx, nil, "ls-files", "-s", "-z")
+	if err != nil {
+		return err
+	}
+	var stage0, conflicts bytes.Buffer
+	for _, e := range bytes.Split(out, []byte{0}) {
+		meta, path, ok := strings.Cut(string(e), "\t")
+		f := strings.Fields(meta)
+		if !ok || len(f) != 3 {
+			continue
+		}
+		if f[2] == "0" {
+			fmt.Fprintf(&stage0, "%s %s 0\t%s\x00", f[0], f[1], path)
+		} else {
+			fmt.Fprintf(&conflicts, "%s %s 0\t%s/%s\x00", f[0], f[1], f[2], path)
+		}
+	}
+	mk := func(name string, entries []byte) (string, error) {
+		gi := c.objEnv(filepath.Join(c.tmp, name))
+		if _, err := gi.run(ctx, entries, "update-index", "-z", "--index-info"); err != nil {
+			return "", err
+		}
+		return gi.line(ctx, "write-tree")
+	}
+	if st.StagedTree, err = mk("staged.index", stage0.Bytes()); err != nil {
+		return err
+	}
+	if st.Conflicts, err = mk("conflicts.index", conflicts.Bytes()); err != nil {
+		return err
+	}
+	st.ConflictsTree = st.Conflicts
+	return nil
+}
+
+// opFiles are the per-worktree state files of operations in progress.
+var opFiles = []string{
+	"MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE", "SQUASH_MSG",
+	"CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "ORIG_HEAD",
+	"BISECT_START", "BISECT_LOG", "BISECT_TERMS", "BISECT_NAMES",
+	"BISECT_ANCESTORS_OK", "BISECT_EXPECTED_REV", "BISECT_FIRST_PARENT", "BISECT_HEAD",
+}
+
+// opDirs are the per-worktree state directories of operations in progress.
+var opDirs = []string{"rebase-merge", "rebase-apply", "sequencer"}
+
+// maxOpBytes bounds the operation state kept in a State (rebase-apply can
+// hold patches); beyond it the operation is reported, not recorded.
+const maxOpBytes = 8 << 20
+
+// infoFiles are files of the common git dir's info/ that change what git shows.
+var infoFiles = []string{"exclude", "attributes"}
+
+// readMeta records config, info files, shallow commits and any operation in
+// progress.
+func (c *capturer) readMeta(ctx context.Context, st *State) error {
+	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--get-regexp", `^(remote|branch|submodule)\.`)
+	if err != nil && exitCode(err) != 1 {
+		return err
+	}
+	for _, kv := range strings.Split(string(out), "\x00") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "\n")
+		st.Config = append(st.Config, ConfigEntry{Key: k, Value: SanitizeURL(v)})
+	}
+
+	for _, name := range infoFiles {
+		b, err := os.ReadFile(filepath.Join(c.repo.commonDir, "info", name))
+		if err == nil {
+			if st.Info == nil {
+				st.Info = map[string][]byte{}
+			}
+			st.Info[name] = b
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(c.repo.commonDir, "shallow")); err == nil {
+		st.Shallow = strings.Fields(string(b))
+	}
+
+	op, err := readOperation(c.repo.gitDir)
+	if err != nil {
+		return err
+	}
+	if op != nil && op.Files == nil {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("a %s is in progress and its state is larger than %d bytes: it is not recorded; the restored repository shows the working tree and index, not the %s", op.Kind, maxOpBytes, op.Kind))
+		op = nil
+	}
+	st.Operation = op
+	return nil
+}
+
+// readOperation reads the state of the operation in progress, nil if none.
+func readOperation(gitDir string) (*Operation, error) {
+	exists := func(p string) bool { _, err := os.Lstat(filepath.Join(gitDir, p)); return err == nil }
+	kind := ""
+	switch {
+	case exists("rebase-merge"):
+		kind = "rebase-merge"
+	case exists("rebase-apply"):
+		kind = "rebase-apply"
+	case exists("MERGE_HEAD"):
+		kind = "merge"
+	case exists("CHERRY_PICK_HEAD"):
+		kind = "cherry-pick"
+	case exists("REVERT_HEAD"):
+		kind = "revert"
+	case exists("sequencer"):
+		kind = "sequencer"
+	case exists("BISECT_LOG"):
+		kind = "bisect"
+	default:
+		return nil, nil
+	}
+	op := &Operation{Kind: kind, Files: map[string][]byte{}}
+	total := 0
+	add := func(rel string) error {
+		b, err := os.ReadFile(filepath.Join(gitDir, filepath.FromSlash(rel)))
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		total += len(b)
+		op.Files[rel] = sanitizeText(b)
+		return nil
+	}
+	for _, f := range opFiles {
+		if err := add(f); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range opDirs {
+		root := filepath.Join(gitDir, d)
+		err := filepath.WalkDir(root, func(p string, de os.DirEntry, err error) error {
+			if err != nil {
+				if os.IsNotExist(err) {
+					return nil
+				}
+				return err
+			}
+			if !de.Type().IsRegular() {
+				return nil
+			}
+			rel, _ := filepath.Rel(gitDir, p)
+			return add(filepath.ToSlash(rel))
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read %s state: %w", kind, err)
+		}
+	}
+	if total > maxOpBytes {
+		op.Files = nil
+	}
+	return op, nil
+}
+
+// sameContent reports whether b records the same repository state as a.
+func sameContent(a, b *State) bool {
+	return a.Version == b.Version && a.ObjectFormat == b.ObjectFormat &&
+		a.WorktreeTree == b.WorktreeTree && a.StagedTree == b.StagedTree &&
+		a.ConflictsTree == b.ConflictsTree && a.Head == b.Head &&
+		reflect.DeepEqual(a.Refs, b.Refs) && reflect.DeepEqual(a.Stash, b.Stash) &&
+		reflect.DeepEqual(a.Config, b.Config) && reflect.DeepEqual(a.Info, b.Info) &&
+		reflect.DeepEqual(a.Shallow, b.Shallow) && reflect.DeepEqual(a.Operation, b.Operation) &&
+		reflect.DeepEqual(a.Submodules, b.Submodules) && reflect.DeepEqual(a.Warnings, b.Warnings)
+}
+
+func commitTree(ctx context.Context, g gitCmd, tree, msg string, parents ...string) (string, error) {
+	args := append([]string{"commit-tree", tree, "-m", msg}, parents...)
+	return g.with(identity...).line(ctx, args...)
+}
+
+var hexID = regexp.MustCompile(`\b[0-9a-f]{40}(?:[0-9a-f]{24})?\b`)
+
+// bundle writes the bundle of this capture: every ref of the repository,
+// the snapshot, the stash stack and the objects named by the operation in
+// progress, minus what prev's chain already holds when incremental. It uses a
+// throwaway git dir whose refs name those objects (a bundle needs refs) and
+// whose objects are ObjectDir plus the user's objects as an alternate.
+func (c *capturer) bundle(ctx context.Context, st *State, full bool) (string, error) {
+	gd := filepath.Join(c.tmp, "bundle.git")
+	for _, d := range []string{"refs", "objects"} {
+		if err := os.MkdirAll(filepath.Join(gd, d), 0o700); err != nil {
+			return "", err
+		}
+	}
+	cfg := "[core]\n\trepositoryformatversion = 0\n\tbare = true\n"
+	if c.repo.format != "sha1" {
+		cfg = "[core]\n\trepositoryformatversion = 1\n\tbare = true\n[extensions]\n\tobjectformat = " + c.repo.format + "\n"
+	}
+	files := map[string]string{"HEAD": "ref: refs/tether/snapshot\n", "config": cfg}
+	if len(st.Shallow) > 0 {
+		files["shallow"] = strings.Join(st.Shallow, "\n") + "\n"
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(gd, name), []byte(content), 0o600); err != nil {
+			return "", err
+		}
+	}
+
+	g := gitCmd{dir: gd, env: []string{
+		"GIT_DIR=" + gd,
+		"GIT_OBJECT_DIRECTORY=" + c.opts.ObjectDir,
+		"GIT_ALTERNATE_OBJECT_DIRECTORIES=" + c.repo.objects,
+	}}
+
+	refs := map[string]string{"refs/tether/snapshot": st.Snapshot}
+	for _, r := range st.Refs {
+		if r.Target != "" {
+			refs[r.Name] = r.Target
+		}
+	}
+	var keep []string
+	for _, s := range st.Stash {
+		keep = append(keep, s.Commit)
+	}
+	if st.Operation != nil {
+		for _, b := range st.Operation.Files {
+			keep = append(keep, hexID.FindAllString(string(b), -1)...)
+		}
+	}
+	keep, err := existing(ctx, g, keep)
+	if err != nil {
+		return "", err
+	}
+	for i, id := range keep {
+		refs[fmt.Sprintf("refs/tether/keep/%d", i)] = id
+	}
+	var packed strings.Builder
+	names := make([]string, 0, len(refs))
+	for n := range refs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&packed, "%s %s\n", refs[n], n)
+	}
+	if err := os.WriteFile(filepath.Join(gd, "packed-refs"), []byte(packed.String()), 0o600); err != nil {
+		return "", err
+	}
+
+	args := []string{"bundle", "create", "--quiet"}
+	tmpBundle := filepath.Join(c.tmp, "out.bundle")
+	args = append(args, tmpBundle, "--all")
+	if !full {
+		// Everything reachable from the previous snapshot and the previous
+		// refs is in the chain already. Only exclude what still exists here:
+		// a ref the user since deleted and pruned cannot be walked.
+		neg := []string{c.prev.Snapshot}
+		for _, r := range c.prev.Refs {
+			if r.Target != "" {
+				neg = append(neg, r.Target)
+			}
+		}
+		for _, s := range c.prev.Stash {
+			neg = append(neg, s.Commit)
+		}
+		neg, err = existing(ctx, g, neg)
+		if err != nil {
+			return "", err
+		}
+		for _, id := range neg {
+			args = append(args, "^"+id)
+		}
+	}
+	if _, err := g.run(ctx, nil, args...); err != nil {
+		return "", err
+	}
+	final := filepath.Join(c.opts.ScratchDir, st.Snapshot+".bundle")
+	if err := os.Rename(tmpBundle, final); err != nil {
+		return "", err
+	}
+	return final, nil
+}
+
+// existing returns the distinct ids of ids that name an existing object.
+func existing(ctx context.Context, g gitCmd, ids []string) ([]string, error) {
+	seen := map[string]bool{}
+	var in bytes.Buffer
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			in.WriteString(id + "\n")
+		}
+	}
+	if in.Len() == 0 {
+		return nil, nil
+	}
+	out, err := g.run(ctx, in.Bytes(), "cat-file", "--batch-check=%(objectname)")
+	if err != nil {
+		return nil, err
+	}
+	var res []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if line != "" && !strings.HasSuffix(line, " missing") {
+			res = append(res, line)
+		}
+	}
+	return res, nil
+}
+
+// copyIndex copies the user's index, keeping its modification time: git
+// compares file times against the index's own time to spot files changed in
+// the same second the index was written ("racy git"); a fresher copy would
+// hide those changes. A missing index (no commits, nothing staged) stays
+// missing.
+func copyIndex(src, dst string) error {
+	in, err := os.Open(src)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read index: %w", err)
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy index: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+}
+
+// emptyDir removes everything inside dir.
+func emptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
