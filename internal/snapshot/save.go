@@ -141,7 +141,7 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	if s.base != nil && s.base.ID == latest {
 		return nil
 	}
-	if s.base == nil && s.cache != nil {
+	if s.cache != nil {
 		if oi, err := s.repo.st.Stat(ctx, s.repo.manifestKey(latest)); err == nil {
 			if m, stats, ok := s.cache.load(latest, oi.Size); ok {
 				s.setBase(m, stats)

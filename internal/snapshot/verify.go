@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/tether-dev/tether/internal/store"
 )
 
 // VerifyOptions configure Verify.
@@ -83,7 +85,9 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 	err := parallel(ctx, opts.Fetches, chunks, func(ctx context.Context, id string) error {
 		var problem error
 		if opts.Quick {
-			if _, err := repo.st.Stat(ctx, repo.objectKey(id)); err != nil {
+			if _, err := repo.st.Stat(ctx, repo.objectKey(id)); errors.Is(err, store.ErrNotFound) {
+				problem = &MissingError{Key: repo.objectKey(id)}
+			} else if err != nil {
 				problem = err
 			}
 		} else {
