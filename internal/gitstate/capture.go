@@ -266,6 +266,7 @@ func (c *capturer) readRefs(ctx context.Context) (*refsView, error) {
 		v.head.Branch = strings.TrimSpace(strings.TrimPrefix(hs, "ref:"))
 	} else {
 		v.head.Commit = hs
+		v.head.Checkout = lastCheckout(filepath.Join(c.repo.gitDir, "logs", "HEAD"))
 	}
 	g := c.repo.git()
 	out, err := g.run(ctx, nil, "for-each-ref", "--format=%(objectname)%09%(symref)%09%(refname)")
@@ -307,6 +308,41 @@ func (c *capturer) readRefs(ctx context.Context) (*refsView, error) {
 		}
 	}
 	return v, nil
+}
+
+// lastCheckout returns the message of the last checkout entry of a reflog,
+// reading only its tail.
+func lastCheckout(reflog string) string {
+	f, err := os.Open(reflog)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	const tail = 64 << 10
+	off := fi.Size() - tail
+	if off < 0 {
+		off = 0
+	}
+	b := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil && err != io.EOF {
+		return ""
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if _, msg, ok := strings.Cut(lines[i], "\t"); ok && strings.HasPrefix(msg, "checkout: moving from ") {
+			return sanitizeLine(msg)
+		}
+	}
+	return ""
+}
+
+// sanitizeLine keeps a reflog message to one line without credentials.
+func sanitizeLine(s string) string {
+	return strings.ReplaceAll(string(sanitizeText([]byte(s))), "\n", " ")
 }
 
 // readTrees writes the staged tree, the unmerged entries and the working

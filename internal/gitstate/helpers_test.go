@@ -295,6 +295,12 @@ func worktreeFiles(t testing.TB, repo string) map[string]string {
 		if p == repo {
 			return nil
 		}
+		if rel == ".git" {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
 		if ignored[rel] {
 			if d.IsDir() {
 				return filepath.SkipDir

@@ -117,7 +117,11 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 		}
 	}
 	if st.Head.Detached() {
-		_, err = g.run(ctx, nil, "update-ref", "--no-deref", "HEAD", st.Head.Commit)
+		msg := st.Head.Checkout
+		if msg == "" {
+			msg = "tether: restore"
+		}
+		_, err = g.run(ctx, nil, "update-ref", "--no-deref", "-m", sanitizeLine(msg), "HEAD", st.Head.Commit)
 	} else {
 		_, err = g.run(ctx, nil, "symbolic-ref", "HEAD", st.Head.Branch)
 	}

@@ -70,6 +70,10 @@ type Head struct {
 	Branch string `json:"branch,omitempty"`
 	// Commit is the commit HEAD resolves to, "" when the branch is unborn.
 	Commit string `json:"commit,omitempty"`
+	// Checkout is, for a detached HEAD, the message of the last checkout in
+	// HEAD's reflog ("checkout: moving from main to 1a2b3c"), from which
+	// `git status` tells "HEAD detached at/from <what>".
+	Checkout string `json:"checkout,omitempty"`
 }
 
 // Detached reports whether HEAD is detached.

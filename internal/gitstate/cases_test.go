@@ -1,0 +1,421 @@
+package gitstate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// recorder is a testing.TB that records failures instead of failing.
+type recorder struct {
+	testing.TB
+	failed []string
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.failed = append(r.failed, fmt.Sprintf(format, args...))
+}
+
+func TestCompareReposDetectsDifferences(t *testing.T) {
+	repo := newRepo(t)
+	ordinaryChanges(t, repo)
+	e := newEnv(t)
+	e.capture(repo)
+	for name, spoil := range map[string]func(dir string){
+		"file bytes": func(d string) { write(t, d, "b.txt", "b unstaged!\n") },
+		"exec bit":   func(d string) { os.Chmod(filepath.Join(d, "tool.sh"), 0o644) },
+		"index":      func(d string) { git(t, d, "add", "b.txt") },
+		"untracked":  func(d string) { write(t, d, "extra", "x") },
+		"branch":     func(d string) { git(t, d, "branch", "-f", "feature", "HEAD~1") },
+		"symlink":    func(d string) { os.Remove(filepath.Join(d, "link")); os.Symlink("b.txt", filepath.Join(d, "link")) },
+	} {
+		dir := e.restore()
+		spoil(dir)
+		r := &recorder{TB: t}
+		compareRepos(r, repo, dir)
+		if len(r.failed) == 0 {
+			t.Errorf("compareRepos did not notice a change of %s", name)
+		}
+	}
+}
+
+func TestUnbornRepo(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "staged.txt", "staged\n")
+	write(t, repo, "dir/staged2.txt", "staged 2\n")
+	git(t, repo, "add", ".")
+	write(t, repo, "staged.txt", "staged then changed\n")
+	write(t, repo, "untracked.txt", "untracked\n")
+	e := newEnv(t)
+	res := e.capture(repo)
+	if !res.State.Head.Unborn() || res.State.Head.Branch != "refs/heads/main" {
+		t.Fatalf("head = %+v, want unborn main", res.State.Head)
+	}
+	compareRepos(t, repo, e.restore())
+	// Then the first commit, incrementally.
+	git(t, repo, "commit", "-q", "-m", "first")
+	res = e.capture(repo)
+	if res.Full || res.Bundle == "" {
+		t.Fatalf("second capture: full %v bundle %q, want incremental", res.Full, res.Bundle)
+	}
+	compareRepos(t, repo, e.restore())
+}
+
+func TestEmptyRepo(t *testing.T) {
+	repo := newRepo(t)
+	e := newEnv(t)
+	e.capture(repo)
+	compareRepos(t, repo, e.restore())
+}
+
+func TestOnlyUntracked(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "notes.md", "# notes\n")
+	write(t, repo, "src/main.go", "package main\n")
+	e := newEnv(t)
+	e.capture(repo)
+	compareRepos(t, repo, e.restore())
+}
+
+func TestDetachedHead(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "1\n")
+	git(t, repo, "add", "f")
+	git(t, repo, "commit", "-q", "-m", "one")
+	write(t, repo, "f", "2\n")
+	git(t, repo, "commit", "-q", "-am", "two")
+	git(t, repo, "checkout", "-q", "--detach", "HEAD~1")
+	write(t, repo, "f", "detached work\n")
+	e := newEnv(t)
+	res := e.capture(repo)
+	if !res.State.Head.Detached() {
+		t.Fatalf("head = %+v, want detached", res.State.Head)
+	}
+	compareRepos(t, repo, e.restore())
+}
+
+func TestDeletedButStagedModified(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "1\n")
+	git(t, repo, "add", "f")
+	git(t, repo, "commit", "-q", "-m", "one")
+	write(t, repo, "f", "2\n")
+	git(t, repo, "add", "f")
+	os.Remove(filepath.Join(repo, "f"))
+	e := newEnv(t)
+	e.capture(repo)
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	if got := git(t, dir, "status", "--porcelain=v1"); got != "MD f\n" {
+		t.Errorf("restored status %q, want %q", got, "MD f\n")
+	}
+}
+
+func TestNothingChangedNoBundle(t *testing.T) {
+	repo := newRepo(t)
+	ordinaryChanges(t, repo)
+	e := newEnv(t)
+	first := e.capture(repo)
+	again := e.capture(repo)
+	if again.Bundle != "" {
+		t.Fatalf("capture without changes wrote bundle %s", again.Bundle)
+	}
+	a, _ := json.Marshal(first.State)
+	b, _ := json.Marshal(again.State)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("capture without changes changed the state:\n%s\n%s", a, b)
+	}
+	// A change only to refs is a change.
+	git(t, repo, "tag", "v2")
+	if res := e.capture(repo); res.Bundle == "" {
+		t.Fatal("a new tag produced no bundle")
+	}
+	compareRepos(t, repo, e.restore())
+}
+
+func TestChainOfThreeIncrementals(t *testing.T) {
+	repo := newRepo(t)
+	ordinaryChanges(t, repo)
+	e := newEnv(t)
+	e.capture(repo)
+	steps := []func(){
+		func() { write(t, repo, "untracked/new.txt", "new\n") },
+		func() { git(t, repo, "add", "-A"); git(t, repo, "commit", "-q", "-m", "third"); git(t, repo, "checkout", "-q", "feature") },
+		func() {
+			write(t, repo, "a.txt", "on feature\n")
+			git(t, repo, "stash", "-q")
+			write(t, repo, "b.txt", "second stash\n")
+			git(t, repo, "stash", "-q")
+			write(t, repo, "c.txt", "staged new\n")
+			git(t, repo, "add", "c.txt")
+		},
+	}
+	for i, step := range steps {
+		step()
+		res := e.capture(repo)
+		if res.Full || res.Bundle == "" || res.State.ChainDepth != i+1 {
+			t.Fatalf("capture %d: full %v bundle %q depth %d, want incremental at depth %d", i+2, res.Full, res.Bundle, res.State.ChainDepth, i+1)
+		}
+	}
+	if len(e.bundles) != 4 {
+		t.Fatalf("chain has %d bundles, want 4", len(e.bundles))
+	}
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	// Every bundle after the first depends on the one before: a chain missing
+	// its middle must fail loudly, not restore something else.
+	broken := []string{e.bundles[0], e.bundles[1], e.bundles[3]}
+	err := Restore(context.Background(), filepath.Join(t.TempDir(), "x"), e.states[len(e.states)-1], broken)
+	if err == nil {
+		t.Fatal("restore from a chain with a missing bundle succeeded")
+	}
+	t.Logf("restore with a missing bundle: %v", err)
+}
+
+func TestMaxChainStartsFullBundle(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "0\n")
+	e := newEnv(t)
+	var fulls []int
+	for i := 0; i < 5; i++ {
+		write(t, repo, "f", fmt.Sprintf("%d\n", i))
+		var prev *State
+		if len(e.states) > 0 {
+			prev = e.states[len(e.states)-1]
+		}
+		res, err := Capture(context.Background(), repo, prev, CaptureOptions{ObjectDir: e.objects, ScratchDir: e.scratch, MaxChain: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Full {
+			fulls = append(fulls, i)
+			e.bundles = nil
+		}
+		e.bundles = append(e.bundles, res.Bundle)
+		e.states = append(e.states, &res.State)
+	}
+	if fmt.Sprint(fulls) != "[0 3]" {
+		t.Fatalf("full bundles at captures %v, want [0 3] with MaxChain 2", fulls)
+	}
+	compareRepos(t, repo, e.restore())
+}
+
+func TestMergeConflictInProgress(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "base\n")
+	write(t, repo, "g", "base g\n")
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "-q", "-m", "base")
+	git(t, repo, "checkout", "-q", "-b", "other")
+	write(t, repo, "f", "other\n")
+	write(t, repo, "g", "other g\n")
+	git(t, repo, "commit", "-q", "-am", "other")
+	git(t, repo, "checkout", "-q", "main")
+	write(t, repo, "f", "main\n")
+	git(t, repo, "commit", "-q", "-am", "main")
+	if _, err := gitErr(repo, nil, "merge", "other"); err == nil {
+		t.Fatal("merge did not conflict")
+	}
+	write(t, repo, "untracked", "during merge\n")
+	e := newEnv(t)
+	res := e.capture(repo)
+	if res.State.Operation == nil || res.State.Operation.Kind != "merge" || res.State.Conflicts == "" {
+		t.Fatalf("operation %+v conflicts %q, want a merge with conflicts", res.State.Operation, res.State.Conflicts)
+	}
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	// The restored merge can be concluded like the original.
+	for _, d := range []string{repo, dir} {
+		write(t, d, "f", "resolved\n")
+		git(t, d, "add", "f")
+		git(t, d, "commit", "-q", "--no-edit")
+	}
+	compareRepos(t, repo, dir)
+	if p := strings.Fields(git(t, dir, "log", "-1", "--format=%P")); len(p) != 2 {
+		t.Fatalf("restored merge concluded with parents %v, want 2", p)
+	}
+}
+
+func TestRebaseInProgress(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "base\n")
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "-q", "-m", "base")
+	git(t, repo, "checkout", "-q", "-b", "topic")
+	for i := 1; i <= 3; i++ {
+		write(t, repo, "f", fmt.Sprintf("topic %d\n", i))
+		write(t, repo, fmt.Sprintf("t%d", i), "x\n")
+		git(t, repo, "add", ".")
+		git(t, repo, "commit", "-q", "-m", fmt.Sprintf("topic %d", i))
+	}
+	git(t, repo, "checkout", "-q", "main")
+	write(t, repo, "f", "main changed\n")
+	git(t, repo, "commit", "-q", "-am", "main changed")
+	git(t, repo, "checkout", "-q", "topic")
+	if _, err := gitErr(repo, nil, "rebase", "main"); err == nil {
+		t.Fatal("rebase did not stop on a conflict")
+	}
+	e := newEnv(t)
+	res := e.capture(repo)
+	if res.State.Operation == nil || res.State.Operation.Kind != "rebase-merge" {
+		t.Fatalf("operation %+v, want rebase-merge", res.State.Operation)
+	}
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	// Continue the rebase in both to the end: same history.
+	for _, d := range []string{repo, dir} {
+		for i := 0; i < 5; i++ {
+			write(t, d, "f", "resolved\n")
+			git(t, d, "add", "f")
+			if _, err := gitErr(d, nil, "rebase", "--continue"); err == nil {
+				break
+			}
+		}
+	}
+	compareRepos(t, repo, dir)
+	if got := git(t, dir, "log", "--format=%s", "main..topic"); got != "topic 3\ntopic 2\ntopic 1\n" {
+		t.Fatalf("restored rebase ended with %q", got)
+	}
+}
+
+func TestSubmodule(t *testing.T) {
+	root := t.TempDir()
+	lib := filepath.Join(root, "lib")
+	git(t, root, "init", "-q", lib)
+	write(t, lib, "lib.go", "package lib\n")
+	git(t, lib, "add", ".")
+	git(t, lib, "commit", "-q", "-m", "lib")
+	repo := filepath.Join(root, "app")
+	git(t, root, "init", "-q", repo)
+	write(t, repo, "main.go", "package main\n")
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "-q", "-m", "app")
+	git(t, repo, "submodule", "-q", "add", lib, "vendor/lib")
+	git(t, repo, "commit", "-q", "-m", "add lib")
+	sub := filepath.Join(repo, "vendor/lib")
+	write(t, sub, "lib.go", "package lib // changed in the submodule\n")
+	write(t, sub, "new.go", "package lib\n")
+	write(t, repo, "main.go", "package main // changed\n")
+
+	e := newEnv(t)
+	res := e.capture(repo)
+	if len(res.State.Submodules) != 1 || res.State.Submodules[0].Path != "vendor/lib" {
+		t.Fatalf("submodules %+v, want vendor/lib", res.State.Submodules)
+	}
+	if !IsRepo(sub) {
+		t.Fatal("IsRepo(submodule with a .git file) = false")
+	}
+	es := newEnv(t)
+	es.capture(sub)
+
+	dir := e.restore()
+	// The caller restores each submodule into its path after the parent.
+	if err := Restore(context.Background(), filepath.Join(dir, "vendor/lib"), es.states[0], es.bundles); err != nil {
+		t.Fatal(err)
+	}
+	compareRepos(t, repo, dir)
+	compareRepos(t, sub, filepath.Join(dir, "vendor/lib"))
+}
+
+func TestCredentialsNeverStored(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "x\n")
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "-q", "-m", "one")
+	git(t, repo, "remote", "add", "origin", "https://alice:s3cr3t-token@git.example.com/team/repo.git?private_token=qs-s3cr3t")
+	git(t, repo, "remote", "set-url", "--push", "origin", "https://x-access-token:push-s3cr3t@git.example.com/team/repo.git")
+	git(t, repo, "remote", "add", "ssh", "ssh://git:ssh-s3cr3t@git.example.com/team/repo.git")
+	git(t, repo, "config", "branch.main.remote", "origin")
+	git(t, repo, "config", "branch.main.merge", "refs/heads/main")
+	git(t, repo, "update-ref", "refs/remotes/origin/main", "HEAD")
+	write(t, repo, "f", "y\n")
+	e := newEnv(t)
+	res := e.capture(repo)
+	js, _ := json.Marshal(res.State)
+	dir := e.restore()
+	cfg := git(t, dir, "config", "--list", "--local")
+	// Every object of the bundle, uncompressed.
+	objs := git(t, dir, "cat-file", "--batch-all-objects", "--batch", "--unordered")
+	for _, secret := range []string{"s3cr3t", "alice"} {
+		for name, text := range map[string]string{"state JSON": string(js), "restored config": cfg, "bundle objects": objs} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s contains %q", name, secret)
+			}
+		}
+	}
+	if !strings.Contains(cfg, "remote.origin.url=https://git.example.com/team/repo.git") ||
+		!strings.Contains(cfg, "remote.ssh.url=ssh://git@git.example.com/team/repo.git") {
+		t.Errorf("restored remotes are not the sanitised URLs:\n%s", cfg)
+	}
+	// Upstream tracking survives.
+	if got := git(t, dir, "rev-parse", "--abbrev-ref", "main@{upstream}"); got != "origin/main\n" {
+		t.Errorf("restored upstream %q", got)
+	}
+}
+
+func TestSanitizeURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:tok@github.com/a/b.git":             "https://github.com/a/b.git",
+		"https://ghp_abc@github.com/a/b":                  "https://github.com/a/b",
+		"HTTPS://u:p@h:8443/x?token=abc#frag":             "HTTPS://h:8443/x",
+		"https://h/x.git?access_token=abc":                "https://h/x.git",
+		"https://u:p@h":                                   "https://h",
+		"ssh://git:pw@host/x":                             "ssh://git@host/x",
+		"ssh://git@host:22/x":                             "ssh://git@host:22/x",
+		"git@github.com:a/b.git":                          "git@github.com:a/b.git",
+		"/srv/git/x.git":                                  "/srv/git/x.git",
+		"file:///srv/git/x.git":                           "file:///srv/git/x.git",
+		"+refs/heads/*:refs/remotes/origin/*":             "+refs/heads/*:refs/remotes/origin/*",
+		"https://u:p%40ss@h/x":                            "https://h/x",
+		"https://oauth2:glpat-xyz@gitlab.com/g/p.git":     "https://gitlab.com/g/p.git",
+		"http://proxyuser:proxypass@proxy.local:3128":     "http://proxy.local:3128",
+	} {
+		if got := SanitizeURL(in); got != want {
+			t.Errorf("SanitizeURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := string(sanitizeText([]byte("Merge branch 'main' of https://u:tok@h/x\n"))); got != "Merge branch 'main' of https://h/x\n" {
+		t.Errorf("sanitizeText: %q", got)
+	}
+}
+
+func TestIsRepo(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "x\n")
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "-q", "-m", "one")
+	wt := filepath.Join(t.TempDir(), "wt")
+	git(t, repo, "worktree", "add", "-q", wt)
+	for dir, want := range map[string]bool{repo: true, wt: true, filepath.Join(repo, ".git"): false, t.TempDir(): false, filepath.Join(repo, "nope"): false} {
+		if got := IsRepo(dir); got != want {
+			t.Errorf("IsRepo(%s) = %v, want %v", dir, got, want)
+		}
+	}
+	// A linked worktree is captured and restored as a repository of its own.
+	write(t, wt, "f", "in worktree\n")
+	e := newEnv(t)
+	e.capture(wt)
+	compareRepos(t, wt, e.restore())
+	// A subdirectory is not a root.
+	os.MkdirAll(filepath.Join(repo, "sub"), 0o755)
+	if _, err := Capture(context.Background(), filepath.Join(repo, "sub"), nil, CaptureOptions{ObjectDir: e.objects, ScratchDir: e.scratch}); err == nil {
+		t.Error("capture of a subdirectory succeeded")
+	}
+}
+
+func TestRestoreRefusesNonEmptyDir(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "x\n")
+	e := newEnv(t)
+	e.capture(repo)
+	dir := t.TempDir()
+	write(t, dir, "precious", "do not overwrite\n")
+	if err := Restore(context.Background(), dir, e.states[0], e.bundles); err == nil {
+		t.Fatal("restore into a non-empty directory succeeded")
+	}
+}
