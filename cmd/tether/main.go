@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // Exit codes shared by every subcommand.
@@ -39,8 +40,18 @@ func run(args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "tether:", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	if asUsage(err, &ue) {
 		return exitUsage
 	}
 	return exitError
+}
+
+// asUsage reports whether err is the caller's mistake: ours (usageError) or
+// cobra's own for an unknown command or a missing required flag.
+func asUsage(err error, ue *usageError) bool {
+	if errors.As(err, ue) {
+		return true
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "required flag") || strings.HasPrefix(msg, "invalid argument")
 }

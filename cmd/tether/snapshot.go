@@ -131,6 +131,7 @@ func newSnapshotSaveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer saver.Close()
 			st, err := saver.Save(ctx)
 			if err != nil {
 				return err

@@ -187,3 +187,5 @@ func save(t testing.TB, repo *Repo, ws string, opts SaveOptions) *SaveStats {
 	}
 	return st
 }
+
+func newRand(seed int64) *rand.Rand { return rand.New(rand.NewSource(seed)) }

@@ -29,7 +29,10 @@ type Manifest struct {
 	// Parent is the snapshot this one was saved incrementally against ("" for a first save).
 	Parent  string  `json:"parent,omitempty"`
 	Entries []Entry `json:"entries"`
-	Summary Summary `json:"summary"`
+	// Repos are the git repositories under repos/ and their submodules,
+	// captured by gitstate rather than file by file.
+	Repos   []RepoEntry `json:"repos,omitempty"`
+	Summary Summary     `json:"summary"`
 }
 
 // Summary is what `snapshot ls` shows of a snapshot.
@@ -38,6 +41,7 @@ type Summary struct {
 	Dirs     int   `json:"dirs"`
 	Symlinks int   `json:"symlinks"`
 	Bytes    int64 `json:"bytes"`
+	Repos    int   `json:"repos"`
 }
 
 // Entry is one file, directory or symlink, at a slash-separated path relative
@@ -101,15 +105,8 @@ func (m *Manifest) validate() error {
 				return fmt.Errorf("snapshot %s: symlink %q has an invalid target", m.ID, e.Path)
 			}
 		case TypeFile:
-			var sum int64
-			for _, c := range e.Chunks {
-				if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" || c.Len <= 0 {
-					return fmt.Errorf("snapshot %s: file %q references an invalid chunk %q", m.ID, e.Path, c.ID)
-				}
-				sum += c.Len
-			}
-			if sum != e.Size {
-				return fmt.Errorf("snapshot %s: file %q has size %d but its chunks hold %d bytes", m.ID, e.Path, e.Size, sum)
+			if err := validChunks(e.Chunks, e.Size); err != nil {
+				return fmt.Errorf("snapshot %s: file %q %w", m.ID, e.Path, err)
 			}
 		default:
 			return fmt.Errorf("snapshot %s: entry %q has unknown type %q", m.ID, e.Path, e.Type)
@@ -118,6 +115,27 @@ func (m *Manifest) validate() error {
 			return fmt.Errorf("snapshot %s: entry %q has invalid mode %o", m.ID, e.Path, e.Mode)
 		}
 		kinds[e.Path] = e.Type
+	}
+	for _, r := range m.Repos {
+		for i, b := range r.Bundles {
+			if err := validChunks(b.Chunks, b.Size); err != nil {
+				return fmt.Errorf("snapshot %s: bundle %d of repository %q %w", m.ID, i, r.Path, err)
+			}
+		}
+	}
+	return m.validateRepos(kinds)
+}
+
+func validChunks(chunks []Ref, size int64) error {
+	var sum int64
+	for _, c := range chunks {
+		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" || c.Len <= 0 {
+			return fmt.Errorf("references an invalid chunk %q", c.ID)
+		}
+		sum += c.Len
+	}
+	if sum != size {
+		return fmt.Errorf("has size %d but its chunks hold %d bytes", size, sum)
 	}
 	return nil
 }

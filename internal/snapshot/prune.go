@@ -48,11 +48,7 @@ func Prune(ctx context.Context, repo *Repo, keep int) (*PruneStats, error) {
 		if err != nil {
 			return nil, fmt.Errorf("prune %s: %w; nothing was deleted", repo, err)
 		}
-		for _, e := range m.Entries {
-			for _, c := range e.Chunks {
-				live[c.ID] = true
-			}
-		}
+		m.eachChunk(func(c Ref) { live[c.ID] = true })
 	}
 	for _, id := range ps.RemovedSnapshots {
 		if err := repo.st.Delete(ctx, repo.manifestKey(id)); err != nil {

@@ -272,4 +272,3 @@ func parallel[T any](ctx context.Context, n int, items []T, fn func(context.Cont
 	}
 	return firstErr
 }
-

@@ -197,6 +197,9 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 			}
 		}
 	}
+	if err := restoreRepos(ctx, repo, m, dir); err != nil {
+		return err
+	}
 	for i := len(m.Entries) - 1; i >= 0; i-- {
 		e := &m.Entries[i]
 		if e.Type != TypeDir {
@@ -266,4 +269,3 @@ func syncFS(dir string) error {
 	}
 	return nil
 }
-

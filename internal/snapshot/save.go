@@ -27,6 +27,10 @@ type SaveOptions struct {
 	// Exclude reports whether a path (slash-separated, relative to the
 	// workspace) is left out. Directories are asked about before their contents.
 	Exclude func(rel string, isDir bool) bool
+	// CaptureRepo, when set, is asked before each git repository under repos/
+	// is captured; false reuses the previous snapshot's capture of it (the
+	// sync loop captures repositories only when they changed). Nil: always.
+	CaptureRepo func(rel string) bool
 	// Uploads is how many chunks are compressed and uploaded at once (default 4).
 	Uploads int
 	// Host is recorded in manifests (default: os.Hostname).
@@ -42,7 +46,9 @@ type SaveStats struct {
 	Files           int    `json:"files"`
 	Dirs            int    `json:"dirs"`
 	Symlinks        int    `json:"symlinks"`
-	Skipped         int    `json:"skipped"` // sockets, devices and other entries a snapshot cannot hold
+	Skipped         int    `json:"skipped"`       // sockets, devices and other entries a snapshot cannot hold
+	Repos           int    `json:"repos"`         // git repositories in the snapshot
+	ReposCaptured   int    `json:"reposCaptured"` // of which a new bundle was stored
 	BytesScanned    int64  `json:"bytesScanned"`
 	BytesRead       int64  `json:"bytesRead"`
 	BytesUploaded   int64  `json:"bytesUploaded"`
@@ -65,10 +71,11 @@ type Saver struct {
 	workspace string
 	opts      SaveOptions
 
-	base     *Manifest // newest snapshot this Saver knows, nil before the first
+	base       *Manifest // newest snapshot this Saver knows, nil before the first
 	baseByPath map[string]*Entry
-	stats    map[string]statKey // stat of files whose content equals base's entry
-	cache    *statCache
+	stats      map[string]statKey // stat of files whose content equals base's entry
+	cache      *statCache
+	tmpGit     string // git object dirs when there is no CacheDir
 }
 
 // ErrConcurrentSave is returned when another writer created the snapshot id
@@ -196,11 +203,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]statKey{}}
 	w.stats.Parent = latest
 	if s.base != nil {
-		for _, e := range s.base.Entries {
-			for _, c := range e.Chunks {
-				w.known[c.ID] = true
-			}
-		}
+		s.base.eachChunk(func(c Ref) { w.known[c.ID] = true })
 	}
 	w.up = newUploader(ctx, s.repo, s.opts.Uploads)
 	entries, werr := w.walk()
@@ -221,7 +224,9 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		Host:      s.opts.Host,
 		Parent:    latest,
 		Entries:   entries,
+		Repos:     w.repos,
 	}
+	m.Summary.Repos = len(w.repos)
 	for _, e := range entries {
 		switch e.Type {
 		case TypeFile:
@@ -251,6 +256,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	st.ID = m.ID
 	st.Files, st.Dirs, st.Symlinks = m.Summary.Files, m.Summary.Dirs, m.Summary.Symlinks
 	st.BytesScanned = m.Summary.Bytes
+	st.Repos = len(m.Repos)
 	st.BytesUploaded = w.up.bytes.Load() + int64(len(obj))
 	st.ObjectsUploaded = int(w.up.objects.Load()) + 1
 	st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
@@ -274,6 +280,7 @@ type saveRun struct {
 	up       *uploader
 	split    *splitter
 	buf      []byte
+	repos    []RepoEntry
 }
 
 func (w *saveRun) excluded(rel string, isDir bool) bool {
@@ -316,6 +323,12 @@ func (w *saveRun) walk() ([]Entry, error) {
 			return err
 		}
 		e := Entry{Path: rel, Mode: unixMode(fi), MTime: fi.ModTime().UnixNano()}
+		if d.IsDir() && isRepoRoot(rel, p) {
+			if err := w.captureRepo(rel); err != nil {
+				return err
+			}
+			return filepath.SkipDir
+		}
 		switch {
 		case fi.Mode().IsDir():
 			e.Type = TypeDir

@@ -65,14 +65,12 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 		if err := m.validate(); err != nil {
 			rep.Problems = append(rep.Problems, err.Error())
 		}
-		for _, e := range m.Entries {
-			for _, c := range e.Chunks {
-				if u := users[c.ID]; len(u) == 0 || u[len(u)-1] != id {
-					users[c.ID] = append(u, id)
-				}
-				lens[c.ID] = c.Len
+		m.eachChunk(func(c Ref) {
+			if u := users[c.ID]; len(u) == 0 || u[len(u)-1] != id {
+				users[c.ID] = append(u, id)
 			}
-		}
+			lens[c.ID] = c.Len
+		})
 	}
 	chunks := make([]string, 0, len(users))
 	for id := range users {

@@ -1,0 +1,286 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tether-dev/tether/internal/gitstate"
+)
+
+// reposDir is the workspace directory whose git repositories are captured by
+// gitstate (working tree, index, refs, operation in progress) instead of file
+// by file. Files git ignores there are not saved.
+const reposDir = "repos"
+
+// RepoEntry is one git repository of a snapshot: its state and the chain of
+// bundles (oldest, full, first) that hold its objects.
+type RepoEntry struct {
+	Path    string          `json:"path"`
+	State   *gitstate.State `json:"state"`
+	Bundles []Blob          `json:"bundles"`
+}
+
+// Blob is a stored byte stream, such as a bundle file.
+type Blob struct {
+	Size   int64 `json:"size"`
+	Chunks []Ref `json:"chunks"`
+}
+
+// eachChunk calls fn with every chunk a snapshot references.
+func (m *Manifest) eachChunk(fn func(Ref)) {
+	for _, e := range m.Entries {
+		for _, c := range e.Chunks {
+			fn(c)
+		}
+	}
+	for _, r := range m.Repos {
+		for _, b := range r.Bundles {
+			for _, c := range b.Chunks {
+				fn(c)
+			}
+		}
+	}
+}
+
+// isRepoRoot reports whether rel (a directory) is captured as a repository:
+// a direct child of repos/ that is a git working tree.
+func isRepoRoot(rel, abs string) bool {
+	dir, name := path.Split(rel)
+	return dir == reposDir+"/" && name != "" && gitstate.IsRepo(abs)
+}
+
+// captureRepo captures the repository at rel (and, recursively, its
+// submodules) and appends their entries to w.repos.
+func (w *saveRun) captureRepo(rel string) error {
+	abs := filepath.Join(w.s.workspace, filepath.FromSlash(rel))
+	var prev *RepoEntry
+	if w.s.base != nil {
+		for i := range w.s.base.Repos {
+			if w.s.base.Repos[i].Path == rel {
+				prev = &w.s.base.Repos[i]
+			}
+		}
+	}
+	if prev != nil && w.s.opts.CaptureRepo != nil && !w.s.opts.CaptureRepo(rel) {
+		w.repos = append(w.repos, *prev)
+		return w.keepSubmodules(rel)
+	}
+	objDir, unlock, err := w.s.gitObjectDir(rel)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	scratch, err := os.MkdirTemp("", "tether-bundle-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	var prevState *gitstate.State
+	if prev != nil {
+		prevState = prev.State
+	}
+	res, err := gitstate.Capture(w.ctx, abs, prevState, gitstate.CaptureOptions{ObjectDir: objDir, ScratchDir: scratch})
+	if err != nil {
+		return err
+	}
+	st := res.State
+	entry := RepoEntry{Path: rel, State: &st}
+	switch {
+	case res.Bundle == "" && prev != nil:
+		entry.Bundles = prev.Bundles
+	case res.Bundle == "":
+		return fmt.Errorf("capture of %s produced no bundle and there is no earlier one", rel)
+	default:
+		blob, err := w.storeFile(res.Bundle)
+		if err != nil {
+			return fmt.Errorf("store bundle of %s: %w", rel, err)
+		}
+		if !res.Full && prev != nil {
+			entry.Bundles = append(append([]Blob(nil), prev.Bundles...), blob)
+		} else {
+			entry.Bundles = []Blob{blob}
+		}
+		w.stats.ReposCaptured++
+	}
+	w.repos = append(w.repos, entry)
+	for _, sm := range st.Submodules {
+		sub := path.Join(rel, sm.Path)
+		if gitstate.IsRepo(filepath.Join(w.s.workspace, filepath.FromSlash(sub))) {
+			if err := w.captureRepo(sub); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// keepSubmodules carries the base's entries of rel's submodules over unchanged.
+func (w *saveRun) keepSubmodules(rel string) error {
+	for _, r := range w.s.base.Repos {
+		if strings.HasPrefix(r.Path, rel+"/") {
+			w.repos = append(w.repos, r)
+		}
+	}
+	return nil
+}
+
+// storeFile chunks and uploads a whole file (no stat cache, no append logic).
+func (w *saveRun) storeFile(p string) (Blob, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return Blob{}, err
+	}
+	defer f.Close()
+	var b Blob
+	if w.split == nil {
+		w.split = newSplitter()
+	}
+	err = w.split.split(f, func(data []byte) error {
+		id := hashID(data)
+		b.Chunks = append(b.Chunks, Ref{ID: id, Len: int64(len(data))})
+		b.Size += int64(len(data))
+		if w.known[id] {
+			return nil
+		}
+		w.known[id] = true
+		return w.up.put(id, data)
+	})
+	return b, err
+}
+
+// gitObjectDir returns the private git object directory gitstate keeps
+// between captures of the repository at rel, locked against a concurrent
+// capture by another process. Without a cache dir it lives for this Saver
+// only, and every new Saver starts with full bundles.
+func (s *Saver) gitObjectDir(rel string) (string, func(), error) {
+	root := s.opts.CacheDir
+	if root == "" {
+		if s.tmpGit == "" {
+			d, err := os.MkdirTemp("", "tether-git-")
+			if err != nil {
+				return "", nil, err
+			}
+			s.tmpGit = d
+		}
+		root = s.tmpGit
+	}
+	sum := sha256.Sum256([]byte(s.workspace + "\x00" + rel))
+	dir := filepath.Join(root, "git", hex.EncodeToString(sum[:12]))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, err
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
+		lf.Close()
+		return "", nil, err
+	}
+	return filepath.Join(dir, "objects"), func() { lf.Close() }, nil
+}
+
+// Close releases what the Saver holds (a temporary git object directory when
+// it has no cache dir).
+func (s *Saver) Close() error {
+	if s.tmpGit != "" {
+		return os.RemoveAll(s.tmpGit)
+	}
+	return nil
+}
+
+// restoreRepos fetches each repository's bundle chain and lets gitstate
+// rebuild it under dir, parents before their submodules.
+func restoreRepos(ctx context.Context, repo *Repo, m *Manifest, dir string) error {
+	if len(m.Repos) == 0 {
+		return nil
+	}
+	repos := append([]RepoEntry(nil), m.Repos...)
+	sort.Slice(repos, func(i, j int) bool { return repos[i].Path < repos[j].Path })
+	scratch := filepath.Join(dir, ".tether-bundles")
+	if err := os.Mkdir(scratch, 0o700); err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	for _, r := range repos {
+		var paths []string
+		for i, b := range r.Bundles {
+			p := filepath.Join(scratch, fmt.Sprintf("%d.bundle", i))
+			if err := writeBlob(ctx, repo, m.ID, b, p); err != nil {
+				return fmt.Errorf("repository %s: %w", r.Path, err)
+			}
+			paths = append(paths, p)
+		}
+		target := filepath.Join(dir, filepath.FromSlash(r.Path))
+		if err := gitstate.Restore(ctx, target, r.State, paths); err != nil {
+			return err
+		}
+		for _, p := range paths {
+			os.Remove(p)
+		}
+	}
+	return nil
+}
+
+func writeBlob(ctx context.Context, repo *Repo, snapshotID string, b Blob, p string) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, c := range b.Chunks {
+		data, err := repo.readChunk(ctx, c.ID, snapshotID)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(data); err != nil {
+			return err
+		}
+	}
+	return f.Close()
+}
+
+// validateRepos checks repository entries like file entries: clean relative
+// paths, each a direct child of repos/ (a directory of the snapshot) or a
+// submodule inside another repository of the snapshot, never twice, never
+// where a file entry is.
+func (m *Manifest) validateRepos(kinds map[string]string) error {
+	seen := map[string]bool{}
+	for _, r := range m.Repos {
+		if err := validPath(r.Path); err != nil {
+			return fmt.Errorf("snapshot %s: repository %q: %w", m.ID, r.Path, err)
+		}
+		if seen[r.Path] || kinds[r.Path] != "" {
+			return fmt.Errorf("snapshot %s: repository %q appears twice", m.ID, r.Path)
+		}
+		if r.State == nil || len(r.Bundles) == 0 {
+			return fmt.Errorf("snapshot %s: repository %q has no state or no bundles", m.ID, r.Path)
+		}
+		seen[r.Path] = true
+	}
+	for _, r := range m.Repos {
+		parent := path.Dir(r.Path)
+		ok := parent == reposDir && kinds[reposDir] == TypeDir
+		for p := parent; !ok && p != "." && p != "/"; p = path.Dir(p) {
+			ok = seen[p]
+		}
+		if !ok {
+			return fmt.Errorf("snapshot %s: repository %q is neither under %s/ nor inside another repository", m.ID, r.Path, reposDir)
+		}
+		for p := parent; p != "."; p = path.Dir(p) {
+			if kinds[p] != "" && kinds[p] != TypeDir {
+				return fmt.Errorf("snapshot %s: repository %q would be written through %q, a %s: refusing to restore outside the target", m.ID, r.Path, p, kinds[p])
+			}
+		}
+	}
+	return nil
+}
