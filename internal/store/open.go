@@ -1,0 +1,37 @@
+package store
+
+import "context"
+
+// Open opens the store named by rawURL:
+//
+//	file:///abs/dir                 plain files under dir (the embedded default, see DefaultURL)
+//	s3://bucket?endpoint=http://127.0.0.1:9000&use_path_style=true&region=us-east-1
+//	gs://bucket                     Google Cloud Storage
+//	azblob://container              Azure Blob Storage
+//	mem://                          in memory, for tests; every Open is a new empty store
+//
+// Every scheme takes prefix=p/ to scope the store under a key prefix. s3://
+// also takes the query parameters of gocloud.dev/aws (region, endpoint,
+// profile, ...) and of gocloud.dev/blob/s3blob (use_path_style, ssetype,
+// kmskeyid, ...), plus conditional_put=false for S3 servers that ignore
+// If-None-Match (PutIfAbsent then degrades to Stat-then-Put; see PutIfAbsent).
+//
+// Credentials never go in the URL, which ends up in logs and pod specs: a URL
+// with user:password@ or a secret-looking parameter is refused. They come from
+// the environment and each cloud's standard chain (AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY or ~/.aws for s3://, GOOGLE_APPLICATION_CREDENTIALS for
+// gs://, AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY for azblob://).
+//
+// Open checks the URL and, for file://, the directory; it does not contact a
+// remote store, so a network blip at start-up is handled by WithRetry on the
+// first call instead of failing the process.
+func Open(ctx context.Context, rawURL string) (Store, error) {
+	p, err := parseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if p.scheme == "file" {
+		return openFile(p)
+	}
+	return openBlob(ctx, p)
+}

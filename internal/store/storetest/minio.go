@@ -1,0 +1,225 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// MinioVersion is the MinIO module version hack/install-minio.sh builds; the
+// binary is looked up as minio-<MinioVersion>. Keep the two in sync (a test
+// checks it).
+const MinioVersion = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+// MinioBinary returns where the MinIO binary is expected: $TETHER_MINIO_BIN,
+// or minio-<MinioVersion> under $TETHER_CACHE_DIR/bin (default
+// ~/.cache/tether/bin), where hack/install-minio.sh puts it.
+func MinioBinary() string {
+	if p := os.Getenv("TETHER_MINIO_BIN"); p != "" {
+		return p
+	}
+	cache := os.Getenv("TETHER_CACHE_DIR")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "tether")
+	}
+	return filepath.Join(cache, "bin", "minio-"+MinioVersion)
+}
+
+type minioMissingError struct{ path string }
+
+func (e *minioMissingError) Error() string {
+	return fmt.Sprintf("MinIO binary %s not found; run hack/install-minio.sh (or set TETHER_MINIO_BIN)", e.path)
+}
+
+type minio struct {
+	endpoint string
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser // closing it stops the server (see watchdog)
+	exited   chan struct{}
+	log      *syncBuffer
+	client   *s3.Client
+}
+
+var (
+	minioOnce sync.Once
+	minioSrv  *minio
+	minioErr  error
+)
+
+func minioServer() (*minio, error) {
+	minioOnce.Do(func() {
+		bin := MinioBinary()
+		if _, err := os.Stat(bin); err != nil {
+			minioErr = &minioMissingError{bin}
+			return
+		}
+		// A free port can be taken between probing and MinIO binding it;
+		// try a few times before giving up.
+		for range 3 {
+			minioSrv, minioErr = startMinio(bin)
+			if minioErr == nil {
+				return
+			}
+		}
+	})
+	return minioSrv, minioErr
+}
+
+// watchdog runs MinIO under sh so the server dies with the test binary
+// however the binary ends (a test timeout's panic or SIGKILL skip every
+// cleanup): sh holds the read end of a pipe whose write end only the test
+// binary has, and end-of-file on it means the test binary is gone. It also
+// removes the data directory after the server exits.
+const watchdog = `
+bin="$1"; addr="$2"; console="$3"; data="$4"
+exec 3<&0
+"$bin" server --quiet --address "$addr" --console-address "$console" "$data" </dev/null &
+pid=$!
+{ read -r _ <&3; kill "$pid" 2>/dev/null; } </dev/null >/dev/null 2>&1 &
+reader=$!
+wait "$pid"; st=$?
+kill "$reader" 2>/dev/null
+rm -rf "$data"
+exit $st
+`
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startMinio(bin string) (*minio, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	consolePort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.MkdirTemp("", "tether-minio-")
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	m := &minio{endpoint: "http://" + addr, exited: make(chan struct{}), log: &syncBuffer{}}
+	m.cmd = exec.Command("sh", "-c", watchdog, "minio-watchdog", bin, addr, "127.0.0.1:"+strconv.Itoa(consolePort), data)
+	m.cmd.Env = append(os.Environ(),
+		"MINIO_ROOT_USER="+testAccessKey,
+		"MINIO_ROOT_PASSWORD="+testSecretKey,
+		"MINIO_BROWSER=off",
+		"MINIO_UPDATE=off",
+		"MINIO_CI_CD=on", // allows a data dir on the root disk, no update checks
+	)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	if m.stdin, err = m.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := m.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start MinIO: %w", err)
+	}
+	go func() { _ = m.cmd.Wait(); close(m.exited) }()
+
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		select {
+		case <-m.exited:
+			return nil, fmt.Errorf("MinIO exited during start-up: %s", m.log.String())
+		default:
+		}
+		resp, err := http.Get(m.endpoint + "/minio/health/live")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			m.stop()
+			return nil, fmt.Errorf("MinIO not ready at %s after %s: %s", m.endpoint, time.Since(start).Round(time.Millisecond), m.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m.client = s3.New(s3.Options{
+		BaseEndpoint: aws.String(m.endpoint),
+		Region:       testRegion,
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(testAccessKey, testSecretKey, ""),
+	})
+	return m, nil
+}
+
+func (m *minio) createBucket(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := m.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return fmt.Errorf("create bucket %s on %s: %w", name, m.endpoint, err)
+	}
+	return nil
+}
+
+// stop ends the server and waits for it (and its data dir removal).
+func (m *minio) stop() {
+	_ = m.stdin.Close()
+	select {
+	case <-m.exited:
+	case <-time.After(20 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.exited
+	}
+}
+
+// Main runs the tests of a package that uses Backends or MinIO and stops the
+// MinIO server afterwards. Use it from TestMain:
+//
+//	func TestMain(m *testing.M) { storetest.Main(m) }
+//
+// Without it the server still stops when the test binary exits (the
+// watchdog sees its pipe close), only a little later.
+func Main(m *testing.M) {
+	code := m.Run()
+	if minioSrv != nil {
+		minioSrv.stop()
+	}
+	os.Exit(code)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.b.Len() > 1<<20 { // keep memory bounded if the server is chatty
+		return len(p), nil
+	}
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
