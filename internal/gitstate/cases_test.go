@@ -145,7 +145,11 @@ func TestChainOfThreeIncrementals(t *testing.T) {
 	e.capture(repo)
 	steps := []func(){
 		func() { write(t, repo, "untracked/new.txt", "new\n") },
-		func() { git(t, repo, "add", "-A"); git(t, repo, "commit", "-q", "-m", "third"); git(t, repo, "checkout", "-q", "feature") },
+		func() {
+			git(t, repo, "add", "-A")
+			git(t, repo, "commit", "-q", "-m", "third")
+			git(t, repo, "checkout", "-q", "feature")
+		},
 		func() {
 			write(t, repo, "a.txt", "on feature\n")
 			git(t, repo, "stash", "-q")
@@ -360,20 +364,20 @@ func TestCredentialsNeverStored(t *testing.T) {
 
 func TestSanitizeURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://user:tok@github.com/a/b.git":             "https://github.com/a/b.git",
-		"https://ghp_abc@github.com/a/b":                  "https://github.com/a/b",
-		"HTTPS://u:p@h:8443/x?token=abc#frag":             "HTTPS://h:8443/x",
-		"https://h/x.git?access_token=abc":                "https://h/x.git",
-		"https://u:p@h":                                   "https://h",
-		"ssh://git:pw@host/x":                             "ssh://git@host/x",
-		"ssh://git@host:22/x":                             "ssh://git@host:22/x",
-		"git@github.com:a/b.git":                          "git@github.com:a/b.git",
-		"/srv/git/x.git":                                  "/srv/git/x.git",
-		"file:///srv/git/x.git":                           "file:///srv/git/x.git",
-		"+refs/heads/*:refs/remotes/origin/*":             "+refs/heads/*:refs/remotes/origin/*",
-		"https://u:p%40ss@h/x":                            "https://h/x",
-		"https://oauth2:glpat-xyz@gitlab.com/g/p.git":     "https://gitlab.com/g/p.git",
-		"http://proxyuser:proxypass@proxy.local:3128":     "http://proxy.local:3128",
+		"https://user:tok@github.com/a/b.git":         "https://github.com/a/b.git",
+		"https://ghp_abc@github.com/a/b":              "https://github.com/a/b",
+		"HTTPS://u:p@h:8443/x?token=abc#frag":         "HTTPS://h:8443/x",
+		"https://h/x.git?access_token=abc":            "https://h/x.git",
+		"https://u:p@h":                               "https://h",
+		"ssh://git:pw@host/x":                         "ssh://git@host/x",
+		"ssh://git@host:22/x":                         "ssh://git@host:22/x",
+		"git@github.com:a/b.git":                      "git@github.com:a/b.git",
+		"/srv/git/x.git":                              "/srv/git/x.git",
+		"file:///srv/git/x.git":                       "file:///srv/git/x.git",
+		"+refs/heads/*:refs/remotes/origin/*":         "+refs/heads/*:refs/remotes/origin/*",
+		"https://u:p%40ss@h/x":                        "https://h/x",
+		"https://oauth2:glpat-xyz@gitlab.com/g/p.git": "https://gitlab.com/g/p.git",
+		"http://proxyuser:proxypass@proxy.local:3128": "http://proxy.local:3128",
 	} {
 		if got := SanitizeURL(in); got != want {
 			t.Errorf("SanitizeURL(%q) = %q, want %q", in, got, want)
@@ -417,5 +421,33 @@ func TestRestoreRefusesNonEmptyDir(t *testing.T) {
 	write(t, dir, "precious", "do not overwrite\n")
 	if err := Restore(context.Background(), dir, e.states[0], e.bundles); err == nil {
 		t.Fatal("restore into a non-empty directory succeeded")
+	}
+}
+
+func TestEmbeddedRepositories(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "x\n")
+	// An embedded repository with a commit becomes a gitlink (a submodule
+	// the caller captures on its own); one without commits is left out with
+	// a warning instead of failing the capture.
+	born := filepath.Join(repo, "tools/born")
+	git(t, repo, "init", "-q", born)
+	write(t, born, "x", "x\n")
+	git(t, born, "add", ".")
+	git(t, born, "commit", "-q", "-m", "x")
+	unborn := filepath.Join(repo, "scratch/unborn")
+	git(t, repo, "init", "-q", unborn)
+	write(t, unborn, "y", "y\n")
+	e := newEnv(t)
+	res := e.capture(repo)
+	if len(res.State.Submodules) != 1 || res.State.Submodules[0].Path != "tools/born" {
+		t.Errorf("submodules %+v, want tools/born", res.State.Submodules)
+	}
+	if len(res.State.Warnings) != 1 || !strings.Contains(res.State.Warnings[0], "scratch/unborn") {
+		t.Errorf("warnings %q, want one about scratch/unborn", res.State.Warnings)
+	}
+	dir := e.restore()
+	if _, err := os.Stat(filepath.Join(dir, "f")); err != nil {
+		t.Error(err)
 	}
 }

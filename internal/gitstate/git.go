@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 )
 
 // gitConfigArgs are passed to every git command. They make a capture or a
@@ -56,6 +57,10 @@ func baseEnv() []string {
 		"GIT_ATTR_NOSYSTEM=1",
 	)
 }
+
+// traceGit prints every git command and its duration to stderr, for
+// finding where a slow capture spends its time.
+var traceGit = os.Getenv("TETHER_GITSTATE_TRACE") != ""
 
 // gitCmd runs git with a fixed environment.
 type gitCmd struct {
@@ -107,6 +112,12 @@ func (g gitCmd) run(ctx context.Context, stdin []byte, args ...string) ([]byte, 
 	var out, errb bytes.Buffer
 	c.Stdout = &out
 	c.Stderr = &errb
+	if traceGit {
+		start := time.Now()
+		defer func() {
+			fmt.Fprintf(os.Stderr, "gitstate: %v git %s\n", time.Since(start).Round(time.Millisecond), strings.Join(args, " "))
+		}()
+	}
 	if err := c.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("git %s: %w", strings.Join(args, " "), ctx.Err())

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testGlobalConfig = filepath.Join(dir, "gitconfig")
-	cfg := "[user]\n\tname = Test User\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n"
+	cfg := "[user]\n\tname = Test User\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n"
 	if err := os.WriteFile(testGlobalConfig, []byte(cfg), 0o644); err != nil {
 		panic(err)
 	}
@@ -106,6 +106,7 @@ type env struct {
 	scratch string
 	bundles []string
 	states  []*State
+	took    time.Duration // of the last Capture call
 }
 
 func newEnv(t testing.TB) *env {
@@ -127,6 +128,7 @@ func (e *env) capture(repo string) *Result {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.took = time.Since(start)
 	e.t.Logf("capture %d of %s: %v, bundle %d bytes, full %v", len(e.states)+1, filepath.Base(repo), time.Since(start).Round(time.Millisecond), fileSize(res.Bundle), res.Full)
 	after := fingerprint(e.t, repo)
 	diffFingerprints(e.t, before, after)

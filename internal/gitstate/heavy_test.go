@@ -1,0 +1,178 @@
+package gitstate
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// manyFiles fills repo with n committed files of about size bytes each in
+// nested directories.
+func manyFiles(t testing.TB, repo string, n, size int) {
+	t.Helper()
+	rng := rand.New(rand.NewSource(1))
+	line := strings.Repeat("x", 60) + "\n"
+	for i := 0; i < n; i++ {
+		var b strings.Builder
+		fmt.Fprintf(&b, "// file %d %d\n", i, rng.Int())
+		for b.Len() < size {
+			b.WriteString(line)
+		}
+		write(t, repo, fmt.Sprintf("pkg%02d/sub%02d/file%05d.go", i%50, (i/50)%20, i), b.String())
+	}
+	git(t, repo, "add", "-A")
+	git(t, repo, "commit", "-q", "-m", "many files")
+}
+
+func TestLargeRepo10kFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large repository test skipped in -short mode")
+	}
+	repo := newRepo(t)
+	manyFiles(t, repo, 10000, 1000)
+	write(t, repo, "untracked-notes.txt", "notes\n")
+	e := newEnv(t)
+	e.capture(repo)
+	full := e.took
+	fullSize := fileSize(e.bundles[0])
+	start := time.Now()
+	dir := e.restore()
+	restoreTime := time.Since(start)
+	compareRepos(t, repo, dir)
+
+	// One-line edit of a tracked file.
+	p := filepath.Join(repo, "pkg07/sub03/file01157.go")
+	b, _ := os.ReadFile(p)
+	os.WriteFile(p, append(b, []byte("// one more line\n")...), 0o644)
+	res := e.capture(repo)
+	incr := e.took
+	if res.Full || res.Bundle == "" {
+		t.Fatal("second capture is not incremental")
+	}
+	incSize := fileSize(e.bundles[len(e.bundles)-1])
+	if incSize >= 2048 {
+		t.Errorf("incremental bundle after a one-line edit is %d bytes, want < 2 KiB", incSize)
+	}
+	// Nothing changed: no bundle.
+	if res := e.capture(repo); res.Bundle != "" {
+		t.Error("unchanged repo produced a bundle")
+	}
+	none := e.took
+	compareRepos(t, repo, e.restore())
+
+	// The reference platform's method, for scale.
+	start = time.Now()
+	ref := filepath.Join(t.TempDir(), "all.bundle")
+	git(t, repo, "bundle", "create", "-q", ref, "--all")
+	refTime := time.Since(start)
+	t.Logf("10k files: full capture %v (%d B), restore %v, incremental after one-line edit %v (%d B), unchanged %v; git bundle create --all %v (%d B)",
+		full.Round(time.Millisecond), fullSize, restoreTime.Round(time.Millisecond), incr.Round(time.Millisecond), incSize,
+		none.Round(time.Millisecond), refTime.Round(time.Millisecond), fileSize(ref))
+}
+
+func TestBigBinaryOneByteChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50 MiB test skipped in -short mode")
+	}
+	repo := newRepo(t)
+	data := make([]byte, 50<<20)
+	rand.New(rand.NewSource(2)).Read(data)
+	p := filepath.Join(repo, "model.bin")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "-q", "-m", "big")
+	e := newEnv(t)
+	e.capture(repo)
+	data[25<<20] ^= 0xff
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := e.capture(repo)
+	took := e.took
+	size := fileSize(e.bundles[len(e.bundles)-1])
+	t.Logf("50 MiB binary, one byte changed: incremental capture %v, bundle %d bytes (full bundle %d bytes)", took.Round(time.Millisecond), size, fileSize(e.bundles[0]))
+	if res.Full {
+		t.Fatal("capture after a one-byte change is full")
+	}
+	if size > 1<<20 {
+		t.Errorf("incremental bundle is %d bytes: the changed blob was not delta-compressed against the previous one", size)
+	}
+	compareRepos(t, repo, e.restore())
+}
+
+// TestGCAndRebaseBetweenCaptures rewrites the user's history and prunes the
+// old commits (which the earlier snapshots reference) between captures.
+func TestGCAndRebaseBetweenCaptures(t *testing.T) {
+	repo := newRepo(t)
+	for i := 1; i <= 3; i++ {
+		write(t, repo, fmt.Sprintf("c%d", i), fmt.Sprintf("%d\n", i))
+		write(t, repo, "f", fmt.Sprintf("version %d\n", i))
+		git(t, repo, "add", ".")
+		git(t, repo, "commit", "-q", "-m", fmt.Sprintf("commit %d", i))
+	}
+	write(t, repo, "untracked", "u1\n")
+	e := newEnv(t)
+	e.capture(repo)
+
+	// Amend commit 2 and rebase commit 3 onto it, then forget and prune the
+	// old commits.
+	git(t, repo, "checkout", "-q", "--detach", "HEAD~1")
+	write(t, repo, "c2", "2 amended\n")
+	git(t, repo, "commit", "-q", "-a", "--amend", "-m", "commit 2 amended")
+	amended := strings.TrimSpace(git(t, repo, "rev-parse", "HEAD"))
+	git(t, repo, "checkout", "-q", "main")
+	git(t, repo, "rebase", "-q", "--onto", amended, "HEAD~1", "main")
+	git(t, repo, "reflog", "expire", "--expire=now", "--all")
+	git(t, repo, "gc", "-q", "--prune=now", "--aggressive")
+	old := e.states[0].Head.Commit
+	if _, err := gitErr(repo, nil, "cat-file", "-e", old); err == nil {
+		t.Fatal("the old HEAD survived gc; the test would prove nothing")
+	}
+	write(t, repo, "untracked", "u2\n")
+	res := e.capture(repo)
+	if res.Full {
+		t.Fatal("capture after a rebase and gc was full; the previous snapshot is still in the private object directory")
+	}
+	compareRepos(t, repo, e.restore())
+
+	write(t, repo, "f", "after gc\n")
+	git(t, repo, "gc", "-q", "--prune=now")
+	e.capture(repo)
+	compareRepos(t, repo, e.restore())
+
+	// Each prefix of the chain restores its own state.
+	for i := range e.states {
+		dir := filepath.Join(t.TempDir(), "r")
+		if err := Restore(context.Background(), dir, e.states[i], e.bundles[:i+1]); err != nil {
+			t.Fatalf("restore of capture %d from its chain: %v", i+1, err)
+		}
+		if got := strings.TrimSpace(git(t, dir, "rev-parse", "HEAD")); got != e.states[i].Head.Commit {
+			t.Errorf("capture %d restored HEAD %s, want %s", i+1, got, e.states[i].Head.Commit)
+		}
+	}
+}
+
+// TestCaptureOfRestoredRepo continues the chain from a restored repository
+// with an empty private object directory (a new pod): the previous snapshot
+// commit is found in the restored repository, so the bundle is incremental.
+func TestCaptureOfRestoredRepo(t *testing.T) {
+	repo := newRepo(t)
+	ordinaryChanges(t, repo)
+	e := newEnv(t)
+	e.capture(repo)
+	dir := e.restore()
+	write(t, dir, "b.txt", "changed after restore\n")
+	e.objects = filepath.Join(t.TempDir(), "fresh-objects")
+	res := e.capture(dir)
+	if res.Full {
+		t.Fatal("capture of the restored repository is full")
+	}
+	compareRepos(t, dir, e.restore())
+}
