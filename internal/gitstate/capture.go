@@ -288,15 +288,20 @@ func (c *capturer) readRefs(ctx context.Context) (*refsView, error) {
 			r = Ref{Name: f[2], Symref: f[1]}
 		}
 		v.refs = append(v.refs, r)
-		if r.Name == v.head.Branch {
-			v.head.Commit = f[0]
-		}
 	}
 	sort.Slice(v.refs, func(i, j int) bool { return v.refs[i].Name < v.refs[j].Name })
-	if v.head.Branch != "" && v.head.Commit != "" {
-		// Resolve through a symref branch (rare) to a commit.
-		if id, err := g.line(ctx, "rev-parse", "-q", "--verify", "HEAD^{commit}"); err == nil {
-			v.head.Commit = id
+	// HEAD's commit comes from the same ref listing as the refs (a second
+	// look could see a newer commit than the branch recorded). A branch that
+	// is itself a symbolic ref is followed within the listing.
+	if v.head.Branch != "" {
+		name := v.head.Branch
+		for hops := 0; hops < 5; hops++ {
+			r, ok := findRef(v.refs, name)
+			if !ok || r.Symref == "" {
+				v.head.Commit = r.Target
+				break
+			}
+			name = r.Symref
 		}
 	}
 	for _, r := range v.refs {
@@ -313,6 +318,15 @@ func (c *capturer) readRefs(ctx context.Context) (*refsView, error) {
 		}
 	}
 	return v, nil
+}
+
+func findRef(refs []Ref, name string) (Ref, bool) {
+	for _, r := range refs {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Ref{}, false
 }
 
 // lastCheckout returns the message of the last checkout entry of a reflog,

@@ -6,10 +6,6 @@ import (
 	"testing"
 )
 
-const childEnv = "GITSTATE_TEST_CHILD"
-
-func childMain() int { return 0 }
-
 // ordinaryChanges makes a repository with history and every kind of change.
 func ordinaryChanges(t *testing.T, repo string) {
 	write(t, repo, "a.txt", "a\n")

@@ -107,6 +107,9 @@ type env struct {
 	bundles []string
 	states  []*State
 	took    time.Duration // of the last Capture call
+	// concurrent says the user changes the repository during captures: do
+	// not require it unchanged.
+	concurrent bool
 }
 
 func newEnv(t testing.TB) *env {
@@ -118,7 +121,10 @@ func newEnv(t testing.TB) *env {
 // repository did not change, and keeps the bundle (if any) in the chain.
 func (e *env) capture(repo string) *Result {
 	e.t.Helper()
-	before := fingerprint(e.t, repo)
+	var before map[string]string
+	if !e.concurrent {
+		before = fingerprint(e.t, repo)
+	}
 	var prev *State
 	if len(e.states) > 0 {
 		prev = e.states[len(e.states)-1]
@@ -130,8 +136,10 @@ func (e *env) capture(repo string) *Result {
 	}
 	e.took = time.Since(start)
 	e.t.Logf("capture %d of %s: %v, bundle %d bytes, full %v", len(e.states)+1, filepath.Base(repo), time.Since(start).Round(time.Millisecond), fileSize(res.Bundle), res.Full)
-	after := fingerprint(e.t, repo)
-	diffFingerprints(e.t, before, after)
+	if !e.concurrent {
+		after := fingerprint(e.t, repo)
+		diffFingerprints(e.t, before, after)
+	}
 	st := res.State
 	if res.Bundle != "" {
 		if res.Full {

@@ -119,16 +119,6 @@ type Submodule struct {
 	Commit string `json:"commit"`
 }
 
-// ref returns the target of the named ref in s.
-func (s *State) ref(name string) (Ref, bool) {
-	for _, r := range s.Refs {
-		if r.Name == name {
-			return r, true
-		}
-	}
-	return Ref{}, false
-}
-
 // SanitizeURL removes credentials from a remote URL: the user information of
 // a URL with a scheme (https://user:token@host/x -> https://host/x; for ssh
 // only the user name is kept, never a password) and the query string and
