@@ -35,6 +35,8 @@ func ordinaryChanges(t *testing.T, repo string) {
 	git(t, repo, "mv", "old-name.txt", "new-name.txt")
 	write(t, repo, "untracked/deep/file.txt", "untracked\n")
 	write(t, repo, "debug.log", "ignored\n")
+	write(t, repo, ".git/info/exclude", "local-only/\n")
+	write(t, repo, "local-only/x", "excluded by .git/info/exclude\n")
 	write(t, repo, "build/out.o", "ignored\n")
 	if err := os.WriteFile(filepath.Join(repo, "bin.dat"), []byte{0, 1, 2, 3, 254, 0, 10, 13, 0}, 0o644); err != nil {
 		t.Fatal(err)

@@ -451,3 +451,68 @@ func TestEmbeddedRepositories(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestShallowClone(t *testing.T) {
+	origin := newRepo(t)
+	for i := 0; i < 5; i++ {
+		write(t, origin, "f", fmt.Sprintf("%d\n", i))
+		git(t, origin, "add", ".")
+		git(t, origin, "commit", "-q", "-m", fmt.Sprintf("c%d", i))
+	}
+	repo := filepath.Join(t.TempDir(), "shallow")
+	git(t, filepath.Dir(repo), "clone", "-q", "--depth=2", "file://"+origin, repo)
+	write(t, repo, "f", "local change\n")
+	write(t, repo, "new", "untracked\n")
+	e := newEnv(t)
+	res := e.capture(repo)
+	if len(res.State.Shallow) != 1 {
+		t.Fatalf("shallow %v, want one shallow commit", res.State.Shallow)
+	}
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	git(t, repo, "commit", "-q", "-am", "local")
+	e.capture(repo)
+	dir = e.restore()
+	compareRepos(t, repo, dir)
+	git(t, dir, "fsck", "--no-progress")
+}
+
+func TestSHA256Repo(t *testing.T) {
+	repo := filepath.Join(t.TempDir(), "repo")
+	git(t, filepath.Dir(repo), "init", "-q", "--object-format=sha256", repo)
+	ordinaryChanges(t, repo)
+	e := newEnv(t)
+	res := e.capture(repo)
+	if res.State.ObjectFormat != "sha256" || len(res.State.Snapshot) != 64 {
+		t.Fatalf("object format %q, snapshot %q", res.State.ObjectFormat, res.State.Snapshot)
+	}
+	compareRepos(t, repo, e.restore())
+	write(t, repo, "b.txt", "again\n")
+	e.capture(repo)
+	compareRepos(t, repo, e.restore())
+}
+
+func TestBisectInProgress(t *testing.T) {
+	repo := newRepo(t)
+	for i := 0; i < 8; i++ {
+		write(t, repo, "f", fmt.Sprintf("%d\n", i))
+		git(t, repo, "add", ".")
+		git(t, repo, "commit", "-q", "-m", fmt.Sprintf("c%d", i))
+	}
+	git(t, repo, "bisect", "start", "HEAD", "HEAD~7")
+	git(t, repo, "bisect", "good")
+	e := newEnv(t)
+	res := e.capture(repo)
+	if res.State.Operation == nil || res.State.Operation.Kind != "bisect" {
+		t.Fatalf("operation %+v, want bisect", res.State.Operation)
+	}
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	for _, d := range []string{repo, dir} {
+		git(t, d, "bisect", "bad")
+	}
+	compareRepos(t, repo, dir)
+	if a, b := git(t, repo, "bisect", "log"), git(t, dir, "bisect", "log"); a != b {
+		t.Errorf("bisect log differs:\n%s\n%s", a, b)
+	}
+}
