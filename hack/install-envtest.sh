@@ -49,13 +49,15 @@ echo "install-envtest: cold this takes ~10 minutes on 2 cores; output goes to $A
 start=$(date +%s)
 # GOWORK=off and -mod=mod: build strictly from the tools module's go.mod/go.sum,
 # whatever workspace or flags the caller has. CGO off: no C compiler needed.
-build() { # build <output name> <package>
+build() { # build <output name> <package> <extra ldflags>
 	echo "install-envtest: go build $2"
 	(cd "$TOOLS" && GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 \
-		go build -trimpath -ldflags=-s -o "$WORK/$1" "$2")
+		go build -trimpath -ldflags="-s $3" -o "$WORK/$1" "$2")
 }
-build etcd go.etcd.io/etcd/server/v3
-build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+build etcd go.etcd.io/etcd/server/v3 ""
+# Stamp the version the apiserver reports (otherwise v0.0.0-master).
+build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
+	"-X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2)"
 
 "$WORK/etcd" --version >/dev/null || { echo "install-envtest: built etcd does not run" >&2; exit 1; }
 "$WORK/kube-apiserver" --version >/dev/null || { echo "install-envtest: built kube-apiserver does not run" >&2; exit 1; }
@@ -64,6 +66,7 @@ if [[ -e "$ASSETS" ]]; then
 	# A partial directory from an older layout: replace it whole.
 	rm -rf "$ASSETS.old" && mv "$ASSETS" "$ASSETS.old" && rm -rf "$ASSETS.old"
 fi
+chmod 755 "$WORK"
 mv "$WORK" "$ASSETS"
 trap - EXIT
 echo "install-envtest: built in $(( $(date +%s) - start ))s"

@@ -118,7 +118,7 @@ func nativeSidecar(s *tetherv1.AgenticSession) bool {
 	return s.Spec.Sync.NativeSidecar == nil || *s.Spec.Sync.NativeSidecar
 }
 
-func labels(s *tetherv1.AgenticSession) map[string]string {
+func sessionLabels(s *tetherv1.AgenticSession) map[string]string {
 	return map[string]string{
 		labelName:    "tether-session",
 		labelManaged: "tether-operator",
@@ -131,7 +131,7 @@ func labels(s *tetherv1.AgenticSession) map[string]string {
 // pure function of its arguments, so the same session always gives the same
 // pod.
 func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLimit *resource.Quantity) *corev1.Pod {
-	lbl := labels(s)
+	lbl := sessionLabels(s)
 	lbl[LabelAttempt] = fmt.Sprint(attempt)
 
 	storeArgs := []string{
@@ -361,7 +361,7 @@ func smallResources(cpu, memReq, memLimit string) corev1.ResourceRequirements {
 // port. It selects by session, not attempt, so its address survives restarts.
 func BuildService(s *tetherv1.AgenticSession, cfg PodConfig) *corev1.Service {
 	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: labels(s)},
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: sessionLabels(s)},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: map[string]string{LabelSession: s.Name},

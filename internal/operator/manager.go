@@ -1,0 +1,78 @@
+package operator
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tetherv1 "github.com/tether-dev/tether/api/v1alpha1"
+)
+
+// NewScheme returns a scheme with the core Kubernetes types and AgenticSession.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := tetherv1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// CacheOptions restricts the manager's cache to the operator's own pods and
+// Services (by label) and, when namespaces is not empty, to those namespaces.
+// Without the label filter the operator would hold every pod of the cluster in
+// memory.
+func CacheOptions(namespaces []string) (cache.Options, error) {
+	sel, err := labels.Parse(ManagedBySelector)
+	if err != nil {
+		return cache.Options{}, err
+	}
+	opts := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:     {Label: sel},
+			&corev1.Service{}: {Label: sel},
+		},
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts, nil
+}
+
+// Setup registers the AgenticSession reconciler and its metrics (with reg,
+// when not nil) on mgr.
+func Setup(mgr ctrl.Manager, cfg PodConfig, concurrency int, reg prometheus.Registerer) (*Reconciler, error) {
+	if cfg.TetherImage == "" {
+		return nil, fmt.Errorf("operator: no tether image configured; pass --tether-image")
+	}
+	r := &Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("tether-operator"),
+		Config:    cfg,
+	}
+	if reg != nil {
+		m, err := NewMetrics(reg, mgr.GetClient())
+		if err != nil {
+			return nil, fmt.Errorf("operator: register metrics: %w", err)
+		}
+		r.Metrics = m
+	}
+	if err := r.SetupWithManager(mgr, concurrency); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
