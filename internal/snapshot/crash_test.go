@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tether-dev/tether/internal/store"
+	"github.com/tether-dev/tether/internal/store/storetest"
 )
 
 // The crash test runs saves in a child process (this test binary, re-executed)
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "save" {
 		os.Exit(childSave())
 	}
-	os.Exit(m.Run())
+	storetest.Main(m)
 }
 
 func childSave() int {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tether-dev/tether/internal/store"
+	"github.com/tether-dev/tether/internal/store/storetest"
 )
 
 // openRepo opens a fresh session on the given store URL.
@@ -38,7 +39,9 @@ func openRepo(t testing.TB, url string) *Repo {
 // eachBackend runs fn once per store backend: file://, in-process gofakes3 and
 // a real MinIO server.
 func eachBackend(t *testing.T, fn func(t *testing.T, url string)) {
-	t.Run("file", func(t *testing.T) { fn(t, "file://"+t.TempDir()) })
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) { fn(t, b.URL) })
+	}
 }
 
 func writeFile(t testing.TB, p string, data []byte, mode os.FileMode) {

@@ -152,7 +152,13 @@ func (r *Repo) writeChunk(ctx context.Context, id string, data []byte) (int64, e
 	obj := encode(data)
 	err := r.st.PutIfAbsent(ctx, key, obj)
 	if errors.Is(err, store.ErrExists) {
-		return 0, nil // a concurrent writer stored the same content
+		// Usually a concurrent writer stored the same content. But on a store
+		// that tore an earlier upload, the key may hold garbage: check, and
+		// replace it if so (its name says what it must hold).
+		if _, rerr := r.readChunk(ctx, id, ""); rerr == nil {
+			return 0, nil
+		}
+		err = r.st.Put(ctx, key, obj)
 	}
 	if err != nil {
 		return 0, err

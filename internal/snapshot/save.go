@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,6 +32,10 @@ type SaveOptions struct {
 	// is captured; false reuses the previous snapshot's capture of it (the
 	// sync loop captures repositories only when they changed). Nil: always.
 	CaptureRepo func(rel string) bool
+	// SkipUnchanged makes Save write no snapshot when the workspace equals
+	// the newest snapshot (the result then has Unchanged set and the newest
+	// id). The sync loop's periodic rescans use it.
+	SkipUnchanged bool
 	// Uploads is how many chunks are compressed and uploaded at once (default 4).
 	Uploads int
 	// Host is recorded in manifests (default: os.Hostname).
@@ -55,6 +60,9 @@ type SaveStats struct {
 	ObjectsUploaded int    `json:"objectsUploaded"`
 	CacheHits       int    `json:"cacheHits"`
 	DurationMs      int64  `json:"durationMs"`
+	// Unchanged: nothing differed from the newest snapshot and, with
+	// SkipUnchanged, no snapshot was written (ID is the newest one).
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // builtinExcludes are tether's own scratch areas at the workspace root. Saving
@@ -236,6 +244,22 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 			m.Summary.Dirs++
 		case TypeSymlink:
 			m.Summary.Symlinks++
+		}
+	}
+	if s.base != nil && sameContent(s.base, m) {
+		w.stats.Unchanged = true
+		if s.opts.SkipUnchanged {
+			st := &w.stats
+			st.ID = s.base.ID
+			st.Files, st.Dirs, st.Symlinks = m.Summary.Files, m.Summary.Dirs, m.Summary.Symlinks
+			st.BytesScanned = m.Summary.Bytes
+			st.Repos = len(m.Repos)
+			st.BytesUploaded = w.up.bytes.Load()
+			st.ObjectsUploaded = int(w.up.objects.Load())
+			st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
+			// Keep the fresher stats: they may now trust files that were racy.
+			s.stats = w.newStats
+			return st, nil
 		}
 	}
 	raw, err := marshalManifest(m)
@@ -444,6 +468,11 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 }
 
 func (w *saveRun) remember(rel string, k statKey) { w.newStats[rel] = k }
+
+// sameContent reports whether two manifests hold the same workspace.
+func sameContent(a, b *Manifest) bool {
+	return reflect.DeepEqual(a.Entries, b.Entries) && reflect.DeepEqual(a.Repos, b.Repos)
+}
 
 // verifyPrefix reads the file from its start and checks that it begins with
 // exactly the chunks of its previous version. It leaves the offset anywhere.
