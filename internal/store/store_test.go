@@ -16,6 +16,9 @@ func TestMain(m *testing.M) {
 	if runChild() {
 		return
 	}
+	// Never let a test reach for the EC2 metadata service or a developer's
+	// real AWS credentials.
+	storetest.UseTestCredentials()
 	storetest.Main(m)
 }
 

@@ -63,7 +63,12 @@ func Redact(u *url.URL) string {
 		}
 		c.RawQuery = q.Encode()
 	}
-	return c.String()
+	out := c.String()
+	// url.URL drops the "//" of a URL with neither host nor path ("mem://").
+	if c.Opaque == "" && c.Scheme != "" && !strings.HasPrefix(out, c.Scheme+"://") {
+		out = c.Scheme + "://" + strings.TrimPrefix(out, c.Scheme+":")
+	}
+	return out
 }
 
 // redactRaw is Redact for a string that may not even parse; it never echoes

@@ -210,24 +210,21 @@ func (f *Injector) Hits() int {
 	return f.hits
 }
 
-// decide records a call and returns the fault to inject, if any.
+// decide records a call and returns the fault to inject, if any. Every rule
+// counts the calls that match it, also those an earlier rule hit, so Nth
+// always means the Nth matching call.
 func (f *Injector) decide(op Op, key string) (Fault, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls[op]++
+	var matching []*rule
 	for _, r := range f.rules {
-		if r.Op != Any && r.Op != op {
-			continue
+		if r.matches(op, key) {
+			r.seen++
+			matching = append(matching, r)
 		}
-		if r.Key != "" {
-			if ok, _ := path.Match(r.Key, key); !ok {
-				continue
-			}
-		}
-		if r.KeyPrefix != "" && !strings.HasPrefix(key, r.KeyPrefix) {
-			continue
-		}
-		r.seen++
+	}
+	for _, r := range matching {
 		if r.Nth != 0 && r.seen != r.Nth {
 			continue
 		}
@@ -242,6 +239,18 @@ func (f *Injector) decide(op Op, key string) (Fault, bool) {
 		return r.Fault, true
 	}
 	return 0, false
+}
+
+func (r *rule) matches(op Op, key string) bool {
+	if r.Op != Any && r.Op != op {
+		return false
+	}
+	if r.Key != "" {
+		if ok, _ := path.Match(r.Key, key); !ok {
+			return false
+		}
+	}
+	return r.KeyPrefix == "" || strings.HasPrefix(key, r.KeyPrefix)
 }
 
 func (f *Injector) err(op Op, key string, fault Fault) error {

@@ -32,14 +32,14 @@ const (
 
 var credsOnce sync.Once
 
-// useTestCredentials points the AWS credential chain of this test process at
+// UseTestCredentials points the AWS credential chain of this test process at
 // the test credentials. store.Open takes S3 credentials only from the
 // environment, and t.Setenv cannot be used in parallel tests, so the
 // variables are set once for the whole process (and inherited by child
 // processes a test starts). The settings that could make the chain look
 // elsewhere (profiles, session tokens, the EC2 metadata service, which is
 // not on loopback) are cleared.
-func useTestCredentials() {
+func UseTestCredentials() {
 	credsOnce.Do(func() {
 		for k, v := range map[string]string{
 			"AWS_ACCESS_KEY_ID":         testAccessKey,
@@ -100,7 +100,7 @@ func Backends(t testing.TB) []Backend {
 // test and returns the URL of an empty bucket on it.
 func GofakeS3(t testing.TB) string {
 	t.Helper()
-	useTestCredentials()
+	UseTestCredentials()
 	be := s3mem.New()
 	fake := gofakes3.New(be, gofakes3.WithLogger(gofakes3.DiscardLog()))
 	srv := httptest.NewServer(fake.Server())
@@ -117,7 +117,7 @@ func GofakeS3(t testing.TB) string {
 // binary is not installed and CI is not set; the reason is logged.
 func MinIO(t testing.TB) (u string, ok bool) {
 	t.Helper()
-	useTestCredentials()
+	UseTestCredentials()
 	srv, err := minioServer()
 	if err != nil {
 		if missing, isMissing := err.(*minioMissingError); isMissing {
