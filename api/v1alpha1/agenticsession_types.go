@@ -186,7 +186,7 @@ type StorageSpec struct {
 	// <prefix>/<namespace>/<session>/.
 	// +required
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.matches('^(s3|gs|azblob)://[a-z0-9][-a-z0-9._]*[a-z0-9](/[^?#]*)?([?][^#]*)?$') || self.matches('^file:///[^?#]*$')",message="storage.url must be an object-store URL such as s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix (file:///path for a mounted volume); credentials go in credentialsSecret, not in the URL"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(s3|gs|azblob)://[a-z0-9][-a-z0-9._]*(/[^?#]*)?([?][^#]*)?$') || self.matches('^file:///[^?#]*$')",message="storage.url must be an object-store URL such as s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix (file:///path for a mounted volume); credentials go in credentialsSecret, not in the URL"
 	URL string `json:"url"`
 
 	// CredentialsSecret holds the store credentials (for S3: AWS_ACCESS_KEY_ID,

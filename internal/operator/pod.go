@@ -31,6 +31,9 @@ const (
 	// user's agent image does not need to contain it.
 	tetherBinDir = "/opt/tether"
 
+	// SyncMetricsPort serves the sync sidecar's /metrics and /healthz.
+	SyncMetricsPort = 9464
+
 	// RunnerPortName is the runner's AG-UI HTTP port, exposed by the session Service.
 	RunnerPortName = "agui"
 
@@ -144,6 +147,9 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 	if c := s.Spec.Storage.CredentialsSecret; c != nil && c.Name != "" {
 		storeEnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: *c}}}
 	}
+	// The root filesystem of tether's containers is read-only: git and the
+	// snapshot stat cache write under $HOME, which is the per-container /tmp.
+	tetherEnv := []corev1.EnvVar{{Name: "HOME", Value: "/tmp"}}
 	workspaceMount := corev1.VolumeMount{Name: volumeWorkspace, MountPath: WorkspacePath}
 	tmpMount := func(sub string) corev1.VolumeMount {
 		return corev1.VolumeMount{Name: volumeTmp, MountPath: "/tmp", SubPath: sub}
@@ -174,6 +180,7 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 		Image:           cfg.TetherImage,
 		ImagePullPolicy: cfg.TetherImagePullPolicy,
 		Args:            hydrateArgs,
+		Env:             tetherEnv,
 		EnvFrom:         storeEnvFrom,
 		VolumeMounts:    []corev1.VolumeMount{workspaceMount, tmpMount("hydrate")},
 		SecurityContext: containerSecurity(true),
@@ -181,7 +188,7 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 	}
 
 	syncArgs := append([]string{"sync"}, storeArgs...)
-	syncArgs = append(syncArgs, "--final-budget", FinalBudget(s).String())
+	syncArgs = append(syncArgs, "--final-budget", FinalBudget(s).String(), "--listen", fmt.Sprintf(":%d", SyncMetricsPort))
 	syncResources := smallResources("50m", "128Mi", "512Mi")
 	if s.Spec.Sync.Resources != nil {
 		syncResources = *s.Spec.Sync.Resources
@@ -191,7 +198,11 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 		Image:           cfg.TetherImage,
 		ImagePullPolicy: cfg.TetherImagePullPolicy,
 		Args:            syncArgs,
+		Env:             tetherEnv,
 		EnvFrom:         storeEnvFrom,
+		Ports: []corev1.ContainerPort{{
+			Name: "sync-metrics", ContainerPort: SyncMetricsPort, Protocol: corev1.ProtocolTCP,
+		}},
 		VolumeMounts:    []corev1.VolumeMount{workspaceMount, tmpMount("sync")},
 		SecurityContext: containerSecurity(true),
 		Resources:       syncResources,

@@ -84,7 +84,7 @@ func TestBuildPodLayout(t *testing.T) {
 	if sync.RestartPolicy == nil || *sync.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Errorf("sync is not a native sidecar: restartPolicy %v", sync.RestartPolicy)
 	}
-	wantSync := []string{"sync", "--store", "s3://bucket/tether", "--namespace", "team-a", "--session", "s1", "--workspace", "/workspace", "--final-budget", "1m30s"}
+	wantSync := []string{"sync", "--store", "s3://bucket/tether", "--namespace", "team-a", "--session", "s1", "--workspace", "/workspace", "--final-budget", "1m30s", "--listen", ":9464"}
 	if !slices.Equal(sync.Args, wantSync) {
 		t.Errorf("sync args\n got %q\nwant %q", sync.Args, wantSync)
 	}
