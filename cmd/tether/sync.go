@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/internal/statesync"
+)
+
+// durationVar registers a duration flag whose default may come from an
+// environment variable. A bad environment value is reported at start,
+// naming the variable.
+func durationVar(c *cobra.Command, p *time.Duration, name, env string, def time.Duration, usage string, bad *error) {
+	if v := os.Getenv(env); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil && *bad == nil {
+			*bad = usagef("environment variable %s=%q (for --%s) is not a duration such as 500ms or 30s", env, v, name)
+		}
+		def = d
+	}
+	c.Flags().DurationVar(p, name, def, usage+" (env "+env+")")
+}
+
+func newSyncCmd() *cobra.Command {
+	var (
+		sf      sessionFlags
+		cfg     = statesync.Defaults()
+		listen  string
+		envErr  error
+		noDefEx bool
+	)
+	c := &cobra.Command{
+		Use:   "sync",
+		Short: "Snapshot the workspace continuously; take a final snapshot on SIGTERM",
+		Long: `sync takes a first snapshot at once, then one after every burst of changes
+(file events, debounced), one whenever the runner asks (.tether/snapshot-request),
+and rescans periodically as a safety net. On SIGTERM or SIGINT it takes a final
+snapshot of everything within --final-budget and exits 0 if that completed.`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return envErr
+			}
+			if noDefEx && !c.Flags().Changed("exclude") {
+				cfg.Excludes = nil
+			}
+			if cfg.Workspace == "" {
+				return usagef("--workspace is required")
+			}
+			abs, err := filepath.Abs(cfg.Workspace)
+			if err != nil {
+				return err
+			}
+			cfg.Workspace = abs
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+				return usagef("--workspace %s is not a readable directory", abs)
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			repo, closeStore, err := sf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("session", sf.namespace+"/"+sf.session)
+			s, err := statesync.New(cfg, repo, log)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if listen != "" {
+				ln, err := net.Listen("tcp", listen)
+				if err != nil {
+					return usagef("--listen %s: %v", listen, err)
+				}
+				srv := &http.Server{Handler: s.Metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
+				go srv.Serve(ln)
+				defer srv.Close()
+				log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+			}
+			log.Info("sync started", "workspace", abs, "store", repo.Store().String())
+			if err := s.Run(ctx); err != nil {
+				return err
+			}
+			return nil
+		},
+	}
+	sf.register(c)
+	c.Flags().StringVar(&cfg.Workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory (env TETHER_WORKSPACE)")
+	durationVar(c, &cfg.Debounce, "debounce", "TETHER_SYNC_DEBOUNCE", cfg.Debounce, "quiet time after a change before a snapshot", &envErr)
+	durationVar(c, &cfg.MaxDelay, "max-delay", "TETHER_SYNC_MAX_DELAY", cfg.MaxDelay, "longest a change waits for its snapshot while changes keep coming", &envErr)
+	durationVar(c, &cfg.Rescan, "rescan", "TETHER_SYNC_RESCAN", cfg.Rescan, "period of the full rescan that catches what file events missed", &envErr)
+	durationVar(c, &cfg.RepoInterval, "repo-interval", "TETHER_SYNC_REPO_INTERVAL", cfg.RepoInterval, "longest a git repository goes without a capture", &envErr)
+	durationVar(c, &cfg.FinalBudget, "final-budget", "TETHER_SYNC_FINAL_BUDGET", cfg.FinalBudget, "time allowed for the final snapshot after SIGTERM", &envErr)
+	c.Flags().IntVar(&cfg.Keep, "keep", cfg.Keep, "snapshots kept by retention (0: keep all)")
+	c.Flags().StringVar(&cfg.CacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "stat cache and git object cache (env TETHER_CACHE_DIR)")
+	c.Flags().StringArrayVar(&cfg.Excludes, "exclude", cfg.Excludes, "gitignore-style pattern anchored at the workspace root, repeatable; **/ matches at any depth; replaces the defaults")
+	c.Flags().BoolVar(&noDefEx, "no-default-excludes", false, "save node_modules and the other default exclusions too")
+	c.Flags().StringVar(&listen, "listen", envOr("TETHER_SYNC_LISTEN", ""), "address for /metrics and /healthz, e.g. :9464 (env TETHER_SYNC_LISTEN; empty: off)")
+	return c
+}
+
+func newHydrateCmd() *cobra.Command {
+	var (
+		sf        sessionFlags
+		workspace string
+		repos     []string
+		asJSON    bool
+	)
+	c := &cobra.Command{
+		Use:   "hydrate",
+		Short: "Restore the newest snapshot into the workspace, or start fresh; clone missing repos",
+		Long: `hydrate runs before the agent. If the session has snapshots, the newest is
+restored, and any failure stops here with a non-zero exit: a session never
+starts empty over saved work. If it has none, the workspace starts fresh.
+Repositories given with --repo are cloned into repos/<name> when absent.`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if workspace == "" {
+				return usagef("--workspace is required")
+			}
+			var specs []statesync.RepoSpec
+			for _, r := range repos {
+				s, err := statesync.ParseRepoSpec(r)
+				if err != nil {
+					return usageError{err}
+				}
+				specs = append(specs, s)
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			repo, closeStore, err := sf.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			res, err := statesync.Hydrate(ctx, repo, workspace, specs, c.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(c.OutOrStdout(), res)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "hydrate: %s\n", res.Outcome)
+			return nil
+		},
+	}
+	sf.register(c)
+	c.Flags().StringVar(&workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory (env TETHER_WORKSPACE)")
+	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return c
+}

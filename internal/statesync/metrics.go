@@ -1,0 +1,99 @@
+package statesync
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tether-dev/tether/internal/snapshot"
+)
+
+// Metrics are the sync loop's Prometheus metrics, on their own registry.
+type Metrics struct {
+	reg         *prometheus.Registry
+	lastSuccess prometheus.Gauge
+	duration    prometheus.Histogram
+	scanned     prometheus.Counter
+	uploaded    prometheus.Counter
+	objects     prometheus.Counter
+	snapshots   prometheus.Counter
+	errors      *prometheus.CounterVec
+
+	lastOK   time.Time
+	lastErr  string
+	lastID   string
+	syncer   *Syncer
+	clockNow func() time.Time
+}
+
+func newMetrics(s *Syncer) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), syncer: s, clockNow: time.Now}
+	m.lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_last_success_timestamp_seconds", Help: "Unix time of the last successful snapshot."})
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tether_sync_snapshot_duration_seconds", Help: "Duration of snapshot saves.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)})
+	m.scanned = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_bytes_scanned_total", Help: "Bytes of workspace files covered by saves."})
+	m.uploaded = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_bytes_uploaded_total", Help: "Bytes sent to the store."})
+	m.objects = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_objects_uploaded_total", Help: "Objects written to the store."})
+	m.snapshots = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_snapshots_total", Help: "Snapshots written (saves that found no change write none)."})
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_sync_errors_total", Help: "Errors by kind (save, prune)."}, []string{"kind"})
+	unsaved := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_oldest_unsaved_change_age_seconds", Help: "Age of the oldest change not yet in a snapshot (0 when everything is saved)."},
+		func() float64 { return m.syncer.unsavedAge().Seconds() })
+	m.reg.MustRegister(m.lastSuccess, m.duration, m.scanned, m.uploaded, m.objects, m.snapshots, m.errors, unsaved)
+	return m
+}
+
+func (m *Metrics) observe(st *snapshot.SaveStats, err error, d time.Duration) {
+	m.duration.Observe(d.Seconds())
+	if err != nil {
+		m.errors.WithLabelValues("save").Inc()
+		m.syncer.mu.Lock()
+		m.lastErr = err.Error()
+		m.syncer.mu.Unlock()
+		return
+	}
+	m.lastSuccess.SetToCurrentTime()
+	m.scanned.Add(float64(st.BytesScanned))
+	m.uploaded.Add(float64(st.BytesUploaded))
+	m.objects.Add(float64(st.ObjectsUploaded))
+	if !st.Unchanged {
+		m.snapshots.Inc()
+	}
+	m.syncer.mu.Lock()
+	m.lastOK, m.lastErr, m.lastID = m.clockNow(), "", st.ID
+	m.syncer.mu.Unlock()
+}
+
+// unsavedAge is how long the oldest pending change has waited.
+func (s *Syncer) unsavedAge() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	oldest := s.pending.since
+	if !s.taking.since.IsZero() && (oldest.IsZero() || s.taking.since.Before(oldest)) && s.saving {
+		oldest = s.taking.since
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return time.Since(oldest)
+}
+
+// Handler serves /metrics and /healthz. /healthz is 200 while the last save
+// succeeded, and 503 with the error while saves fail.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		m.syncer.mu.Lock()
+		body := map[string]any{"lastSnapshot": m.lastID, "lastSuccess": m.lastOK, "error": m.lastErr}
+		failing := m.lastErr != ""
+		m.syncer.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if failing {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(body)
+	})
+	return mux
+}
