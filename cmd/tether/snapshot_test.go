@@ -102,4 +102,3 @@ func TestSnapshotCLIUsageErrors(t *testing.T) {
 		t.Errorf("unopenable store: exit %d: %s", code, errs)
 	}
 }
-
