@@ -49,9 +49,11 @@ check-generated: generate
 		echo "generated files are out of date; run 'make generate' and commit:"; \
 		git status --porcelain -- api config; git diff --stat -- api config; exit 1; fi
 
-## bench: benchmarks, printed as tables.
+## bench: benchmarks, printed as tables of ratios against a baseline measured in the same run.
 bench: $(TEST_DEPS)
 	$(GO) run ./bench/snapshotbench
+	@echo; echo "data-loss window, 50 kills of a writer while tether sync runs:"
+	TETHER_HARNESS_KILLS=50 $(GO) test -count=1 -run 'TestDataLossWindow' -v ./internal/statesync | grep -E 'window|^(ok|FAIL|---)'
 
 ## demo: the main job, on the embedded default store.
 demo:
