@@ -30,7 +30,7 @@ func faulty(t *testing.T, rules ...storefault.Rule) (*storefault.Injector, store
 func TestRetryTransient(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	inj, s := faulty(t,
+	inj, _ := faulty(t,
 		storefault.Rule{Op: storefault.Put, Nth: 1, Fault: storefault.Fail},
 		storefault.Rule{Op: storefault.Put, Nth: 2, Fault: storefault.DropWrite},
 		storefault.Rule{Op: storefault.Get, Count: 2, Fault: storefault.Fail},
@@ -40,7 +40,7 @@ func TestRetryTransient(t *testing.T) {
 	opts.OnRetry = func(op, key string, attempt int, err error, wait time.Duration) {
 		retries = append(retries, fmt.Sprintf("%s %s #%d", op, key, attempt))
 	}
-	s = store.WithRetry(inj, opts)
+	s := store.WithRetry(inj, opts)
 	if err := s.Put(ctx, "k", []byte("data")); err != nil {
 		t.Fatalf("Put through two transient faults: %v", err)
 	}

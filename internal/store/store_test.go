@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -119,5 +120,58 @@ func TestMinioVersionMatchesInstallScript(t *testing.T) {
 	}
 	if !strings.Contains(string(script), `MINIO_VERSION="${MINIO_VERSION:-`+storetest.MinioVersion+`}"`) {
 		t.Errorf("hack/install-minio.sh does not pin MinIO %s, which storetest.MinioVersion expects", storetest.MinioVersion)
+	}
+}
+
+// TestMissingBucketIsNotMissingObject: S3 answers a HEAD on a missing bucket
+// like a HEAD on a missing key. A restore that hears "not found" starts
+// fresh, so a missing bucket must be an error of its own.
+func TestMissingBucketIsNotMissingObject(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, b := range storetest.Backends(t) {
+		if b.Name == "file" {
+			continue
+		}
+		t.Run(b.Name, func(t *testing.T) {
+			u, err := url.Parse(b.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.Host = "no-such-bucket-" + u.Host
+			s := open(t, u.String())
+			_, err = s.Get(ctx, "k")
+			if err == nil || errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "does not exist") {
+				t.Errorf("Get from a missing bucket = %v", err)
+			}
+			_, err = s.Stat(ctx, "k")
+			if err == nil || errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "does not exist") {
+				t.Errorf("Stat in a missing bucket = %v", err)
+			}
+			err = s.Put(ctx, "k", []byte("x"))
+			if err == nil || store.IsTransient(err) || !strings.Contains(err.Error(), "does not exist") {
+				t.Errorf("Put into a missing bucket = %v (transient %v)", err, store.IsTransient(err))
+			}
+			if err := s.List(ctx, "", func(store.ObjectInfo) error { return nil }); err == nil {
+				t.Errorf("List of a missing bucket succeeded")
+			}
+		})
+	}
+}
+
+// TestConditionalPutOff: with conditional_put=false (S3 servers that ignore
+// If-None-Match) PutIfAbsent still refuses a taken key, by looking first.
+func TestConditionalPutOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, storetest.GofakeS3(t)+"&conditional_put=false")
+	if err := s.PutIfAbsent(ctx, "k", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutIfAbsent(ctx, "k", []byte("2")); !errors.Is(err, store.ErrExists) {
+		t.Errorf("second PutIfAbsent = %v, want ErrExists", err)
+	}
+	if got, _ := s.Get(ctx, "k"); string(got) != "1" {
+		t.Errorf("object = %q, want 1", got)
 	}
 }

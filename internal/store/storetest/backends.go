@@ -83,7 +83,8 @@ func FileURL(dir string) string {
 //
 // MinIO is started on first use (see Main) from the binary that
 // hack/install-minio.sh builds. When it is not installed, the minio backend
-// is left out with a loud log line, or, with CI=true, the test fails.
+// is left out with a loud log line, or, with CI=true, the test fails. With
+// -short it is left out too.
 func Backends(t testing.TB) []Backend {
 	t.Helper()
 	bs := []Backend{
@@ -118,6 +119,10 @@ func GofakeS3(t testing.TB) string {
 func MinIO(t testing.TB) (u string, ok bool) {
 	t.Helper()
 	UseTestCredentials()
+	if testing.Short() {
+		t.Logf("-short: the minio backend is left out (it starts an external server)")
+		return "", false
+	}
 	srv, err := minioServer()
 	if err != nil {
 		if missing, isMissing := err.(*minioMissingError); isMissing {
