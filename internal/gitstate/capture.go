@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 // DefaultMaxChain is the number of incremental bundles after which Capture
@@ -162,6 +163,7 @@ func (c *capturer) run(ctx context.Context) (*Result, error) {
 	if err := os.MkdirAll(c.opts.ObjectDir, 0o700); err != nil {
 		return nil, err
 	}
+	removeStale(c.opts.ScratchDir)
 	tmp, err := os.MkdirTemp(c.opts.ScratchDir, "gitstate-capture-")
 	if err != nil {
 		return nil, err
@@ -507,7 +509,8 @@ var infoFiles = []string{"exclude", "attributes"}
 // readMeta records config, info files, shallow commits and any operation in
 // progress.
 func (c *capturer) readMeta(ctx context.Context, st *State) error {
-	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--get-regexp", `^(remote|branch|submodule)\.`)
+	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--get-regexp",
+		`^(remote|branch|submodule)\.|^core\.sparsecheckout$|^extensions\.partialclone$`)
 	if err != nil && exitCode(err) != 1 {
 		return err
 	}
@@ -516,7 +519,15 @@ func (c *capturer) readMeta(ctx context.Context, st *State) error {
 			continue
 		}
 		k, v, _ := strings.Cut(kv, "\n")
-		st.Config = append(st.Config, ConfigEntry{Key: k, Value: SanitizeURL(v)})
+		switch {
+		case k == "core.sparsecheckout" && v == "true":
+			st.Warnings = append(st.Warnings, "sparse checkout is on: files outside the sparse-checkout patterns are captured from the index and restored into the working tree, and the sparse-checkout patterns are not restored")
+		case k == "extensions.partialclone":
+			st.Warnings = append(st.Warnings, "partial clone: objects the clone never fetched cannot be bundled; a capture needs them and may fail or fetch them from the promisor remote")
+		case k == "core.sparsecheckout":
+		default:
+			st.Config = append(st.Config, ConfigEntry{Key: k, Value: SanitizeURL(v)})
+		}
 	}
 
 	for _, name := range infoFiles {
@@ -785,6 +796,17 @@ func copyIndex(src, dst string) error {
 		return err
 	}
 	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+}
+
+// removeStale removes temp dirs that killed captures left in scratch. Only
+// old ones: a concurrent capture of another repository may share scratch.
+func removeStale(scratch string) {
+	old, _ := filepath.Glob(filepath.Join(scratch, "gitstate-capture-*"))
+	for _, d := range old {
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // emptyDir removes everything inside dir.

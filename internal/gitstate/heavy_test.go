@@ -27,6 +27,7 @@ func manyFiles(t testing.TB, repo string, n, size int) {
 	}
 	git(t, repo, "add", "-A")
 	git(t, repo, "commit", "-q", "-m", "many files")
+	git(t, repo, "gc", "-q")
 }
 
 func TestLargeRepo10kFiles(t *testing.T) {

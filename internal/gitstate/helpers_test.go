@@ -188,8 +188,8 @@ func fileSize(p string) int64 {
 	return fi.Size()
 }
 
-// fingerprint hashes every file of the repository (.git included) with its
-// mode, so any write by a capture shows. Modification times of object files
+// fingerprint hashes every file of the git dir and records mode, size and
+// time of every working tree file, so any write by a capture shows. Modification times of object files
 // are left out: git may freshen an existing object it finds while writing.
 func fingerprint(t testing.TB, repo string) map[string]string {
 	t.Helper()
@@ -208,6 +208,9 @@ func fingerprint(t testing.TB, repo string) map[string]string {
 		case d.Type()&fs.ModeSymlink != 0:
 			target, _ := os.Readlink(p)
 			v += " -> " + target
+		case d.Type().IsRegular() && !strings.HasPrefix(filepath.ToSlash(rel), ".git/"):
+			// Working tree files: any write changes size or time.
+			v += fmt.Sprintf(" %d %s", fi.Size(), fi.ModTime())
 		case d.Type().IsRegular():
 			b, err := os.ReadFile(p)
 			if err != nil {

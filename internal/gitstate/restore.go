@@ -21,7 +21,9 @@ import (
 // upstream and remote config, HEAD (branch, detached or unborn), the working
 // tree (the snapshot's tree), the index (the staged tree plus any unmerged
 // entries) and the state files of an operation in progress are recreated.
-// What cannot be recreated exactly is listed in st.Warnings.
+// What cannot be recreated exactly is listed in st.Warnings. On error
+// repoDir is left partly restored: restore into a staging directory and move
+// it into place (nothing in the restored .git names its own path).
 func Restore(ctx context.Context, repoDir string, st *State, bundles []string) error {
 	if err := restore(ctx, repoDir, st, bundles); err != nil {
 		return fmt.Errorf("restore of git repository into %s: %w", repoDir, err)
@@ -151,7 +153,7 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 	// Working tree := snapshot tree; index := staged tree. The two-tree
 	// read-tree keeps the stat data of entries equal in both trees, so git
 	// only re-reads files that differ between index and working tree.
-	if _, err := g.run(ctx, nil, "read-tree", "--reset", "-u", st.WorktreeTree); err != nil {
+	if _, err := g.run(ctx, nil, "-c", "checkout.workers=0", "read-tree", "--reset", "-u", st.WorktreeTree); err != nil {
 		return err
 	}
 	if st.StagedTree != st.WorktreeTree {
