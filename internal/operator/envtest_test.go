@@ -13,10 +13,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,6 +27,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	tetherv1 "github.com/tether-dev/tether/api/v1alpha1"
 )
@@ -103,7 +106,14 @@ func runSuite(m *testing.M) int {
 	if err != nil {
 		panic(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	// The operator runs as a user that has only the generated ClusterRole, so
+	// every test below also proves the RBAC in config/rbac is enough.
+	opCfg, err := operatorUser(env)
+	if err != nil {
+		suiteErr = "operator user: " + err.Error()
+		return m.Run()
+	}
+	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  cacheOpts,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -126,6 +136,37 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 	}
 	return code
+}
+
+// operatorUser creates a user bound to config/rbac/role.yaml and returns a
+// rest config that authenticates as it.
+func operatorUser(env *envtest.Environment) (*rest.Config, error) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.Unmarshal(data, &role); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &role); err != nil {
+		return nil, err
+	}
+	const user = "tether-operator-under-test"
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: "rbac.authorization.k8s.io", Name: user}},
+	}
+	if err := k8s.Create(ctx, binding); err != nil {
+		return nil, err
+	}
+	u, err := env.AddUser(envtest.User{Name: user}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.Config(), nil
 }
 
 type ioDiscard struct{}
@@ -675,4 +716,26 @@ func assertEvent(t *testing.T, ns, session, reason string) {
 		}
 		return fmt.Sprintf("events seen: %v", seen)
 	})
+}
+
+// The sample in config/samples (and the README) is accepted by the real API
+// server with the generated CRD.
+func TestSampleIsValid(t *testing.T) {
+	needEnvtest(t)
+	t.Parallel()
+	ns := newNamespace(t)
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "samples", "agenticsession.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s tetherv1.AgenticSession
+	if err := yaml.UnmarshalStrict(data, &s); err != nil {
+		t.Fatalf("sample does not match the Go types: %v", err)
+	}
+	s.Namespace = ns
+	s.Spec.Suspend = true // no pod needed
+	if err := k8s.Create(context.Background(), &s); err != nil {
+		t.Fatalf("sample rejected: %v", err)
+	}
+	waitPhase(t, ns, s.Name, tetherv1.PhaseSuspended)
 }
