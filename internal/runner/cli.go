@@ -60,14 +60,17 @@ func (r *Runner) cliEnv() []string {
 	return append(env, "CLAUDE_CONFIG_DIR="+filepath.Join(r.cfg.Workspace, ClaudeDir))
 }
 
-// launch starts the CLI. The process gets SIGKILL if the runner dies
-// (Pdeathsig), so a killed runner never leaves a CLI writing to the workspace.
+// launch starts the CLI in its own process group, so that kill reaches the
+// tools it runs too (a shell holding the CLI's stdout open would otherwise
+// keep the runner waiting). The CLI gets SIGKILL if the runner dies
+// (Pdeathsig), so a killed runner never leaves a CLI writing to the
+// workspace; in a pod the container's death takes the rest.
 func (r *Runner) launch(resume string) (*cliProc, error) {
 	args := r.cliArgs(resume)
 	cmd := exec.Command(r.cfg.ClaudeBin, args...)
 	cmd.Dir = r.cfg.Cwd
 	cmd.Env = r.cliEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	p := &cliProc{cmd: cmd, lines: make(chan cliLine, 256), done: make(chan struct{}), stderr: newTailBuffer(8 << 10)}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -118,9 +121,9 @@ func (p *cliProc) write(line []byte) error {
 	return err
 }
 
-// kill ends the CLI and waits for it.
+// kill ends the CLI and everything it started, and waits for it.
 func (p *cliProc) kill() {
-	p.cmd.Process.Kill()
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	for range p.lines {
 	}
 	<-p.done
@@ -183,7 +186,7 @@ func (r *Runner) handshake(p *cliProc, resume string) (handshake, error) {
 				if len(garbage) < 5 {
 					garbage = append(garbage, string(bytes.TrimSpace(l.b)))
 				}
-				r.recordCLI(l.b)
+				r.recordCLI(0, l.b)
 				continue
 			}
 			if msg.Type == "control_response" && msg.Response.RequestID == reqID {
@@ -194,7 +197,8 @@ func (r *Runner) handshake(p *cliProc, resume string) (handshake, error) {
 				hs.version, hs.pid = msg.Response.Response.Version, msg.Response.Response.PID
 				return hs, nil
 			}
-			ev := r.recordCLI(l.b)
+			// Turn 0: what the CLI says at start belongs to no turn.
+			ev := r.recordCLI(0, l.b)
 			if ev.Result != nil && ev.Result.IsError {
 				reason := strings.Join(ev.Result.Errors, "; ")
 				if reason == "" {

@@ -22,7 +22,9 @@ import (
 // testConfig is a Config for the real CLI talking to srv, in workspace ws.
 func testConfig(t testing.TB, srv *modelserver.Server, ws string) Config {
 	bin := modelserver.ClaudeBin(t)
-	env := []string{"ANTHROPIC_BASE_URL=" + srv.URL(), "ANTHROPIC_API_KEY=test"}
+	// An empty HOME: the CLI's Bash tool sources ~/.bashrc, and a
+	// developer's rc files must not slow or break the tests.
+	env := []string{"ANTHROPIC_BASE_URL=" + srv.URL(), "ANTHROPIC_API_KEY=test", "HOME=" + t.TempDir()}
 	return Config{
 		Workspace:    ws,
 		ClaudeBin:    bin,
@@ -55,8 +57,10 @@ func (w *logWriter) String() string {
 	return w.b.String()
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+func testLogger(t testing.TB) *slog.Logger { return loggerTo(&logWriter{t: t}) }
+
+func loggerTo(w *logWriter) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // running is a Runner run in-process by a test.
@@ -143,11 +147,12 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// results counts the CLI result lines in the log.
+// results counts the CLI result lines of turns in the log (not the error
+// result of a refused --resume, which belongs to no turn).
 func results(recs []Record) int {
 	n := 0
 	for _, r := range recs {
-		if r.Kind == KindCLI && r.Type == agent.TypeResult {
+		if r.Kind == KindCLI && r.Type == agent.TypeResult && r.Turn > 0 {
 			n++
 		}
 	}
@@ -244,7 +249,19 @@ func startChild(t *testing.T, cfg Config, stderr *bytes.Buffer) *exec.Cmd {
 	return cmd
 }
 
-func killGroup(cmd *exec.Cmd) {
+// killGroup plays a container's death: SIGKILL to the runner's process group
+// and to the CLI's (the status file names its pid), at once.
+func killGroup(cmd *exec.Cmd, ws string) {
+	var cliPID int
+	if data, err := os.ReadFile(filepath.Join(ws, StatusFile)); err == nil {
+		var st Status
+		if json.Unmarshal(data, &st) == nil {
+			cliPID = st.CLIPID
+		}
+	}
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if cliPID > 0 {
+		syscall.Kill(-cliPID, syscall.SIGKILL)
+	}
 	cmd.Wait()
 }

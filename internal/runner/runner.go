@@ -401,18 +401,18 @@ func (r *Runner) recap(rs ResumeStatus, hist logHistory) string {
 	return b.String()
 }
 
-// recordCLI parses a CLI line and appends it to the log; results and init
-// lines durably.
-func (r *Runner) recordCLI(line []byte) agent.Event {
+// recordCLI parses a CLI line and appends it to the log as part of turn;
+// results and init lines durably.
+func (r *Runner) recordCLI(turn int64, line []byte) agent.Event {
 	ev, err := agent.ParseLine(line)
 	if err != nil {
 		r.log.Warn("the agent CLI printed a line that is not JSON; kept in the event log", "line", truncate(string(ev.Raw), 200))
 		b, _ := json.Marshal(string(ev.Raw))
-		r.events.Append(r.turn, KindCLI, "invalid", b, false)
+		r.events.Append(turn, KindCLI, "invalid", b, false)
 		return ev
 	}
 	durable := ev.Type == agent.TypeResult || ev.IsInit()
-	if _, err := r.events.Append(r.turn, KindCLI, ev.Type, ev.Raw, durable); err != nil {
+	if _, err := r.events.Append(turn, KindCLI, ev.Type, ev.Raw, durable); err != nil {
 		r.log.Error("append to event log", "err", err)
 	}
 	return ev
@@ -506,7 +506,7 @@ func (r *Runner) handleLine(l cliLine) error {
 	if perr == nil && ev.Type == "control_response" {
 		return nil // answers to the runner's own requests
 	}
-	ev = r.recordCLI(l.b)
+	ev = r.recordCLI(r.turn, l.b)
 	start := time.Now()
 	r.Metrics.event(start.Sub(l.at))
 	if ev.Type == agent.TypeAssistant && !r.firstByte && r.turnOpen {

@@ -21,7 +21,7 @@ func TestRunnerTurns(t *testing.T) {
 		modelserver.Step{Cue: "write the file", Reply: []modelserver.Block{modelserver.Write("out.txt", "written by the agent\n")}},
 		modelserver.Step{Cue: "out.txt", Reply: []modelserver.Block{modelserver.Text("file written")}},
 	)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	ws := t.TempDir()
 	cfg := testConfig(t, srv, ws)
 	cfg.InitialPrompt = "the initial task"
@@ -59,6 +59,8 @@ func TestRunnerTurns(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(ws, ".claude", "settings.json")); err != nil || json.Unmarshal(b, &settings) != nil || settings["cleanupPeriodDays"] != float64(36500) {
 		t.Errorf("CLI settings: %s %v", b, err)
 	}
+	// The status file follows the log record of the result.
+	waitFor(t, 5*time.Second, "status to show the turn closed", func() bool { return !readStatus(t, ws).TurnOpen })
 	st := readStatus(t, ws)
 	if st.State != StateReady || st.SessionID != ids[0] || st.Turns != 2 || st.TurnOpen || st.Resume.Outcome != ResumeNone {
 		t.Errorf("status %+v", st)

@@ -43,8 +43,14 @@ func ClaudeBin(t testing.TB) string {
 
 // CLIEnv returns the environment for a CLI that talks only to this server and
 // keeps its state in configDir: no telemetry, no updater, no other traffic.
+// HOME is an empty directory next to configDir: the CLI's Bash tool sources
+// the user's shell rc files, and a developer's ~/.bashrc (pyenv rehash
+// waiting on a lock, say) must not make tests slow or flaky.
 func (s *Server) CLIEnv(configDir string) []string {
+	home := filepath.Clean(configDir) + "-home"
+	os.MkdirAll(home, 0o755)
 	env := []string{
+		"HOME=" + home,
 		"ANTHROPIC_BASE_URL=" + s.URL(),
 		"ANTHROPIC_API_KEY=test",
 		"CLAUDE_CONFIG_DIR=" + configDir,
@@ -53,7 +59,7 @@ func (s *Server) CLIEnv(configDir string) []string {
 		"DISABLE_ERROR_REPORTING=1",
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
 	}
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "LANG"} {
+	for _, k := range []string{"PATH", "TMPDIR", "LANG"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}

@@ -1,0 +1,96 @@
+package runner
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-dev/tether/internal/agent"
+)
+
+// fakeCLI writes a shell script standing in for a broken CLI.
+func fakeCLI(t *testing.T, script string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "claude")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runFake(t *testing.T, script string, timeout time.Duration) (error, time.Duration, string) {
+	t.Helper()
+	ws := t.TempDir()
+	cfg := Config{Workspace: ws, ClaudeBin: fakeCLI(t, script), StartTimeout: timeout, TurnStartTimeout: timeout, Logger: testLogger(t), InitialPrompt: "hi"}
+	rr := startRunner(t, cfg)
+	start := time.Now()
+	select {
+	case err := <-rr.errc:
+		rr.errc <- err
+		return err, time.Since(start), ws
+	case <-time.After(timeout + 10*time.Second):
+		t.Fatalf("runner hangs on a broken CLI")
+		return nil, 0, ws
+	}
+}
+
+func TestCLIExitsImmediately(t *testing.T) {
+	err, took, ws := runFake(t, "echo 'fatal: cannot start, bad install' >&2\nexit 3\n", 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "bad install") {
+		t.Fatalf("err = %v, want the exit status and the CLI's stderr", err)
+	}
+	if took > 3*time.Second {
+		t.Errorf("took %v to notice", took)
+	}
+	if st := readStatus(t, ws); st.State != StateFailed || !strings.Contains(st.Error, "exit status 3") {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestCLIPrintsGarbage(t *testing.T) {
+	// A child keeps the CLI's stdout open: the runner must not wait on it.
+	err, took, _ := runFake(t, "echo 'this is not json'\nsleep 60 &\nsleep 60\n", 2*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "did not answer the initialize request within 2s") || !strings.Contains(err.Error(), "this is not json") {
+		t.Fatalf("err = %v, want a timeout naming the garbage", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("took %v to give up", took)
+	}
+}
+
+// TestCLIDiesMidTurn: the CLI answers the handshake, starts a turn, then
+// exits. The id it announced is on disk and the runner says what happened.
+func TestCLIDiesMidTurn(t *testing.T) {
+	script := `read line
+echo '{"type":"control_response","response":{"subtype":"success","request_id":"tether-initialize","response":{"claude_code_version":"fake"}}}'
+read line
+echo '{"type":"system","subtype":"init","session_id":"11111111-fake"}'
+echo 'segfault or so' >&2
+exit 7
+`
+	err, _, ws := runFake(t, script, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "exit status 7") || !strings.Contains(err.Error(), "turn 1 in flight") {
+		t.Fatalf("err = %v", err)
+	}
+	if id, _ := agent.OpenSessionIDs(ws).Get("main"); id != "11111111-fake" {
+		t.Errorf("session id on disk = %q", id)
+	}
+	if rs := findRunner(readLog(t, ws), "cli_exit"); len(rs) != 1 {
+		t.Errorf("cli_exit records: %v", rs)
+	}
+}
+
+// TestCLISilentAfterMessage: a CLI that takes a message and says nothing is
+// killed after TurnStartTimeout with a clear error.
+func TestCLISilentAfterMessage(t *testing.T) {
+	script := `read line
+echo '{"type":"control_response","response":{"subtype":"success","request_id":"tether-initialize","response":{}}}'
+sleep 60
+`
+	err, _, _ := runFake(t, script, 2*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "said nothing for 2s") {
+		t.Fatalf("err = %v", err)
+	}
+}
