@@ -198,7 +198,16 @@ func (s *blobStore) putObject(ctx context.Context, full string, data []byte, ifN
 	if s.kmsKeyID != "" {
 		in.SSEKMSKeyId = aws.String(s.kmsKeyID)
 	}
-	_, err := s.s3.PutObject(ctx, in)
+	var optFns []func(*s3.Options)
+	if ifNoneMatch {
+		// The SDK's own retry would hide an ambiguous failure: if the first
+		// attempt stored the object and only its answer was lost, the SDK's
+		// second attempt gets 412 and we would report ErrExists for our own
+		// write. One attempt here leaves the retry to WithRetry, which reads
+		// the object back in exactly that case.
+		optFns = append(optFns, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
+	}
+	_, err := s.s3.PutObject(ctx, in, optFns...)
 	return err
 }
 

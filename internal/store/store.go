@@ -37,6 +37,11 @@ type Store interface {
 	// returns an error wrapping ErrExists otherwise. It is atomic against
 	// concurrent writers, other processes included, on every backend that can
 	// do conditional writes (file://, mem://, S3 with If-None-Match, GCS, Azure).
+	// On an S3 server opened with conditional_put=false (or one that answers
+	// If-None-Match with NotImplemented) it is Stat-then-Put: still correct
+	// for one writer, but two racing writers can both succeed.
+	// A failed PutIfAbsent may or may not have stored the object (the
+	// answer can be lost on the way back); WithRetry resolves that case.
 	PutIfAbsent(ctx context.Context, key string, data []byte) error
 	// Get returns the whole object, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, key string) ([]byte, error)
