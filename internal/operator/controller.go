@@ -27,7 +27,8 @@ import (
 	tetherv1 "github.com/tether-dev/tether/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=tether.dev,resources=agenticsessions,verbs=get;list;watch
+// patch: inactivity sets spec.suspend, the same switch a user flips.
+// +kubebuilder:rbac:groups=tether.dev,resources=agenticsessions,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=tether.dev,resources=agenticsessions/status,verbs=get;update;patch
 // SetControllerReference sets blockOwnerDeletion, which clusters with the
 // OwnerReferencesPermissionEnforcement admission plugin allow only with update on finalizers.
@@ -59,6 +60,12 @@ type Reconciler struct {
 	Recorder  events.EventRecorder
 	Config    PodConfig
 	Metrics   *Metrics
+	// Observer asks running pods for the agent session id, resume outcome,
+	// last activity and newest snapshot; nil: not asked (status keeps those
+	// fields empty and the inactivity timeout never fires).
+	Observer Observer
+	// ObserveInterval is how often a Running session is observed (default 30s).
+	ObserveInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -205,7 +212,7 @@ func (r *Reconciler) transition(ctx context.Context, s *tetherv1.AgenticSession,
 			}
 			setCond(s, tetherv1.ConditionReady, ready, reason, msg)
 			setCond(s, tetherv1.ConditionRecovering, metav1.ConditionFalse, "RunnerRunning", "the runner is running")
-			return ctrl.Result{}, nil
+			return r.observeRunning(ctx, s, pod, now)
 		case KindCompleted:
 			r.recordTermination(s, pod, v, now)
 			st.Phase = tetherv1.PhaseCompleted
@@ -262,6 +269,69 @@ func (r *Reconciler) transition(ctx context.Context, s *tetherv1.AgenticSession,
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// observeRunning copies what the pod reports into the status and suspends a
+// session idle for longer than spec.inactivityTimeout.
+func (r *Reconciler) observeRunning(ctx context.Context, s *tetherv1.AgenticSession, pod *corev1.Pod, now time.Time) (ctrl.Result, error) {
+	if r.Observer == nil {
+		return ctrl.Result{}, nil
+	}
+	interval := r.ObserveInterval
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	st := &s.Status
+	obs, err := r.Observer.Observe(ctx, pod)
+	if err != nil {
+		log.FromContext(ctx).V(1).Info("observe failed; keeping the last known values", "error", err.Error())
+	}
+	if obs.AgentSessionID != "" {
+		st.AgentSessionID = obs.AgentSessionID
+	}
+	if obs.ResumeOutcome != "" {
+		st.LastResumeOutcome = obs.ResumeOutcome
+	}
+	if obs.SnapshotID != "" {
+		st.LastSnapshot = &tetherv1.SnapshotRef{ID: obs.SnapshotID, Time: metav1.NewTime(obs.SnapshotTime.Truncate(time.Second))}
+	}
+	timeout := time.Duration(0)
+	if s.Spec.InactivityTimeout != nil {
+		timeout = s.Spec.InactivityTimeout.Duration
+	}
+	activity := obs.LastActivity
+	if obs.TurnOpen {
+		activity = now
+	}
+	// Record activity coarsely: a status write per probe per busy session
+	// would be most of the operator's API traffic at scale.
+	grain := time.Minute
+	if timeout > 0 && timeout/10 < grain {
+		grain = timeout / 10
+	}
+	if last := st.LastActivityTime; last == nil || activity.Sub(last.Time) >= grain {
+		if !activity.IsZero() {
+			st.LastActivityTime = ptrTime(activity.Truncate(time.Second))
+		}
+	}
+	if timeout > 0 && !obs.TurnOpen && st.LastActivityTime != nil && now.Sub(st.LastActivityTime.Time) > timeout {
+		patch := client.MergeFrom(s.DeepCopy())
+		s.Spec.Suspend = true
+		if err := r.Client.Patch(ctx, s, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("session %s/%s: suspend after inactivity: %w", s.Namespace, s.Name, err)
+		}
+		r.event(s, pod, corev1.EventTypeNormal, "InactivitySuspend", "Suspend",
+			"no runner activity since %s (spec.inactivityTimeout %s); set spec.suspend=true. Set it to false to resume",
+			st.LastActivityTime.UTC().Format(time.RFC3339), timeout)
+		return r.beginSuspend(ctx, s, pod)
+	}
+	next := interval
+	if timeout > 0 && st.LastActivityTime != nil {
+		if due := st.LastActivityTime.Add(timeout).Sub(now) + time.Second; due > 0 && due < next {
+			next = due
+		}
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
 }
 
 // runnerDied handles a retryable death: Failed when attempts are exhausted,
@@ -349,6 +419,8 @@ func (r *Reconciler) startPod(ctx context.Context, s *tetherv1.AgenticSession, n
 		return ctrl.Result{}, fmt.Errorf("session %s/%s: create pod %s: %w", s.Namespace, s.Name, pod.Name, err)
 	}
 	s.Status.PodName = pod.Name
+	// A (re)started session is active now: the inactivity clock starts over.
+	s.Status.LastActivityTime = ptrTime(now.Truncate(time.Second))
 	r.setPhase(s, tetherv1.PhaseCreating, "PodCreated", fmt.Sprintf("pod %s created; hydrate restores the workspace, then the runner starts", pod.Name))
 	r.event(s, pod, corev1.EventTypeNormal, "PodCreated", "Create", "created pod %s (attempt %d, runner memory limit %s)",
 		pod.Name, s.Status.RestartCount, quantityString(s.Status.RunnerMemoryLimit))

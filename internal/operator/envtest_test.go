@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -127,6 +128,8 @@ func runSuite(m *testing.M) int {
 		panic(err)
 	}
 	reconcMet = r.Metrics
+	r.Observer = fakeObs
+	r.ObserveInterval = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
@@ -167,6 +170,30 @@ func operatorUser(env *envtest.Environment) (*rest.Config, error) {
 		return nil, err
 	}
 	return u.Config(), nil
+}
+
+// fakeObserver plays the runner's /status and the sidecar's /healthz, per pod.
+type fakeObserver struct {
+	mu    sync.Mutex
+	byPod map[string]Observation
+}
+
+var fakeObs = &fakeObserver{byPod: map[string]Observation{}}
+
+func (f *fakeObserver) set(ns, pod string, o Observation) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.byPod[ns+"/"+pod] = o
+}
+
+func (f *fakeObserver) Observe(_ context.Context, pod *corev1.Pod) (Observation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, ok := f.byPod[pod.Namespace+"/"+pod.Name]
+	if !ok {
+		return Observation{}, fmt.Errorf("pod %s answers nothing", pod.Name)
+	}
+	return o, nil
 }
 
 type ioDiscard struct{}
@@ -738,4 +765,60 @@ func TestSampleIsValid(t *testing.T) {
 		t.Fatalf("sample rejected: %v", err)
 	}
 	waitPhase(t, ns, s.Name, tetherv1.PhaseSuspended)
+}
+
+func TestRunnerReportInStatus(t *testing.T) {
+	needEnvtest(t)
+	t.Parallel()
+	ns := newNamespace(t)
+	snapTime := time.Now().Add(-time.Minute).Truncate(time.Second)
+	fakeObs.set(ns, "rep-0", Observation{AgentSessionID: "6c1f-uuid", ResumeOutcome: "resumed",
+		LastActivity: time.Now(), SnapshotID: "0007", SnapshotTime: snapTime})
+	create(t, newSession(ns, "rep"))
+	waitPod(t, ns, "rep-0")
+	runPod(t, ns, "rep-0")
+	eventually(t, 10*time.Second, "observed fields in status", func() string {
+		st := getSession(t, ns, "rep").Status
+		if st.AgentSessionID != "6c1f-uuid" || st.LastResumeOutcome != "resumed" || st.LastSnapshot == nil ||
+			st.LastSnapshot.ID != "0007" || !st.LastSnapshot.Time.Time.Equal(snapTime) {
+			return fmt.Sprintf("%+v", st)
+		}
+		return ""
+	})
+}
+
+// An idle session is suspended after spec.inactivityTimeout; one in the middle
+// of a turn is not, however old its last state change.
+func TestInactivitySuspends(t *testing.T) {
+	needEnvtest(t)
+	t.Parallel()
+	ns := newNamespace(t)
+	long := time.Now().Add(-time.Hour)
+	fakeObs.set(ns, "idle-0", Observation{LastActivity: long})
+	fakeObs.set(ns, "busy-0", Observation{LastActivity: long, TurnOpen: true})
+	for _, name := range []string{"idle", "busy"} {
+		s := newSession(ns, name)
+		s.Spec.InactivityTimeout = &metav1.Duration{Duration: 2 * time.Second}
+		create(t, s)
+		waitPod(t, ns, name+"-0")
+		runPod(t, ns, name+"-0")
+	}
+	waitPhase(t, ns, "busy", tetherv1.PhaseRunning)
+	got := waitPhase(t, ns, "idle", tetherv1.PhaseSuspended)
+	if !got.Spec.Suspend {
+		t.Fatal("inactivity suspended the session without setting spec.suspend")
+	}
+	assertEvent(t, ns, "idle", "InactivitySuspend")
+	if b := getSession(t, ns, "busy"); b.Status.Phase != tetherv1.PhaseRunning || b.Spec.Suspend {
+		t.Fatalf("busy session: phase %s suspend %v", b.Status.Phase, b.Spec.Suspend)
+	}
+	// Resuming starts the inactivity clock over instead of suspending at once.
+	setSuspend(t, ns, "idle", false)
+	waitPod(t, ns, "idle-0")
+	runPod(t, ns, "idle-0")
+	waitPhase(t, ns, "idle", tetherv1.PhaseRunning)
+	time.Sleep(500 * time.Millisecond)
+	if s := getSession(t, ns, "idle"); s.Spec.Suspend {
+		t.Fatal("resumed session suspended again at once")
+	}
 }

@@ -1,0 +1,120 @@
+package operator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Observation is what a session pod's own processes report about the session:
+// the runner (agent session id, resume outcome, activity) and the sync sidecar
+// (newest snapshot). Zero fields mean "not reported".
+type Observation struct {
+	AgentSessionID string
+	ResumeOutcome  string
+	// LastActivity is the runner's last change of state (a turn started or
+	// ended, a message arrived).
+	LastActivity time.Time
+	// TurnOpen is true while the agent works on a turn: never idle then.
+	TurnOpen bool
+
+	SnapshotID   string
+	SnapshotTime time.Time
+}
+
+// Observer asks a running session pod for its Observation. Errors are not
+// fatal: the reconciler keeps the last known values.
+type Observer interface {
+	Observe(ctx context.Context, pod *corev1.Pod) (Observation, error)
+}
+
+// HTTPObserver reads the runner's GET /status (its .tether/runner-status.json)
+// on the runner port and the sync sidecar's GET /healthz on SyncMetricsPort,
+// at the pod's IP. The operator must be able to reach pod IPs (the usual
+// in-cluster case).
+type HTTPObserver struct {
+	Client     *http.Client
+	RunnerPort int32
+	// SyncPort is the sidecar's /healthz port (default SyncMetricsPort).
+	SyncPort int32
+}
+
+// runnerStatus is the subset of the runner's status file the operator uses.
+type runnerStatus struct {
+	State     string    `json:"state"`
+	SessionID string    `json:"session_id"`
+	TurnOpen  bool      `json:"turn_open"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Resume    struct {
+		Outcome string `json:"outcome"`
+	} `json:"resume"`
+}
+
+// syncHealth is the sync sidecar's /healthz body.
+type syncHealth struct {
+	LastSnapshot string    `json:"lastSnapshot"`
+	LastSuccess  time.Time `json:"lastSuccess"`
+}
+
+// Observe implements Observer.
+func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observation, error) {
+	var obs Observation
+	if pod.Status.PodIP == "" {
+		return obs, fmt.Errorf("pod %s/%s has no IP yet", pod.Namespace, pod.Name)
+	}
+	c := o.Client
+	if c == nil {
+		c = &http.Client{Timeout: 3 * time.Second}
+	}
+	var rs runnerStatus
+	rerr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(o.RunnerPort)))+"/status", &rs)
+	if rerr == nil {
+		obs.AgentSessionID, obs.ResumeOutcome = rs.SessionID, rs.Resume.Outcome
+		obs.LastActivity, obs.TurnOpen = rs.UpdatedAt, rs.TurnOpen
+	}
+	var sh syncHealth
+	// /healthz answers 503 with the same body while saves fail; the last
+	// good snapshot is still worth reporting.
+	syncPort := o.SyncPort
+	if syncPort == 0 {
+		syncPort = SyncMetricsPort
+	}
+	serr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(syncPort)))+"/healthz", &sh)
+	if serr == nil || sh.LastSnapshot != "" {
+		obs.SnapshotID, obs.SnapshotTime = sh.LastSnapshot, sh.LastSuccess
+	}
+	if rerr != nil && serr != nil {
+		return obs, fmt.Errorf("pod %s/%s: runner: %v; sync: %v", pod.Namespace, pod.Name, rerr, serr)
+	}
+	return obs, nil
+}
+
+func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if jerr := json.Unmarshal(body, v); jerr != nil {
+		return fmt.Errorf("GET %s: %s: %v", url, resp.Status, jerr)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package operator
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func serve(t *testing.T, h http.HandlerFunc) int32 {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	return int32(p)
+}
+
+func TestHTTPObserver(t *testing.T) {
+	runnerPort := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/status" {
+			http.NotFound(w, r)
+			return
+		}
+		// The runner's status file, as internal/runner writes it.
+		w.Write([]byte(`{"thread":"main","state":"ready","session_id":"6c1f-uuid","resume":{"outcome":"resumed","previous_id":"6c1f-uuid"},"turns":3,"turn_open":true,"runner_pid":7,"updated_at":"2026-11-24T10:00:00Z"}`))
+	})
+	syncPort := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		// Saves failing right now: 503, but the last good snapshot is still news.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"lastSnapshot":"0007","lastSuccess":"2026-11-24T09:59:00Z","error":"store unreachable"}`))
+	})
+	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: "127.0.0.1"}}
+	o := &HTTPObserver{RunnerPort: runnerPort, SyncPort: syncPort}
+	obs, err := o.Observe(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Observation{AgentSessionID: "6c1f-uuid", ResumeOutcome: "resumed", TurnOpen: true,
+		LastActivity: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC), SnapshotID: "0007",
+		SnapshotTime: time.Date(2026, 11, 24, 9, 59, 0, 0, time.UTC)}
+	if !obs.LastActivity.Equal(want.LastActivity) || !obs.SnapshotTime.Equal(want.SnapshotTime) {
+		t.Fatalf("times %v %v", obs.LastActivity, obs.SnapshotTime)
+	}
+	obs.LastActivity, obs.SnapshotTime, want.LastActivity, want.SnapshotTime = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if obs != want {
+		t.Fatalf("got %+v\nwant %+v", obs, want)
+	}
+
+	// Nothing listening: an error naming the pod, no panic, zero values.
+	dead := &HTTPObserver{RunnerPort: 1, SyncPort: 1}
+	if _, err := dead.Observe(context.Background(), &corev1.Pod{Status: corev1.PodStatus{PodIP: "127.0.0.1"}}); err == nil {
+		t.Fatal("no error from a pod that answers nothing")
+	}
+	if _, err := o.Observe(context.Background(), &corev1.Pod{}); err == nil {
+		t.Fatal("no error for a pod without IP")
+	}
+}
