@@ -15,6 +15,9 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("TETHER_TEST_ROLE") {
 	case "":
+		if os.Getenv("TETHER_TEST_FAKE") == "1" && len(os.Args) > 1 {
+			fakeMain()
+		}
 		os.Exit(m.Run())
 	case "family":
 		family()
