@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,7 @@ func newOperatorCmd() *cobra.Command {
 		kubeconfig              string
 		watchNamespaces         []string
 		concurrency             int
+		observeInterval         time.Duration
 		pullPolicy              string
 		cfg                     = operator.DefaultPodConfig()
 		zapOpts                 = zap.Options{}
@@ -68,6 +70,9 @@ Install the CRD and RBAC first (make deploy renders config/).`,
 			}
 			if cfg.RunnerPort < 1 || cfg.RunnerPort > 65535 || cfg.RunnerPort == operator.SyncMetricsPort {
 				return usagef("--runner-port %d: use a port in 1-65535 other than %d (the sync sidecar's)", cfg.RunnerPort, operator.SyncMetricsPort)
+			}
+			if observeInterval < 0 {
+				return usagef("--observe-interval must not be negative (0 turns observing off), got %s", observeInterval)
 			}
 			if cfg.RunAsUser <= 0 {
 				return usagef("--run-as-user %d: session pods never run as root; use a UID above 0", cfg.RunAsUser)
@@ -110,8 +115,13 @@ Install the CRD and RBAC first (make deploy renders config/).`,
 			if err != nil {
 				return fmt.Errorf("operator: create manager: %w", err)
 			}
-			if _, err := operator.Setup(mgr, cfg, concurrency, ctrlmetrics.Registry); err != nil {
+			r, err := operator.Setup(mgr, cfg, concurrency, ctrlmetrics.Registry)
+			if err != nil {
 				return err
+			}
+			if observeInterval > 0 {
+				r.Observer = &operator.HTTPObserver{RunnerPort: cfg.RunnerPort}
+				r.ObserveInterval = observeInterval
 			}
 			if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 				return err
@@ -134,6 +144,8 @@ Install the CRD and RBAC first (make deploy renders config/).`,
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config)")
 	f.StringSliceVar(&watchNamespaces, "watch-namespaces", nil, "comma-separated namespaces to watch (default: all)")
 	f.IntVar(&concurrency, "max-concurrent-reconciles", 4, "sessions reconciled in parallel")
+	f.DurationVar(&observeInterval, "observe-interval", 30*time.Second,
+		"how often running pods are asked (runner GET /status, sync GET /healthz at the pod IP) for the agent session id, resume outcome, last snapshot and activity; 0: never (then spec.inactivityTimeout has no effect)")
 	f.StringVar(&cfg.TetherImage, "tether-image", cfg.TetherImage, "image with the tether binary as ENTRYPOINT, for the install, hydrate and sync containers")
 	f.StringVar(&pullPolicy, "tether-image-pull-policy", string(cfg.TetherImagePullPolicy), "pull policy of --tether-image")
 	f.Int32Var(&cfg.RunnerPort, "runner-port", cfg.RunnerPort, "port of the runner's AG-UI HTTP server, exposed by each session's Service")
