@@ -30,9 +30,11 @@ const (
 
 // Record is one entry of the durable event log.
 type Record struct {
-	Seq  int64           `json:"seq"`
-	Time time.Time       `json:"time"`
-	Turn int64           `json:"turn,omitempty"`
+	Seq  int64     `json:"seq"`
+	Time time.Time `json:"time"`
+	Turn int64     `json:"turn,omitempty"`
+	// Run is the AG-UI run id of the turn the record belongs to.
+	Run  string          `json:"run,omitempty"`
 	Kind string          `json:"kind"`
 	Type string          `json:"type"`
 	Data json.RawMessage `json:"data"`
@@ -99,18 +101,23 @@ func OpenEventLog(path string) (*EventLog, []Record, error) {
 // Path is the log's file.
 func (l *EventLog) Path() string { return l.path }
 
-// Append adds a record and returns it with its Seq and Time set. durable
-// records are fsynced before Append returns.
+// Append adds a record of turn and returns it with its Seq and Time set.
+// durable records are fsynced before Append returns.
 func (l *EventLog) Append(turn int64, kind, typ string, data json.RawMessage, durable bool) (Record, error) {
-	if len(data) == 0 {
-		data = json.RawMessage("null")
+	return l.AppendRecord(Record{Turn: turn, Kind: kind, Type: typ, Data: data}, durable)
+}
+
+// AppendRecord adds rec, setting its Seq and Time.
+func (l *EventLog) AppendRecord(rec Record, durable bool) (Record, error) {
+	if len(rec.Data) == 0 {
+		rec.Data = json.RawMessage("null")
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return Record{}, fmt.Errorf("event log %s is closed", l.path)
 	}
-	rec := Record{Seq: int64(len(l.offsets)) + 1, Time: time.Now().UTC(), Turn: turn, Kind: kind, Type: typ, Data: data}
+	rec.Seq, rec.Time = int64(len(l.offsets))+1, time.Now().UTC()
 	line, err := json.Marshal(rec)
 	if err != nil {
 		return Record{}, fmt.Errorf("event log %s: encode record: %w", l.path, err)
@@ -155,8 +162,18 @@ func (l *EventLog) ReadAfter(after int64, max int) ([]Record, error) {
 	if max > 0 && after+int64(max) < n {
 		end = l.offsets[after+int64(max)]
 	}
-	f := l.f
+	f, closed := l.f, l.closed
 	l.mu.Unlock()
+	if closed {
+		// Readers may still replay a closed log (a client catching up
+		// after the runner stopped).
+		rf, err := os.Open(l.path)
+		if err != nil {
+			return nil, fmt.Errorf("event log %s: %w", l.path, err)
+		}
+		defer rf.Close()
+		f = rf
+	}
 	buf := make([]byte, end-start)
 	if _, err := f.ReadAt(buf, start); err != nil {
 		return nil, fmt.Errorf("event log %s: %w", l.path, err)

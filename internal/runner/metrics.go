@@ -1,61 +1,77 @@
 package runner
 
 import (
-	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics counts what the runner did, for /metrics.
+// Metrics are the runner's Prometheus metrics, on the registry Registry
+// (served at /metrics).
 type Metrics struct {
-	mu          sync.Mutex
-	Turns       int64
-	TurnErrors  int64
-	Events      int64
-	EventNanos  int64 // sum of per-event overhead (parse + persist + forward)
-	Resumes     map[string]int64
-	InitDurable []time.Duration // init line read -> session id on disk
-	FirstByte   []time.Duration // message written -> first assistant line
+	Registry *prometheus.Registry
+
+	turns       *prometheus.CounterVec
+	resumes     *prometheus.CounterVec
+	events      prometheus.Counter
+	overhead    prometheus.Histogram
+	initDurable prometheus.Histogram
+	firstByte   prometheus.Histogram
+	ready       prometheus.Gauge
 }
 
-func newMetrics() *Metrics { return &Metrics{Resumes: map[string]int64{}} }
-
-func (m *Metrics) resume(outcome string) {
-	m.mu.Lock()
-	m.Resumes[outcome]++
-	m.mu.Unlock()
+func newMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		turns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_runner_turns_total", Help: "Turns the agent CLI finished, by result (success or error).",
+		}, []string{"result"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_runner_resume_total", Help: "Runner starts by resume outcome (none, resumed, failed).",
+		}, []string{"outcome"}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_runner_cli_events_total", Help: "Lines the agent CLI printed, all recorded in the event log.",
+		}),
+		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tether_runner_event_overhead_seconds",
+			Help:    "Time from reading a CLI line to having it parsed, persisted in the event log and visible to readers.",
+			Buckets: prometheus.ExponentialBuckets(5e-6, 4, 10),
+		}),
+		initDurable: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tether_runner_session_id_durable_seconds",
+			Help:    "Time from reading the CLI's init line to its session id being fsynced in session-ids.json.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 3, 10),
+		}),
+		firstByte: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tether_runner_time_to_first_byte_seconds",
+			Help:    "Time from writing a message to the CLI to its first assistant line.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_runner_ready", Help: "1 when the CLI is up and the resume outcome decided.",
+		}),
+	}
+	m.Registry.MustRegister(m.turns, m.resumes, m.events, m.overhead, m.initDurable, m.firstByte, m.ready)
+	for _, o := range []string{ResumeNone, ResumeResumed, ResumeFailed} {
+		m.resumes.WithLabelValues(o)
+	}
+	return m
 }
+
+func (m *Metrics) resume(outcome string) { m.resumes.WithLabelValues(outcome).Inc() }
 
 func (m *Metrics) turn(isError bool) {
-	m.mu.Lock()
-	m.Turns++
+	r := "success"
 	if isError {
-		m.TurnErrors++
+		r = "error"
 	}
-	m.mu.Unlock()
+	m.turns.WithLabelValues(r).Inc()
 }
 
 func (m *Metrics) event(d time.Duration) {
-	m.mu.Lock()
-	m.Events++
-	m.EventNanos += int64(d)
-	m.mu.Unlock()
+	m.events.Inc()
+	m.overhead.Observe(d.Seconds())
 }
 
-// keep bounds the duration samples kept for summaries.
-const keep = 1024
-
-func (m *Metrics) initDurable(d time.Duration) {
-	m.mu.Lock()
-	if len(m.InitDurable) < keep {
-		m.InitDurable = append(m.InitDurable, d)
-	}
-	m.mu.Unlock()
-}
-
-func (m *Metrics) firstByte(d time.Duration) {
-	m.mu.Lock()
-	if len(m.FirstByte) < keep {
-		m.FirstByte = append(m.FirstByte, d)
-	}
-	m.mu.Unlock()
-}
+func (m *Metrics) initDurableObs(d time.Duration) { m.initDurable.Observe(d.Seconds()) }
+func (m *Metrics) firstByteObs(d time.Duration)   { m.firstByte.Observe(d.Seconds()) }

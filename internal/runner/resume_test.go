@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +77,7 @@ func TestResumeRepairsTruncatedTranscript(t *testing.T) {
 	if b, _ := os.ReadFile(tp); string(b) != string(data[:lastStart]) {
 		t.Errorf("repaired transcript is not the original up to its last complete line")
 	}
-	if _, err := rr.r.Send(context.Background(), "the second question"); err != nil {
+	if _, err := rr.r.Send(context.Background(), "the second question", ""); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "the second result", func() bool { return results(readLog(t, ws)) == 2 })
@@ -123,6 +125,21 @@ func TestResumeFailsWhenTranscriptDeleted(t *testing.T) {
 	recs := readLog(t, ws)
 	if rs := findRunner(recs, "resume"); len(rs) != 1 || !strings.Contains(string(rs[0].Data), `"outcome":"failed"`) {
 		t.Errorf("resume records %v", rs)
+	}
+	// ... which an AG-UI client replaying the log sees as a CUSTOM event.
+	hs := httptest.NewServer(Handler(rr.r, ""))
+	defer hs.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", hs.URL+"/agui/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := readSSE(t, resp.Body, func(e sseEvent) bool { return strings.Contains(e.data, CustomResume) })
+	resp.Body.Close()
+	if last := evs[len(evs)-1].data; !strings.Contains(last, `"type":"CUSTOM"`) || !strings.Contains(last, `"outcome":"failed"`) {
+		t.Errorf("AG-UI resume event: %s", last)
 	}
 	// Channel 3: the log.
 	if !strings.Contains(lw.String(), "RESUME FAILED") || !strings.Contains(lw.String(), id) {

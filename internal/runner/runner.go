@@ -47,6 +47,7 @@ type Runner struct {
 	turn       int64
 	turnOpen   bool
 	turnSource string
+	turnRunID  string
 	turnInit   bool
 	turnSent   time.Time
 	firstByte  bool
@@ -54,9 +55,24 @@ type Runner struct {
 	resume     ResumeStatus
 }
 
+// inputData is the Data of a KindInput record.
+type inputData struct {
+	Text  string `json:"text"`
+	RunID string `json:"run_id,omitempty"`
+}
+
+// RunID is the AG-UI run id of a turn: the client's when it gave one.
+func RunID(turn int64, clientRunID string) string {
+	if clientRunID != "" {
+		return clientRunID
+	}
+	return fmt.Sprintf("turn-%d", turn)
+}
+
 type input struct {
 	text, source string
-	started      chan int64 // receives the turn number once written to the CLI; may be nil
+	runID        string      // the AG-UI run id a client gave, "" otherwise
+	started      chan Record // receives the input record once written to the CLI; may be nil
 }
 
 // New checks cfg and prepares the workspace's state directories. It does not
@@ -116,33 +132,35 @@ func (r *Runner) Ready() <-chan struct{} { return r.ready }
 // Done is closed when Run has returned.
 func (r *Runner) Done() <-chan struct{} { return r.done }
 
-// Send queues text as a user message and returns the number of its turn once
-// the CLI has been handed it. Messages are delivered one turn at a time, in
-// order. If ctx ends first the message may still be delivered later.
-func (r *Runner) Send(ctx context.Context, text string) (int64, error) {
+// Send queues text as a user message and returns its input record (Turn is
+// the turn number) once the CLI has been handed it. runID is the client's
+// AG-UI run id, kept in the record ("" for none). Messages are delivered one
+// turn at a time, in order. If ctx ends first the message may still be
+// delivered later.
+func (r *Runner) Send(ctx context.Context, text, runID string) (Record, error) {
 	select {
 	case <-r.ready:
 	default:
-		return 0, ErrNotReady
+		return Record{}, ErrNotReady
 	}
 	if st := r.Status().State; st != StateReady {
-		return 0, ErrStopping
+		return Record{}, ErrStopping
 	}
-	in := input{text: text, source: SourceUser, started: make(chan int64, 1)}
+	in := input{text: text, source: SourceUser, runID: runID, started: make(chan Record, 1)}
 	select {
 	case r.inbox <- in:
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return Record{}, ctx.Err()
 	case <-r.done:
-		return 0, ErrStopping
+		return Record{}, ErrStopping
 	}
 	select {
-	case t := <-in.started:
-		return t, nil
+	case rec := <-in.started:
+		return rec, nil
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return Record{}, ctx.Err()
 	case <-r.done:
-		return 0, ErrStopping
+		return Record{}, ErrStopping
 	}
 }
 
@@ -169,7 +187,7 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 			r.log.Error("runner failed", "err", err)
 			r.updateStatus(func(s *Status) { s.State, s.Error = StateFailed, err.Error() })
 			if r.events != nil {
-				r.events.Append(r.turn, KindRunner, "runner_failed", mustJSON(map[string]string{"error": err.Error()}), true)
+				r.append(KindRunner, "runner_failed", mustJSON(map[string]any{"error": err.Error(), "turn_open": r.turnOpen, "run_id": r.turnRunID}), true)
 			}
 		}
 		if r.events != nil {
@@ -188,6 +206,8 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		return err
 	}
 	r.updateStatus(func(s *Status) { s.State = StateReady })
+	r.Metrics.ready.Set(1)
+	defer r.Metrics.ready.Set(0)
 	close(r.ready)
 	return r.loop(ctx, pending)
 }
@@ -227,6 +247,7 @@ type logHistory struct {
 type openTurn struct {
 	turn         int64
 	source, text string
+	runID        string
 	initSeen     bool // the CLI took the message
 }
 
@@ -238,9 +259,9 @@ func summarize(recs []Record) logHistory {
 		}
 		switch {
 		case rec.Kind == KindInput:
-			var d struct{ Text string }
+			var d inputData
 			json.Unmarshal(rec.Data, &d)
-			h.open = &openTurn{turn: rec.Turn, source: rec.Type, text: d.Text}
+			h.open = &openTurn{turn: rec.Turn, source: rec.Type, text: d.Text, runID: RunID(rec.Turn, d.RunID)}
 		case rec.Kind == KindCLI && rec.Type == agent.TypeSystem && h.open != nil && h.open.turn == rec.Turn:
 			if ev, err := agent.ParseLine(rec.Data); err == nil && ev.IsInit() {
 				h.open.initSeen = true
@@ -274,7 +295,7 @@ func (r *Runner) start() ([]input, error) {
 		case rep.Changed():
 			rs.Repaired, rs.CutSavedTo = rep.Cut > 0, rep.SavedTo
 			r.log.Warn("repaired the transcript's torn last line before resuming", "transcript", tp, "cut_bytes", rep.Cut, "kept_in", rep.SavedTo, "added_newline", rep.AddedNewline)
-			r.events.Append(r.turn, KindRunner, "transcript_repaired", mustJSON(map[string]any{
+			r.append(KindRunner, "transcript_repaired", mustJSON(map[string]any{
 				"transcript": tp, "cut_bytes": rep.Cut, "kept_in": rep.SavedTo, "added_newline": rep.AddedNewline}), true)
 		}
 	}
@@ -331,7 +352,7 @@ func (r *Runner) start() ([]input, error) {
 		pending = append(pending, input{text: r.cfg.InterruptNotice, source: SourceNotice})
 	}
 	if rs.Interrupted > 0 {
-		r.events.Append(r.turn, KindRunner, "turn_interrupted", mustJSON(map[string]any{"turn": rs.Interrupted}), true)
+		r.append(KindRunner, "turn_interrupted", mustJSON(map[string]any{"turn": rs.Interrupted, "run_id": hist.open.runID}), true)
 	}
 	// A client's message the CLI never took (the crash came between the
 	// runner logging it and the CLI starting the turn) is delivered again.
@@ -350,7 +371,7 @@ func (r *Runner) reportResume(rs ResumeStatus) {
 	} else {
 		r.log.Info("resumed the CLI session", "session", rs.SessionID, "repaired", rs.Repaired, "interrupted_turn", rs.Interrupted)
 	}
-	if _, err := r.events.Append(r.turn, KindRunner, "resume", mustJSON(rs), true); err != nil {
+	if _, err := r.append(KindRunner, "resume", mustJSON(rs), true); err != nil {
 		r.log.Error("record resume outcome", "err", err)
 	}
 }
@@ -364,7 +385,7 @@ func (r *Runner) recap(rs ResumeStatus, hist logHistory) string {
 	for _, rec := range r.history {
 		switch {
 		case rec.Kind == KindInput && (rec.Type == SourceUser || rec.Type == SourceInitial || rec.Type == SourceRedeliver):
-			var d struct{ Text string }
+			var d inputData
 			json.Unmarshal(rec.Data, &d)
 			msgs = append(msgs, msg{"User", d.Text})
 		case rec.Kind == KindCLI && rec.Type == agent.TypeAssistant:
@@ -401,6 +422,15 @@ func (r *Runner) recap(rs ResumeStatus, hist logHistory) string {
 	return b.String()
 }
 
+// append adds a runner-side record to the log as part of the current turn.
+func (r *Runner) append(kind, typ string, data json.RawMessage, durable bool) (Record, error) {
+	run := ""
+	if r.turn > 0 {
+		run = r.turnRunID
+	}
+	return r.events.AppendRecord(Record{Turn: r.turn, Run: run, Kind: kind, Type: typ, Data: data}, durable)
+}
+
 // recordCLI parses a CLI line and appends it to the log as part of turn;
 // results and init lines durably.
 func (r *Runner) recordCLI(turn int64, line []byte) agent.Event {
@@ -408,14 +438,21 @@ func (r *Runner) recordCLI(turn int64, line []byte) agent.Event {
 	if err != nil {
 		r.log.Warn("the agent CLI printed a line that is not JSON; kept in the event log", "line", truncate(string(ev.Raw), 200))
 		b, _ := json.Marshal(string(ev.Raw))
-		r.events.Append(turn, KindCLI, "invalid", b, false)
+		r.events.AppendRecord(Record{Turn: turn, Run: r.runOf(turn), Kind: KindCLI, Type: "invalid", Data: b}, false)
 		return ev
 	}
 	durable := ev.Type == agent.TypeResult || ev.IsInit()
-	if _, err := r.events.Append(turn, KindCLI, ev.Type, ev.Raw, durable); err != nil {
+	if _, err := r.events.AppendRecord(Record{Turn: turn, Run: r.runOf(turn), Kind: KindCLI, Type: ev.Type, Data: ev.Raw}, durable); err != nil {
 		r.log.Error("append to event log", "err", err)
 	}
 	return ev
+}
+
+func (r *Runner) runOf(turn int64) string {
+	if turn > 0 && turn == r.turn {
+		return r.turnRunID
+	}
+	return ""
 }
 
 func truncate(s string, n int) string {
@@ -455,8 +492,8 @@ func (r *Runner) loop(ctx context.Context, pending []input) error {
 			if !ok {
 				<-r.cli.done
 				stopSilence()
-				r.events.Append(r.turn, KindRunner, "cli_exit", mustJSON(map[string]any{
-					"exit": r.cli.exitDesc(), "turn_open": r.turnOpen, "stderr": r.cli.stderr.String()}), true)
+				r.append(KindRunner, "cli_exit", mustJSON(map[string]any{
+					"exit": r.cli.exitDesc(), "turn_open": r.turnOpen, "run_id": r.turnRunID, "stderr": r.cli.stderr.String()}), true)
 				return fmt.Errorf("the agent CLI exited unexpectedly (%s) with turn %d %s; stderr: %q",
 					r.cli.exitDesc(), r.turn, map[bool]string{true: "in flight", false: "finished"}[r.turnOpen], r.cli.stderr.String())
 			}
@@ -478,7 +515,9 @@ func (r *Runner) loop(ctx context.Context, pending []input) error {
 func (r *Runner) begin(in input) error {
 	r.turn++
 	r.turnOpen, r.turnSource, r.turnInit, r.firstByte = true, in.source, false, false
-	if _, err := r.events.Append(r.turn, KindInput, in.source, mustJSON(map[string]string{"text": in.text}), true); err != nil {
+	r.turnRunID = RunID(r.turn, in.runID)
+	rec, err := r.append(KindInput, in.source, mustJSON(inputData{Text: in.text, RunID: in.runID}), true)
+	if err != nil {
 		return err
 	}
 	r.turnSent = time.Now()
@@ -487,7 +526,7 @@ func (r *Runner) begin(in input) error {
 		r.log.Warn("write message to the agent CLI", "turn", r.turn, "err", err)
 	}
 	if in.started != nil {
-		in.started <- r.turn
+		in.started <- rec
 	}
 	r.updateStatus(func(s *Status) { s.Turns, s.TurnOpen = r.turn, true })
 	r.log.Info("turn started", "turn", r.turn, "source", in.source)
@@ -511,7 +550,7 @@ func (r *Runner) handleLine(l cliLine) error {
 	r.Metrics.event(start.Sub(l.at))
 	if ev.Type == agent.TypeAssistant && !r.firstByte && r.turnOpen {
 		r.firstByte = true
-		r.Metrics.firstByte(l.at.Sub(r.turnSent))
+		r.Metrics.firstByteObs(l.at.Sub(r.turnSent))
 	}
 	if ev.Result != nil && r.turnOpen {
 		r.turnOpen = false
@@ -533,14 +572,14 @@ func (r *Runner) onInit(ev agent.Event, readAt time.Time) error {
 		if _, err := r.ids.Set(r.cfg.Thread, id); err != nil {
 			return fmt.Errorf("persist CLI session id %s of thread %s: %w; stopping, since a crash now would lose the conversation", id, r.cfg.Thread, err)
 		}
-		r.Metrics.initDurable(time.Since(readAt))
+		r.Metrics.initDurableObs(time.Since(readAt))
 		r.requestSnapshot("session-id", id)
 		if r.resume.Outcome == ResumeResumed && r.sessionID != "" {
 			// Some CLI versions continue a resumed conversation under a
 			// new id: still a resume, under the new id.
 			r.resume.SessionID = id
 			r.log.Info("the CLI continues the resumed conversation under a new session id", "previous", r.sessionID, "session", id)
-			r.events.Append(r.turn, KindRunner, "resume", mustJSON(r.resume), true)
+			r.append(KindRunner, "resume", mustJSON(r.resume), true)
 		}
 		r.sessionID = id
 		r.updateStatus(func(s *Status) { s.SessionID, s.Resume = id, r.resume })
@@ -578,7 +617,7 @@ func (r *Runner) stop(pending []input) error {
 		case l, ok := <-r.cli.lines:
 			if !ok {
 				<-r.cli.done
-				r.events.Append(r.turn, KindRunner, "stopped", mustJSON(map[string]any{"exit": r.cli.exitDesc(), "turn_open": r.turnOpen}), true)
+				r.append(KindRunner, "stopped", mustJSON(map[string]any{"exit": r.cli.exitDesc(), "turn_open": r.turnOpen, "run_id": r.turnRunID}), true)
 				r.updateStatus(func(s *Status) { s.State = StateStopped })
 				return nil
 			}
@@ -589,7 +628,7 @@ func (r *Runner) stop(pending []input) error {
 		case <-timer.C:
 			r.log.Warn("the agent CLI did not exit in time after its input was closed; killing it", "budget", r.cfg.StopTimeout)
 			r.cli.kill()
-			r.events.Append(r.turn, KindRunner, "stopped", mustJSON(map[string]any{"exit": "killed after " + r.cfg.StopTimeout.String(), "turn_open": r.turnOpen}), true)
+			r.append(KindRunner, "stopped", mustJSON(map[string]any{"exit": "killed after " + r.cfg.StopTimeout.String(), "turn_open": r.turnOpen, "run_id": r.turnRunID}), true)
 			r.updateStatus(func(s *Status) { s.State = StateStopped })
 			return nil
 		}

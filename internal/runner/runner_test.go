@@ -29,9 +29,9 @@ func TestRunnerTurns(t *testing.T) {
 	rr.ready(t)
 	waitFor(t, 30*time.Second, "the initial prompt's result", func() bool { return results(readLog(t, ws)) == 1 })
 
-	turn, err := rr.r.Send(context.Background(), "now write the file")
-	if err != nil || turn != 2 {
-		t.Fatalf("Send = %d, %v", turn, err)
+	rec, err := rr.r.Send(context.Background(), "now write the file", "")
+	if err != nil || rec.Turn != 2 {
+		t.Fatalf("Send = %+v, %v", rec, err)
 	}
 	waitFor(t, 30*time.Second, "the second result", func() bool { return results(readLog(t, ws)) == 2 })
 	if b, err := os.ReadFile(filepath.Join(ws, "out.txt")); err != nil || string(b) != "written by the agent\n" {
@@ -48,7 +48,9 @@ func TestRunnerTurns(t *testing.T) {
 	if _, err := os.Stat(agent.TranscriptPath(filepath.Join(ws, ".claude"), ws, ids[0])); err != nil {
 		t.Errorf("transcript: %v", err)
 	}
-	var marker struct{ SessionID string `json:"session_id"` }
+	var marker struct {
+		SessionID string `json:"session_id"`
+	}
 	if b, err := os.ReadFile(filepath.Join(ws, InitialPromptMarker)); err != nil || json.Unmarshal(b, &marker) != nil || marker.SessionID != ids[0] {
 		t.Errorf("initial prompt marker: %s %v", b, err)
 	}
