@@ -157,9 +157,6 @@ func TestSyncLoop(t *testing.T) {
 		t.Fatal("changes every 50ms (under a 200ms debounce) were not saved within 2.5s: max-delay did not bound the wait")
 	}
 
-	// The runner's request is served without waiting for the debounce.
-	cfgSlow := cfg
-	_ = cfgSlow
 	must(t, stop())
 }
 
@@ -214,8 +211,11 @@ func TestIdleWritesNothing(t *testing.T) {
 	if len(ids) != 1 {
 		t.Fatalf("%d snapshots while idle, want 1", len(ids))
 	}
-	if s.saves < 3 {
-		t.Fatalf("only %d rescans ran", s.saves)
+	s.mu.Lock()
+	saves := s.saves
+	s.mu.Unlock()
+	if saves < 3 {
+		t.Fatalf("only %d rescans ran", saves)
 	}
 	must(t, stop())
 }
