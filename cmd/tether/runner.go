@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/internal/runner"
+)
+
+func newRunnerCmd() *cobra.Command {
+	var (
+		cfg          runner.Config
+		allowedTools string
+		promptFile   string
+		listen       string
+		tokenFile    string
+	)
+	c := &cobra.Command{
+		Use:   "runner",
+		Short: "Drive the agent CLI for a session: save its session id at birth, resume after a crash, serve AG-UI",
+		Long: `runner runs one long-lived Claude Code CLI process in stream-json mode for a
+thread of the session in --workspace. The moment the CLI announces its session
+id, the id is written atomically to .tether/session-ids.json and the sync side is
+asked for a snapshot (.tether/snapshot-request). On start it resumes the known
+session (repairing a transcript a crash left torn) and reports whether that
+worked in .tether/runner-status.json, the event log and the log; when it did not,
+a fresh session starts with a recap of the conversation.
+
+Every event goes to the durable log .tether/events.jsonl. With --listen, the
+runner serves AG-UI over SSE (POST /agui, GET /agui/events with Last-Event-ID),
+/healthz, /readyz and /metrics. SIGTERM: no new messages, the CLI finishes its
+turn and exits within --stop-timeout.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if cfg.Workspace == "" {
+				return usagef("--workspace is required")
+			}
+			switch allowedTools {
+			case "none":
+				cfg.AllowedTools = []string{}
+			case "":
+			default:
+				cfg.AllowedTools = strings.Split(allowedTools, ",")
+			}
+			if promptFile != "" {
+				if cfg.InitialPrompt != "" {
+					return usagef("give --prompt or --prompt-file, not both")
+				}
+				b, err := os.ReadFile(promptFile)
+				if err != nil {
+					return usagef("--prompt-file: %v", err)
+				}
+				cfg.InitialPrompt = string(b)
+			}
+			token := os.Getenv("TETHER_RUNNER_TOKEN")
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return usagef("--token-file: %v", err)
+				}
+				token = strings.TrimSpace(string(b))
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "runner")
+			return runRunner(cfg, listen, token)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.Workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "the session's workspace directory (env TETHER_WORKSPACE)")
+	f.StringVar(&cfg.Cwd, "cwd", "", "directory the CLI runs in (default: the workspace); must stay the same across restarts, resume depends on it")
+	f.StringVar(&cfg.Thread, "thread", "main", "name of the conversation in session-ids.json")
+	f.StringVar(&cfg.ClaudeBin, "claude-bin", envOr("TETHER_CLAUDE_BIN", "claude"), "the Claude Code CLI executable (env TETHER_CLAUDE_BIN)")
+	f.StringVar(&allowedTools, "allowed-tools", "", "comma-separated --allowedTools for the CLI, or \"none\" (default: "+strings.Join(runner.DefaultAllowedTools, ",")+"); as root the CLI refuses --dangerously-skip-permissions")
+	f.StringVar(&cfg.PermissionMode, "permission-mode", "", "--permission-mode for the CLI (default: the CLI's)")
+	f.StringArrayVar(&cfg.ExtraArgs, "claude-arg", nil, "extra argument for the CLI (repeatable)")
+	f.BoolVar(&cfg.Telemetry, "telemetry", false, "leave the CLI's telemetry and error reporting on")
+	f.StringVar(&cfg.InitialPrompt, "prompt", "", "initial prompt, delivered once in the life of the session across restarts")
+	f.StringVar(&promptFile, "prompt-file", "", "read the initial prompt from this file")
+	f.StringVar(&cfg.InterruptNotice, "interrupt-notice", runner.DefaultInterruptNotice, "message sent to the agent after a resume when a crash cut its previous turn short")
+	f.BoolVar(&cfg.NoInterruptNotice, "no-interrupt-notice", false, "do not send the interrupted-turn notice")
+	f.StringVar(&listen, "listen", "", "address of the HTTP API (AG-UI, probes, metrics), e.g. :8080 (empty: off)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token the AG-UI endpoints require (env TETHER_RUNNER_TOKEN; default: none)")
+	f.DurationVar(&cfg.StartTimeout, "start-timeout", 60*time.Second, "how long the CLI may take to start")
+	f.DurationVar(&cfg.TurnStartTimeout, "turn-start-timeout", 120*time.Second, "how long the CLI may stay silent after a message is sent to it")
+	f.DurationVar(&cfg.StopTimeout, "stop-timeout", 20*time.Second, "on SIGTERM, how long the CLI gets to finish its turn and exit")
+	return c
+}
+
+func runRunner(cfg runner.Config, listen, token string) error {
+	r, err := runner.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := r.Open(); err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	var srv *http.Server
+	if listen != "" {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return fmt.Errorf("runner HTTP API: %w", err)
+		}
+		srv = &http.Server{Handler: runner.Handler(r, token), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		cfg.Logger.Info("serving AG-UI", "addr", ln.Addr().String(), "auth", token != "")
+	}
+	runErr := r.Run(ctx)
+	if srv != nil {
+		// Streams end by themselves once the runner is done; give
+		// clients a moment to read the last events.
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			cfg.Logger.Warn("HTTP shutdown", "err", err)
+		}
+		cancel()
+	}
+	return runErr
+}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/internal/runner"
+)
+
+func newSendCmd() *cobra.Command {
+	var url, token, thread string
+	c := &cobra.Command{
+		Use:   "send [flags] MESSAGE...",
+		Short: "Send a message to a runner and print the agent's reply as it streams",
+		Long: `send posts MESSAGE (the arguments joined by spaces, or standard input when
+MESSAGE is "-") as a new AG-UI run to a runner's POST /agui and prints the run's
+events readably: text, tool calls (→), tool results (←), tether notices. It exits
+0 when the run finishes, 1 when it fails.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			msg := strings.Join(args, " ")
+			if msg == "-" {
+				b, err := io.ReadAll(os.Stdin)
+				if err != nil {
+					return err
+				}
+				msg = string(b)
+			}
+			if strings.TrimSpace(msg) == "" {
+				return usagef("the message is empty")
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			return runner.SendMessage(ctx, url, token, thread, msg, c.OutOrStdout())
+		},
+	}
+	c.Flags().StringVar(&url, "url", envOr("TETHER_URL", "http://127.0.0.1:8080"), "base URL of the runner's HTTP API (env TETHER_URL)")
+	c.Flags().StringVar(&token, "token", os.Getenv("TETHER_RUNNER_TOKEN"), "bearer token (env TETHER_RUNNER_TOKEN)")
+	c.Flags().StringVar(&thread, "thread", "main", "thread id sent in the run input")
+	return c
+}
