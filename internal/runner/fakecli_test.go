@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,5 +93,44 @@ sleep 60
 	err, _, _ := runFake(t, script, 2*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "said nothing for 2s") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestResumeUnderNewID: a CLI version that continues a resumed conversation
+// under a new session id. The outcome is still resumed, and the new id is
+// what session-ids.json holds from then on.
+func TestResumeUnderNewID(t *testing.T) {
+	ws := t.TempDir()
+	const old, renewed = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+	if _, err := agent.OpenSessionIDs(ws).Set("main", old); err != nil {
+		t.Fatal(err)
+	}
+	tp := agent.TranscriptPath(filepath.Join(ws, ClaudeDir), ws, old)
+	os.MkdirAll(filepath.Dir(tp), 0o755)
+	os.WriteFile(tp, []byte(`{"type":"user"}`+"\n"), 0o600)
+	script := `read line
+echo '{"type":"control_response","response":{"subtype":"success","request_id":"tether-initialize","response":{}}}'
+while read line; do
+  echo '{"type":"system","subtype":"init","session_id":"` + renewed + `"}'
+  echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok","session_id":"` + renewed + `"}'
+done
+`
+	cfg := Config{Workspace: ws, ClaudeBin: fakeCLI(t, script), Logger: testLogger(t), StartTimeout: 5 * time.Second}
+	rr := startRunner(t, cfg)
+	rr.ready(t)
+	if _, err := rr.r.Send(context.Background(), "go on", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the result", func() bool { return results(readLog(t, ws)) == 1 })
+	waitFor(t, 5*time.Second, "the status", func() bool { return readStatus(t, ws).SessionID == renewed })
+	st := readStatus(t, ws)
+	if st.Resume.Outcome != ResumeResumed || st.Resume.PreviousID != old || st.Resume.SessionID != renewed {
+		t.Errorf("resume %+v", st.Resume)
+	}
+	if id, _ := agent.OpenSessionIDs(ws).Get("main"); id != renewed {
+		t.Errorf("session-ids.json holds %q", id)
+	}
+	if rs := findRunner(readLog(t, ws), "resume"); len(rs) != 2 || !strings.Contains(string(rs[1].Data), renewed) {
+		t.Errorf("resume records %v", rs)
 	}
 }

@@ -435,17 +435,22 @@ func (r *Runner) append(kind, typ string, data json.RawMessage, durable bool) (R
 // results and init lines durably.
 func (r *Runner) recordCLI(turn int64, line []byte) agent.Event {
 	ev, err := agent.ParseLine(line)
-	if err != nil {
+	r.recordEvent(turn, ev, err)
+	return ev
+}
+
+// recordEvent appends a parsed CLI line (perr: the parse error, if any).
+func (r *Runner) recordEvent(turn int64, ev agent.Event, perr error) {
+	if perr != nil {
 		r.log.Warn("the agent CLI printed a line that is not JSON; kept in the event log", "line", truncate(string(ev.Raw), 200))
 		b, _ := json.Marshal(string(ev.Raw))
 		r.events.AppendRecord(Record{Turn: turn, Run: r.runOf(turn), Kind: KindCLI, Type: "invalid", Data: b}, false)
-		return ev
+		return
 	}
 	durable := ev.Type == agent.TypeResult || ev.IsInit()
 	if _, err := r.events.AppendRecord(Record{Turn: turn, Run: r.runOf(turn), Kind: KindCLI, Type: ev.Type, Data: ev.Raw}, durable); err != nil {
 		r.log.Error("append to event log", "err", err)
 	}
-	return ev
 }
 
 func (r *Runner) runOf(turn int64) string {
@@ -545,7 +550,7 @@ func (r *Runner) handleLine(l cliLine) error {
 	if perr == nil && ev.Type == "control_response" {
 		return nil // answers to the runner's own requests
 	}
-	ev = r.recordCLI(r.turn, l.b)
+	r.recordEvent(r.turn, ev, perr)
 	start := time.Now()
 	r.Metrics.event(start.Sub(l.at))
 	if ev.Type == agent.TypeAssistant && !r.firstByte && r.turnOpen {
