@@ -44,6 +44,7 @@ func childMain() int {
 }
 
 func TestKilledCaptureLeavesRepoUntouched(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("kill test skipped in -short mode")
 	}
@@ -95,6 +96,7 @@ func TestKilledCaptureLeavesRepoUntouched(t *testing.T) {
 // switches branches in a loop: the user's repository must stay sound and
 // every capture must restore to exactly what it recorded.
 func TestCaptureRacingCommits(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("race test skipped in -short mode")
 	}
@@ -109,7 +111,7 @@ func TestCaptureRacingCommits(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer close(done)
-		for i := 0; i < 60; i++ {
+		for i := 0; i < 40; i++ {
 			f := filepath.Join(repo, fmt.Sprintf("work/f%d.txt", i%7))
 			os.MkdirAll(filepath.Dir(f), 0o755)
 			os.WriteFile(f, []byte(fmt.Sprintf("change %d\n", i)), 0o644)
