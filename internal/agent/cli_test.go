@@ -13,15 +13,21 @@ import (
 )
 
 // TestTranscriptPathRealCLI runs the real CLI in a directory whose name needs
-// escaping and checks the transcript is where TranscriptPath says.
+// escaping, reached through a symlink, and checks the transcript is where
+// TranscriptPath of ResolveCwd says.
 func TestTranscriptPathRealCLI(t *testing.T) {
 	bin := modelserver.ClaudeBin(t)
 	srv := modelserver.Start(t.Logf)
 	defer srv.Close()
-	cwd := filepath.Join(t.TempDir(), "my repo.v2_ü")
-	if err := os.MkdirAll(cwd, 0o755); err != nil {
+	real := filepath.Join(t.TempDir(), "my repo.v2_ü")
+	if err := os.MkdirAll(real, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	cwd := link
 	cfg := filepath.Join(t.TempDir(), "claude-config")
 	cmd := exec.Command(bin, "-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json")
 	cmd.Dir = cwd
@@ -55,7 +61,11 @@ func TestTranscriptPathRealCLI(t *testing.T) {
 	if id == "" {
 		t.Fatal("no init line")
 	}
-	p := agent.TranscriptPath(cfg, cwd, id)
+	resolved, err := agent.ResolveCwd(cwd)
+	if err != nil || resolved != real {
+		t.Fatalf("ResolveCwd(%s) = %s, %v; want %s", cwd, resolved, err, real)
+	}
+	p := agent.TranscriptPath(cfg, resolved, id)
 	if _, err := os.Stat(p); err != nil {
 		ents, _ := filepath.Glob(filepath.Join(cfg, "projects", "*", "*.jsonl"))
 		t.Fatalf("transcript not at %s: %v; found %v", p, err, ents)

@@ -53,9 +53,20 @@ func jsHash36(units []uint16) string {
 	return strconv.FormatInt(v, 36)
 }
 
+// ResolveCwd returns dir as the CLI sees its working directory: absolute, with
+// symlinks resolved. The CLI files transcripts under the real path (seen on
+// 2.1.328, even with PWD naming the link), so the key must come from it.
+func ResolveCwd(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
 // TranscriptPath is where the CLI keeps the transcript of session id when it
-// runs in cwd with CLAUDE_CONFIG_DIR=configDir. cwd should be absolute, as the
-// CLI sees it.
+// runs in cwd with CLAUDE_CONFIG_DIR=configDir. cwd must be as the CLI sees
+// it: see ResolveCwd.
 func TranscriptPath(configDir, cwd, id string) string {
 	return filepath.Join(configDir, "projects", ProjectKey(cwd), id+".jsonl")
 }

@@ -187,3 +187,22 @@ func TestResumeRefusedByCLI(t *testing.T) {
 		t.Error("the fresh session's id was not recorded")
 	}
 }
+
+// TestResumeThroughSymlink: the workspace is reached through a symlink (as a
+// volume mount can be). The CLI files transcripts under the real path; the
+// runner must look there, or it would call every resume failed.
+func TestResumeThroughSymlink(t *testing.T) {
+	srv := modelserver.Start(t.Logf, conversationScript()...)
+	t.Cleanup(srv.Close)
+	real := t.TempDir()
+	ws := filepath.Join(t.TempDir(), "ws-link")
+	if err := os.Symlink(real, ws); err != nil {
+		t.Fatal(err)
+	}
+	id := firstLife(t, srv, ws)
+	rr := startRunner(t, testConfig(t, srv, ws))
+	rr.ready(t)
+	if st := readStatus(t, ws); st.Resume.Outcome != ResumeResumed || st.Resume.SessionID != id {
+		t.Fatalf("resume through a symlinked workspace: %+v", st.Resume)
+	}
+}

@@ -38,6 +38,7 @@ type Runner struct {
 	openOnce sync.Once
 	openErr  error
 	history  []Record // the log as it was at open, for the recap and interrupted turn
+	keyCwd   string   // Cwd as the CLI sees it (symlinks resolved): its transcripts' key
 
 	mu     sync.Mutex
 	status Status
@@ -97,6 +98,10 @@ func New(cfg Config) (*Runner, error) {
 		}
 	}
 	if err := os.MkdirAll(cfg.Cwd, 0o755); err != nil {
+		return nil, fmt.Errorf("runner: cwd %s: %w", cfg.Cwd, err)
+	}
+	var err error
+	if r.keyCwd, err = agent.ResolveCwd(cfg.Cwd); err != nil {
 		return nil, fmt.Errorf("runner: cwd %s: %w", cfg.Cwd, err)
 	}
 	return r, nil
@@ -285,7 +290,7 @@ func (r *Runner) start() ([]input, error) {
 	}
 	rs := ResumeStatus{Outcome: ResumeNone, PreviousID: prev}
 	if prev != "" {
-		tp := agent.TranscriptPath(filepath.Join(r.cfg.Workspace, ClaudeDir), r.cfg.Cwd, prev)
+		tp := agent.TranscriptPath(filepath.Join(r.cfg.Workspace, ClaudeDir), r.keyCwd, prev)
 		rep, err := agent.RepairTranscript(tp)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
