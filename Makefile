@@ -50,8 +50,10 @@ check-generated: generate
 		git status --porcelain -- api config; git diff --stat -- api config; exit 1; fi
 
 ## bench: benchmarks, printed as tables of ratios against a baseline measured in the same run.
-bench: $(TEST_DEPS)
+bench: $(TEST_DEPS) build
 	$(GO) run ./bench/snapshotbench
+	@echo
+	$(GO) run ./bench/syncidle -tether $(BIN)
 	@echo; echo "data-loss window, 50 kills of a writer while tether sync runs:"
 	TETHER_HARNESS_KILLS=50 $(GO) test -count=1 -run 'TestDataLossWindow' -v ./internal/statesync | grep -E 'window|^(ok|FAIL|---)'
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -275,6 +276,10 @@ func (s *Syncer) saveOnce(ctx context.Context) error {
 	s.saves++
 	saves := s.saves
 	s.mu.Unlock()
+	// A save's buffers (chunks in flight, listings) are garbage now; hand the
+	// memory back so an idle sidecar stays small (it costs a GC, about a
+	// millisecond per 10 MiB of live heap, once per save).
+	debug.FreeOSMemory()
 	if !st.Unchanged {
 		s.log.Info("snapshot saved", "id", st.ID, "files", st.Files, "repos", st.Repos, "reposCaptured", st.ReposCaptured,
 			"bytesRead", st.BytesRead, "bytesUploaded", st.BytesUploaded, "objects", st.ObjectsUploaded, "ms", st.DurationMs)
