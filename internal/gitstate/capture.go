@@ -141,7 +141,7 @@ func (c *capturer) objEnv(index string) gitCmd {
 	g := c.repo.git().with(
 		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=core.looseCompression", "GIT_CONFIG_VALUE_0=0",
 		"GIT_OBJECT_DIRECTORY="+c.opts.ObjectDir,
-		"GIT_ALTERNATE_OBJECT_DIRECTORIES="+c.repo.objects,
+		"GIT_ALTERNATE_OBJECT_DIRECTORIES="+quoteAlternate(c.repo.objects),
 	)
 	if index != "" {
 		g = g.with("GIT_INDEX_FILE=" + index)
@@ -427,6 +427,7 @@ var embeddedUnborn = regexp.MustCompile(`error: '([^']+)' does not have a commit
 // are the embedded repository's own business) instead of failing.
 func (c *capturer) addAll(ctx context.Context, g gitCmd) (left []string, err error) {
 	args := []string{"add", "-A", "--", "."}
+	vanished := 0
 	for i := 0; i < 20; i++ {
 		_, err := g.run(ctx, nil, args...)
 		if err == nil {
@@ -438,6 +439,13 @@ func (c *capturer) addAll(ctx context.Context, g gitCmd) (left []string, err err
 		}
 		m := embeddedUnborn.FindAllStringSubmatch(ge.stderr, -1)
 		if len(m) == 0 {
+			// A file the agent deleted between git's directory scan and its
+			// read; a failed add leaves the temp index as it was, so try
+			// again.
+			if strings.Contains(ge.stderr, "unable to index file") && vanished < 3 {
+				vanished++
+				continue
+			}
 			return nil, err
 		}
 		for _, x := range m {
@@ -506,11 +514,21 @@ const maxOpBytes = 8 << 20
 // infoFiles are files of the common git dir's info/ that change what git shows.
 var infoFiles = []string{"exclude", "attributes"}
 
+// configKeys selects the repository-local config a restore brings back:
+// remotes, upstreams, submodules, identity and the settings that change how
+// git behaves for the user (pull/push/merge/rebase/commit, aliases, line
+// endings). Left out on purpose: credential.*, http.* (extra headers carry
+// tokens), url.* (insteadOf keys carry credentials), and everything about
+// the repository's layout, which init decides anew. Values are sanitised as
+// URLs. Two keys are read only to warn: core.sparsecheckout and
+// extensions.partialclone.
+const configKeys = `^(remote|branch|submodule|user|pull|push|fetch|merge|rebase|commit|tag|diff|status|log|format|alias|rerere|color)\.` +
+	`|^core\.(autocrlf|eol|safecrlf|whitespace|quotepath|abbrev|sparsecheckout)$|^extensions\.partialclone$`
+
 // readMeta records config, info files, shallow commits and any operation in
 // progress.
 func (c *capturer) readMeta(ctx context.Context, st *State) error {
-	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--get-regexp",
-		`^(remote|branch|submodule)\.|^core\.sparsecheckout$|^extensions\.partialclone$`)
+	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--get-regexp", configKeys)
 	if err != nil && exitCode(err) != 1 {
 		return err
 	}
@@ -524,7 +542,7 @@ func (c *capturer) readMeta(ctx context.Context, st *State) error {
 			st.Warnings = append(st.Warnings, "sparse checkout is on: files outside the sparse-checkout patterns are captured from the index and restored into the working tree, and the sparse-checkout patterns are not restored")
 		case k == "extensions.partialclone":
 			st.Warnings = append(st.Warnings, "partial clone: objects the clone never fetched cannot be bundled; a capture needs them and may fail or fetch them from the promisor remote")
-		case k == "core.sparsecheckout":
+		case k == "core.sparsecheckout" || k == "commit.template":
 		default:
 			st.Config = append(st.Config, ConfigEntry{Key: k, Value: SanitizeURL(v)})
 		}
@@ -668,7 +686,7 @@ func (c *capturer) bundle(ctx context.Context, st *State, full bool) (string, er
 	g := gitCmd{dir: gd, env: []string{
 		"GIT_DIR=" + gd,
 		"GIT_OBJECT_DIRECTORY=" + c.opts.ObjectDir,
-		"GIT_ALTERNATE_OBJECT_DIRECTORIES=" + c.repo.objects,
+		"GIT_ALTERNATE_OBJECT_DIRECTORIES=" + quoteAlternate(c.repo.objects),
 	}}
 
 	refs := map[string]string{"refs/tether/snapshot": st.Snapshot}
@@ -796,6 +814,17 @@ func copyIndex(src, dst string) error {
 		return err
 	}
 	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+}
+
+// quoteAlternate makes a path safe in GIT_ALTERNATE_OBJECT_DIRECTORIES,
+// which is colon-separated: git reads an entry that starts with a double
+// quote as a C-quoted string.
+func quoteAlternate(p string) string {
+	if !strings.ContainsAny(p, ":\"\\") {
+		return p
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(p) + `"`
 }
 
 // removeStale removes temp dirs that killed captures left in scratch. Only

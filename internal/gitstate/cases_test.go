@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -515,4 +516,54 @@ func TestBisectInProgress(t *testing.T) {
 	if a, b := git(t, repo, "bisect", "log"), git(t, dir, "bisect", "log"); a != b {
 		t.Errorf("bisect log differs:\n%s\n%s", a, b)
 	}
+}
+
+func TestLocalConfig(t *testing.T) {
+	repo := newRepo(t)
+	git(t, repo, "config", "user.name", "Agent Smith")
+	git(t, repo, "config", "user.email", "agent@example.com")
+	git(t, repo, "config", "pull.rebase", "true")
+	git(t, repo, "config", "alias.st", "status -sb")
+	git(t, repo, "config", "core.autocrlf", "input")
+	git(t, repo, "config", "http.https://git.example.com/.extraheader", "AUTHORIZATION: bearer hdr-s3cr3t")
+	git(t, repo, "config", "credential.helper", "store --file /tmp/cred-s3cr3t")
+	git(t, repo, "config", "url.https://tok-s3cr3t@git.example.com/.insteadOf", "https://git.example.com/")
+	write(t, repo, "f", "x\n")
+	e := newEnv(t)
+	res := e.capture(repo)
+	js, _ := json.Marshal(res.State)
+	if strings.Contains(string(js), "s3cr3t") {
+		t.Errorf("state holds a secret from config: %s", js)
+	}
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	cfg := git(t, dir, "config", "--list", "--local")
+	if strings.Contains(cfg, "s3cr3t") || strings.Contains(cfg, "credential.helper") {
+		t.Errorf("restored config holds credentials:\n%s", cfg)
+	}
+	// The agent can commit in the restored repository with its identity.
+	c := exec.Command("git", "commit", "-q", "--allow-empty", "-m", "after restore")
+	c.Dir = dir
+	c.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("commit in restored repository: %v: %s", err, out)
+	}
+	if got := git(t, dir, "log", "-1", "--format=%an <%ae>"); got != "Agent Smith <agent@example.com>\n" {
+		t.Errorf("restored identity %q", got)
+	}
+}
+
+func TestRepoPathWithColonAndQuote(t *testing.T) {
+	parent := filepath.Join(t.TempDir(), `odd:dir "x"`)
+	os.MkdirAll(parent, 0o755)
+	repo := filepath.Join(parent, "repo")
+	git(t, parent, "init", "-q", repo)
+	ordinaryChanges(t, repo)
+	e := newEnv(t)
+	e.capture(repo)
+	write(t, repo, "b.txt", "next\n")
+	if res := e.capture(repo); res.Full {
+		t.Error("second capture is full")
+	}
+	compareRepos(t, repo, e.restore())
 }

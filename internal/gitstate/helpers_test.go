@@ -266,7 +266,7 @@ func compareRepos(t testing.TB, orig, restored string) {
 		{"for-each-ref", "--format=%(objectname) %(refname) %(symref)"},
 		{"stash", "list"},
 		{"rev-parse", "--symbolic-full-name", "HEAD"},
-		{"config", "--get-regexp", `^(remote|branch|submodule)\.`},
+		{"config", "--get-regexp", `^(remote|branch|submodule|user|pull|alias|core\.autocrlf)`},
 	}
 	for _, v := range views {
 		a, errA := gitErr(orig, nil, v...)

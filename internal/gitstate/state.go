@@ -37,9 +37,10 @@ type State struct {
 	Refs []Ref `json:"refs"`
 	// Stash is the stash stack (the reflog of refs/stash), oldest first.
 	Stash []StashEntry `json:"stash,omitempty"`
-	// Config holds the repository-local config of sections remote, branch and
-	// submodule (upstreams, remotes, submodule URLs), in file order, with
-	// credentials removed from every URL.
+	// Config holds the repository-local config that a restore brings back
+	// (remotes, upstreams, submodule URLs, identity, pull/push/merge/rebase
+	// settings, aliases, line endings; never credential.*, http.* or url.*),
+	// in file order, with credentials removed from every URL.
 	Config []ConfigEntry `json:"config,omitempty"`
 	// Info holds files of .git/info that change what git shows (exclude,
 	// attributes, sparse-checkout), by name.
