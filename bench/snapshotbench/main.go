@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tether-dev/tether/internal/snapshot"
+	"github.com/tether-dev/tether/internal/statesync"
 	"github.com/tether-dev/tether/internal/store"
 )
 
@@ -51,6 +53,7 @@ func run(size int64, runs int, dir, storeURL string) error {
 
 	var saveT, restoreT, copyT, restoreCopyT, appendT []time.Duration
 	var appendBytes, appendRead int64
+	var finalT []time.Duration
 	for r := 0; r < runs; r++ {
 		url := storeURL
 		if url == "" {
@@ -115,6 +118,13 @@ func run(size int64, runs int, dir, storeURL string) error {
 		}
 		appendT = append(appendT, time.Since(t0))
 		appendBytes, appendRead = as.BytesUploaded, as.BytesRead
+
+		// The sync loop's final snapshot after SIGTERM, with 1 KiB pending.
+		d, err := finalSnapshot(repo, ws, dir, r)
+		if err != nil {
+			return err
+		}
+		finalT = append(finalT, d)
 		st.Close()
 		if storeURL == "" {
 			os.RemoveAll(filepath.Join(dir, fmt.Sprintf("store-%d", r)))
@@ -131,8 +141,44 @@ func run(size int64, runs int, dir, storeURL string) error {
 	tr, _ := os.Stat(filepath.Join(ws, "transcripts", "t00.jsonl"))
 	fmt.Printf("\nincremental save after a 1 KiB append to a %d MiB transcript: %s, %d bytes uploaded (manifest included), %d bytes read\n",
 		tr.Size()>>20, median(appendT).Round(time.Millisecond), appendBytes, appendRead)
+	fmt.Printf("final snapshot of tether sync after SIGTERM with 1 KiB pending on the %d MiB workspace: %s (default --final-budget %s)\n",
+		size>>20, median(finalT).Round(time.Millisecond), statesync.Defaults().FinalBudget)
 	fmt.Printf("a whole-file copy of that transcript would upload %d bytes: tether/baseline = %.5f\n", tr.Size(), float64(appendBytes)/float64(tr.Size()))
 	return nil
+}
+
+// finalSnapshot starts the sync loop on ws (after one save, as in a running
+// pod), appends 1 KiB, stops it at once and returns how long the stop took.
+func finalSnapshot(repo *snapshot.Repo, ws, dir string, r int) (time.Duration, error) {
+	cfg := statesync.Defaults()
+	cfg.Workspace = ws
+	cfg.CacheDir = filepath.Join(dir, fmt.Sprintf("cache-%d", r))
+	cfg.Debounce, cfg.MaxDelay = time.Hour, time.Hour // only the final snapshot may catch the change
+	s, err := statesync.New(cfg, repo, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	// Wait for the loop's first save (a full scan that fills its cache).
+	for s.Saves() == 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	f, err := os.OpenFile(filepath.Join(ws, "transcripts", "t01.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return 0, err
+	}
+	f.Write(jsonl(rand.New(rand.NewSource(int64(r+100))), 1024))
+	f.Close()
+	t0 := time.Now()
+	cancel()
+	if err := <-done; err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
 }
 
 func or(a, b string) string {

@@ -326,5 +326,12 @@ func (s *Syncer) final() error {
 	return nil
 }
 
+// Saves returns how many saves completed (including those that found no change).
+func (s *Syncer) Saves() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saves
+}
+
 // Close releases the Saver's resources.
 func (s *Syncer) Close() error { return s.saver.Close() }
