@@ -5,4 +5,4 @@ TEST_DEPS += claude-cli
 
 .PHONY: claude-cli
 claude-cli:
-	TETHER_CACHE_DIR=$(CACHE) hack/install-claude.sh
+	TETHER_CACHE_DIR=$(CACHE) hack/install-claude.sh >/dev/null

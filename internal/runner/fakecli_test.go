@@ -21,7 +21,7 @@ func fakeCLI(t *testing.T, script string) string {
 	return p
 }
 
-func runFake(t *testing.T, script string, timeout time.Duration) (error, time.Duration, string) {
+func runFake(t *testing.T, script string, timeout time.Duration) (time.Duration, string, error) {
 	t.Helper()
 	ws := t.TempDir()
 	cfg := Config{Workspace: ws, ClaudeBin: fakeCLI(t, script), StartTimeout: timeout, TurnStartTimeout: timeout, Logger: testLogger(t), InitialPrompt: "hi"}
@@ -30,15 +30,15 @@ func runFake(t *testing.T, script string, timeout time.Duration) (error, time.Du
 	select {
 	case err := <-rr.errc:
 		rr.errc <- err
-		return err, time.Since(start), ws
+		return time.Since(start), ws, err
 	case <-time.After(timeout + 10*time.Second):
 		t.Fatalf("runner hangs on a broken CLI")
-		return nil, 0, ws
+		return 0, ws, nil
 	}
 }
 
 func TestCLIExitsImmediately(t *testing.T) {
-	err, took, ws := runFake(t, "echo 'fatal: cannot start, bad install' >&2\nexit 3\n", 5*time.Second)
+	took, ws, err := runFake(t, "echo 'fatal: cannot start, bad install' >&2\nexit 3\n", 5*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "bad install") {
 		t.Fatalf("err = %v, want the exit status and the CLI's stderr", err)
 	}
@@ -52,7 +52,7 @@ func TestCLIExitsImmediately(t *testing.T) {
 
 func TestCLIPrintsGarbage(t *testing.T) {
 	// A child keeps the CLI's stdout open: the runner must not wait on it.
-	err, took, _ := runFake(t, "echo 'this is not json'\nsleep 60 &\nsleep 60\n", 2*time.Second)
+	took, _, err := runFake(t, "echo 'this is not json'\nsleep 60 &\nsleep 60\n", 2*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "did not answer the initialize request within 2s") || !strings.Contains(err.Error(), "this is not json") {
 		t.Fatalf("err = %v, want a timeout naming the garbage", err)
 	}
@@ -71,7 +71,7 @@ echo '{"type":"system","subtype":"init","session_id":"11111111-fake"}'
 echo 'segfault or so' >&2
 exit 7
 `
-	err, _, ws := runFake(t, script, 5*time.Second)
+	_, ws, err := runFake(t, script, 5*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "exit status 7") || !strings.Contains(err.Error(), "turn 1 in flight") {
 		t.Fatalf("err = %v", err)
 	}
@@ -90,7 +90,7 @@ func TestCLISilentAfterMessage(t *testing.T) {
 echo '{"type":"control_response","response":{"subtype":"success","request_id":"tether-initialize","response":{}}}'
 sleep 60
 `
-	err, _, _ := runFake(t, script, 2*time.Second)
+	_, _, err := runFake(t, script, 2*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "said nothing for 2s") {
 		t.Fatalf("err = %v", err)
 	}
