@@ -94,7 +94,11 @@ func (t *eventTail) record(rec runner.Record) {
 			json.Unmarshal(rec.Data, &rs)
 			t.resumes = append(t.resumes, rs)
 		case "turn_interrupted":
-			t.printf("  (turn %s was interrupted by the crash)\n", strings.Trim(string(rec.Data), "{}"))
+			var d struct {
+				Turn int64 `json:"turn"`
+			}
+			json.Unmarshal(rec.Data, &d)
+			t.printf("  (turn %d was interrupted by the crash)\n", d.Turn)
 		}
 	case runner.KindCLI:
 		ev, err := agent.ParseLine(rec.Data)

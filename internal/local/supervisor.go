@@ -39,8 +39,10 @@ type Config struct {
 	// `tether sync --workspace W --store ... --namespace ... --session ...`.
 	RunnerArgs []string
 	SyncArgs   []string
-	// Env is added to both children's environment.
-	Env []string
+	// Env is added to both children's environment, RunnerEnv to the
+	// runner's only (the agent CLI and its tools inherit it).
+	Env       []string
+	RunnerEnv []string
 
 	// MemoryLimit is the runner group's limit in bytes. With OOMBump > 1,
 	// every OOM restart multiplies it by OOMBump, up to MemoryMax.
@@ -221,10 +223,10 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	cfg := &s.cfg
 	s.status = Status{Session: cfg.Namespace + "/" + cfg.Session, Workspace: cfg.Workspace, Store: redactURL(cfg.StoreURL),
 		PID: os.Getpid(), State: StateStarting, StartedAt: time.Now().UTC(), MaxRestart: cfg.MaxRestarts, Deaths: []Death{}}
-	if err := os.MkdirAll(s.ws(runner.StateDir), 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Workspace, 0o755); err != nil {
 		return fmt.Errorf("workspace %s: %w", cfg.Workspace, err)
 	}
-	unlock, err := lockWorkspace(s.ws(".tether/supervisor.lock"))
+	unlock, err := lockWorkspace(cfg.Workspace)
 	if err != nil {
 		return err
 	}
@@ -302,7 +304,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	limit := cfg.MemoryLimit
 	consecutive := 0
 	for life := 1; ; life++ {
-		rc, err := startChild("runner", life, cfg.Self, runnerArgs, env, runnerLog, syscall.SIGKILL, jail)
+		rc, err := startChild("runner", life, cfg.Self, runnerArgs, append(env[:len(env):len(env)], cfg.RunnerEnv...), runnerLog, syscall.SIGKILL, jail)
 		if err != nil {
 			return err
 		}
@@ -636,22 +638,21 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// lockWorkspace takes an exclusive lock so two supervisors never run one
-// workspace (two runners would fight over the CLI session).
-func lockWorkspace(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+// lockWorkspace takes an exclusive lock on the workspace directory itself
+// (no file is created: hydrate needs an empty directory to restore into), so
+// two supervisors never run one workspace: two runners would fight over the
+// CLI session.
+func lockWorkspace(dir string) (func(), error) {
+	f, err := os.Open(dir)
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, fmt.Errorf("workspace %s: %w", dir, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another `tether run` (pid %s) is supervising this workspace; stop it first (lock %s)", string(b), path)
+			return nil, fmt.Errorf("another `tether run` is supervising workspace %s; stop it first", dir)
 		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, fmt.Errorf("lock workspace %s: %w", dir, err)
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
 	return func() { f.Close() }, nil
 }

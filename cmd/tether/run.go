@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/internal/local"
+	"github.com/tether-dev/tether/internal/snapshot"
+	"github.com/tether-dev/tether/internal/statesync"
+)
+
+// claudeInstallHint is printed when the agent CLI is missing.
+const claudeInstallHint = "install it with `npm install -g @anthropic-ai/claude-code@2.1.328` (or `make claude-cli` in a tether checkout, which puts it under ~/.cache/tether/npm), or pass --agent-cmd PATH"
+
+// runFlags are `tether run`'s flags as typed.
+type runFlags struct {
+	sf          sessionFlags
+	workspace   string
+	prompt      string
+	promptFile  string
+	repos       []string
+	memoryLimit string
+	memoryMax   string
+	oomBump     float64
+	maxRestarts int
+	agentCmd    string
+	listen      string
+	memoryMode  string
+	logDir      string
+}
+
+func newRunCmd() *cobra.Command {
+	var f runFlags
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Run an agent session on this machine, crash-proof: memory-limited runner, continuous snapshots, automatic resume",
+		Long: `run restores the session's workspace (or starts it fresh), then runs the sync
+and the runner as child processes. The runner, its agent CLI and every tool it
+starts share one memory limit, enforced by a memory cgroup like a container's
+(or by an RSS watchdog where no cgroup is writable, announced at start). When
+the runner dies (out of memory, killed, crashed) the death is classified and
+recorded in .tether/supervisor.json, the sync snapshots at once, and the
+runner comes back with backoff and resumes the same agent session.
+
+With --prompt and no terminal, run exits once the agent has finished the
+prompt and the final snapshot is done. Ctrl-C stops gracefully (the runner,
+then a final snapshot); a second Ctrl-C forces. Running it again on the same
+workspace and session continues the conversation.`,
+		Example: `  tether run --workspace ~/work/s1 --prompt "add a --verbose flag to the CLI" --memory-limit 4G
+  tether run --workspace ./ws --repo https://github.com/me/app.git#main --oom-bump 1.5 --memory-max 8G`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := f.config(c)
+			if err != nil {
+				return err
+			}
+			return runSupervisor(cfg)
+		},
+	}
+	f.sf.register(c)
+	c.Flags().StringVar(&f.workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory of the session (required; env TETHER_WORKSPACE)")
+	c.Flags().StringVar(&f.prompt, "prompt", "", "initial prompt, sent once in the life of the session")
+	c.Flags().StringVar(&f.promptFile, "prompt-file", "", "read the initial prompt from this file")
+	c.Flags().StringArrayVar(&f.repos, "repo", nil, "repository to clone into repos/<name> when absent, URL[#branch], repeatable")
+	c.Flags().StringVar(&f.memoryLimit, "memory-limit", "4G", "memory limit of the runner with its agent CLI and tools, e.g. 512M, 4G")
+	c.Flags().StringVar(&f.memoryMax, "memory-max", "", "ceiling for --oom-bump")
+	c.Flags().Float64Var(&f.oomBump, "oom-bump", 0, "multiply the memory limit by this factor at every OOM restart (e.g. 1.5), up to --memory-max")
+	c.Flags().IntVar(&f.maxRestarts, "max-restarts", 10, "give up after this many runner restarts")
+	c.Flags().StringVar(&f.agentCmd, "agent-cmd", envOr("TETHER_AGENT_CMD", "claude"), "the agent CLI: a name on PATH or a path (env TETHER_AGENT_CMD)")
+	c.Flags().StringVar(&f.listen, "listen", "", "address for the runner's HTTP API (AG-UI), e.g. 127.0.0.1:8080 (empty: off)")
+	c.Flags().StringVar(&f.memoryMode, "memory-enforcement", local.MemoryAuto, "auto (a memory cgroup when writable, else the RSS watchdog), cgroup (fail without one) or watchdog")
+	c.Flags().StringVar(&f.logDir, "log-dir", "", "where the runner's and the sync's logs go (default: ~/.cache/tether/run/<namespace>/<session>)")
+	return c
+}
+
+// config validates every flag before anything touches the workspace or the
+// store: a mistake is a one-line error and exit 2 (or 1 for the machine's
+// state: a missing agent CLI, an unwritable workspace).
+func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
+	var cfg local.Config
+	if f.workspace == "" {
+		return cfg, usagef("--workspace is required")
+	}
+	ws, err := filepath.Abs(f.workspace)
+	if err != nil {
+		return cfg, usagef("--workspace %s: %v", f.workspace, err)
+	}
+	limit, err := local.ParseSize(f.memoryLimit)
+	if err != nil {
+		return cfg, usagef("--memory-limit: %v", err)
+	}
+	var maxLimit int64
+	if f.memoryMax != "" {
+		if maxLimit, err = local.ParseSize(f.memoryMax); err != nil {
+			return cfg, usagef("--memory-max: %v", err)
+		}
+	}
+	switch {
+	case c.Flags().Changed("oom-bump") && f.oomBump <= 1:
+		return cfg, usagef("--oom-bump must be more than 1 (e.g. 1.5), got %g", f.oomBump)
+	case f.oomBump > 1 && f.memoryMax == "":
+		return cfg, usagef("--oom-bump needs --memory-max, the ceiling the limit may grow to")
+	case f.memoryMax != "" && f.oomBump == 0:
+		return cfg, usagef("--memory-max only makes sense with --oom-bump")
+	case f.oomBump > 1 && maxLimit < limit:
+		return cfg, usagef("--memory-max (%s) is below --memory-limit (%s)", f.memoryMax, f.memoryLimit)
+	case f.maxRestarts < 0:
+		return cfg, usagef("--max-restarts must be 0 or more, got %d", f.maxRestarts)
+	}
+	switch f.memoryMode {
+	case local.MemoryAuto, local.MemoryCgroup, local.MemoryWatchdog:
+	default:
+		return cfg, usagef("--memory-enforcement %q: use auto, cgroup or watchdog", f.memoryMode)
+	}
+	prompt := f.prompt
+	if f.promptFile != "" {
+		if f.prompt != "" {
+			return cfg, usagef("--prompt and --prompt-file are exclusive")
+		}
+		b, err := os.ReadFile(f.promptFile)
+		if err != nil {
+			return cfg, usagef("--prompt-file: %v", err)
+		}
+		prompt = string(b)
+	}
+	if f.sf.session == "" {
+		f.sf.session = sessionFromWorkspace(ws)
+	}
+	if err := snapshot.ValidateName("namespace", f.sf.namespace); err != nil {
+		return cfg, usageError{err}
+	}
+	if err := snapshot.ValidateName("session", f.sf.session); err != nil {
+		return cfg, usageError{err}
+	}
+	var repos []statesync.RepoSpec
+	for _, r := range f.repos {
+		s, err := statesync.ParseRepoSpec(r)
+		if err != nil {
+			return cfg, usageError{err}
+		}
+		repos = append(repos, s)
+	}
+	agent, err := exec.LookPath(f.agentCmd)
+	if err != nil {
+		return cfg, fmt.Errorf("the agent CLI %q was not found (%v); %s", f.agentCmd, errors.Unwrap(err), claudeInstallHint)
+	}
+	if agent, err = filepath.Abs(agent); err != nil {
+		return cfg, err
+	}
+	if err := checkWritable(ws); err != nil {
+		return cfg, err
+	}
+	logDir := f.logDir
+	if logDir == "" {
+		logDir = filepath.Join(defaultCacheDir(), "run", f.sf.namespace, f.sf.session)
+	}
+	cfg = local.Config{
+		Workspace: ws, Namespace: f.sf.namespace, Session: f.sf.session, StoreURL: f.sf.store, Repos: repos,
+		RunnerArgs: runnerArgs(agent, prompt, f.listen), MemoryLimit: limit, OOMBump: f.oomBump, MemoryMax: maxLimit,
+		MemoryMode: f.memoryMode, MaxRestarts: f.maxRestarts, LogDir: logDir, Out: c.OutOrStdout(),
+		// Without a terminal nobody can type the next message: finish the
+		// prompt and exit.
+		ExitWhenIdle: prompt != "" && !isTerminal(os.Stdin),
+	}
+	return cfg, nil
+}
+
+// runnerArgs maps `tether run`'s flags onto `tether runner`'s.
+func runnerArgs(agent, prompt, listen string) []string {
+	args := []string{"--claude-bin", agent}
+	if prompt != "" {
+		args = append(args, "--prompt", prompt)
+	}
+	if listen != "" {
+		args = append(args, "--listen", listen)
+	}
+	return args
+}
+
+// checkWritable creates the workspace if needed and proves it is writable,
+// without leaving anything behind.
+func checkWritable(ws string) error {
+	if err := os.MkdirAll(ws, 0o755); err != nil {
+		return fmt.Errorf("workspace %s cannot be created: %v", ws, errors.Unwrap(err))
+	}
+	f, err := os.CreateTemp(ws, ".tether-write-test-*")
+	if err != nil {
+		return fmt.Errorf("workspace %s is not writable: %v", ws, errors.Unwrap(err))
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// sessionFromWorkspace derives a session name from the workspace path: its
+// base name made a DNS-1123 label, plus a hash of the whole path so two
+// workspaces named alike never share a session.
+func sessionFromWorkspace(ws string) string {
+	base := strings.Trim(nonLabel.ReplaceAllString(strings.ToLower(filepath.Base(ws)), "-"), "-")
+	if len(base) > 40 {
+		base = strings.Trim(base[:40], "-")
+	}
+	h := sha256.Sum256([]byte(ws))
+	if base == "" {
+		base = "ws"
+	}
+	return base + "-" + hex.EncodeToString(h[:4])
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// runSupervisor runs cfg until the session ends: the first SIGINT/SIGTERM
+// stops gracefully, the second forces.
+func runSupervisor(cfg local.Config) error {
+	sup, err := local.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		n := 0
+		for range sigs {
+			n++
+			if n == 1 {
+				fmt.Fprintln(cfg.Out, "\ntether: stopping gracefully: the runner, then a final snapshot (Ctrl-C again to force)")
+				cancel()
+			} else {
+				fmt.Fprintln(cfg.Out, "\ntether: forcing: killing the runner and the sync")
+				sup.Force()
+			}
+		}
+	}()
+	return sup.Run(ctx)
+}
