@@ -13,9 +13,13 @@ const ClaudeVersion = "2.1.328"
 // ClaudeBin returns the path of the real Claude Code CLI: $TETHER_CLAUDE_BIN,
 // else the install of hack/install-claude.sh under $TETHER_CACHE_DIR, $CACHE or
 // ~/.cache/tether. When it is missing the test is skipped, or fails when
-// CI=true: a CI without the CLI would silently test nothing.
+// CI=true: a CI without the CLI would silently test nothing. With -short the
+// test is skipped: it starts real CLI processes.
 func ClaudeBin(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: tests with the real Claude Code CLI are left out")
+	}
 	if p := os.Getenv("TETHER_CLAUDE_BIN"); p != "" {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("TETHER_CLAUDE_BIN=%s: %v", p, err)
