@@ -36,6 +36,9 @@ generate-operator: $(CONTROLLER_GEN)
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=tether-operator paths=./internal/operator/... output:rbac:artifacts:config=config/rbac
+	@# The Helm chart ships the same CRD and rules; copies, so drift shows in git diff.
+	cp config/crd/bases/tether.dev_agenticsessions.yaml charts/tether-operator/crds/
+	cp config/rbac/role.yaml charts/tether-operator/files/role.yaml
 
 deploy: $(KUSTOMIZE)
 	$(KUSTOMIZE) build config/default

@@ -189,8 +189,9 @@ func (r *Reconciler) transition(ctx context.Context, s *tetherv1.AgenticSession,
 		if s.Spec.Suspend {
 			return r.beginSuspend(ctx, s, pod)
 		}
+		// Never let the Service stand between a dead runner and its recovery.
 		if err := r.ensureService(ctx, s); err != nil {
-			return ctrl.Result{}, err
+			log.FromContext(ctx).Error(err, "ensure service; will retry")
 		}
 		v := Classify(pod)
 		switch v.Kind {
@@ -407,8 +408,11 @@ func (r *Reconciler) beginSuspend(ctx context.Context, s *tetherv1.AgenticSessio
 // name is deterministic, so a retry after a failed status write finds the pod
 // it created instead of making a second one.
 func (r *Reconciler) startPod(ctx context.Context, s *tetherv1.AgenticSession, now time.Time) (ctrl.Result, error) {
+	// The Service only gives the runner a stable name; a failure to create it
+	// must not keep the session from running. It is retried on every reconcile
+	// while the session is Creating or Running.
 	if err := r.ensureService(ctx, s); err != nil {
-		return ctrl.Result{}, err
+		r.event(s, nil, corev1.EventTypeWarning, "ServiceCreateFailed", "Create", "%v", err)
 	}
 	pod := BuildPod(s, r.Config, s.Status.RestartCount, s.Status.RunnerMemoryLimit)
 	if err := controllerutil.SetControllerReference(s, pod, r.Scheme); err != nil {

@@ -369,13 +369,16 @@ func smallResources(cpu, memReq, memLimit string) corev1.ResourceRequirements {
 }
 
 // BuildService returns the per-session Service in front of the runner's AG-UI
-// port. It selects by session, not attempt, so its address survives restarts.
+// port. It selects by session, not attempt, so its name survives restarts. It
+// is headless: DNS answers with the current pod's IP, so thousands of sessions
+// use no cluster IPs and add no kube-proxy rules.
 func BuildService(s *tetherv1.AgenticSession, cfg PodConfig) *corev1.Service {
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: sessionLabels(s)},
 		Spec: corev1.ServiceSpec{
-			Type:     corev1.ServiceTypeClusterIP,
-			Selector: map[string]string{LabelSession: s.Name},
+			Type:      corev1.ServiceTypeClusterIP,
+			ClusterIP: corev1.ClusterIPNone,
+			Selector:  map[string]string{LabelSession: s.Name},
 			Ports: []corev1.ServicePort{{
 				Name: RunnerPortName, Port: cfg.RunnerPort, TargetPort: intstr.FromString(RunnerPortName),
 				Protocol: corev1.ProtocolTCP,

@@ -239,6 +239,9 @@ func TestBuildService(t *testing.T) {
 	if svc.Name != "s1" || svc.Spec.Selector[LabelSession] != "s1" || len(svc.Spec.Selector) != 1 {
 		t.Fatalf("service %s selector %v: must select every attempt of the session", svc.Name, svc.Spec.Selector)
 	}
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("service is not headless: clusterIP %q", svc.Spec.ClusterIP)
+	}
 	if p := svc.Spec.Ports[0]; p.Port != 8080 || p.TargetPort.StrVal != RunnerPortName {
 		t.Errorf("port %+v", p)
 	}
