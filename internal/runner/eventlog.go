@@ -60,6 +60,10 @@ type EventLog struct {
 	closed  bool
 }
 
+// ErrDamagedLog is wrapped by OpenEventLog when a record before the last line
+// is not valid: not a torn append, which is repaired, but damage.
+var ErrDamagedLog = errors.New("event log damaged")
+
 // OpenEventLog opens (creating) the log at path and returns the records it
 // holds.
 func OpenEventLog(path string) (*EventLog, []Record, error) {
@@ -80,7 +84,7 @@ func OpenEventLog(path string) (*EventLog, []Record, error) {
 			var rec Record
 			if jerr := json.Unmarshal(line, &rec); jerr != nil || rec.Seq != int64(len(recs))+1 {
 				f.Close()
-				return nil, nil, fmt.Errorf("event log %s: record at byte %d is damaged or out of order (want seq %d); move the file away to start a new log", path, off, len(recs)+1)
+				return nil, nil, fmt.Errorf("event log %s: record at byte %d is damaged or out of order (want seq %d): %w", path, off, len(recs)+1, ErrDamagedLog)
 			}
 			recs = append(recs, rec)
 			l.offsets = append(l.offsets, off)

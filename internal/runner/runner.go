@@ -111,7 +111,21 @@ func New(cfg Config) (*Runner, error) {
 // CLI. Run calls it; calling it earlier is optional.
 func (r *Runner) Open() error {
 	r.openOnce.Do(func() {
-		l, recs, err := OpenEventLog(filepath.Join(r.cfg.Workspace, EventLogFile))
+		p := filepath.Join(r.cfg.Workspace, EventLogFile)
+		l, recs, err := OpenEventLog(p)
+		if errors.Is(err, ErrDamagedLog) {
+			// The log is the runner's own record, not the conversation
+			// (the CLI's transcript is): keep the damaged file for a
+			// person to look at and go on with a new one. Only a recap
+			// would miss it.
+			aside := p + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
+			r.log.Error("the event log is damaged; moved aside, starting a new one", "err", err, "kept_in", aside)
+			if rerr := os.Rename(p, aside); rerr != nil {
+				r.openErr = fmt.Errorf("%w; moving it aside failed too: %v", err, rerr)
+				return
+			}
+			l, recs, err = OpenEventLog(p)
+		}
 		if err != nil {
 			r.openErr = err
 			return
