@@ -58,8 +58,9 @@ type Result struct {
 //
 // Capture never writes to the user's repository: not its index (a copy is
 // used), refs, HEAD, config or object store. (Git may update the modification
-// time of an existing object file it finds while writing, its way of
-// keeping recently used objects from being pruned; no content changes.)
+// time of an existing object file it finds while writing, and of the shared
+// index file of a split index it reads: its way of keeping recently used
+// files from being pruned. No content changes.)
 //
 // prev is the State of the previous capture of this repository or nil. When
 // its snapshot commit is no longer available (ObjectDir lost, repository

@@ -567,3 +567,15 @@ func TestRepoPathWithColonAndQuote(t *testing.T) {
 	}
 	compareRepos(t, repo, e.restore())
 }
+
+func TestSplitIndexRepo(t *testing.T) {
+	repo := newRepo(t)
+	git(t, repo, "config", "core.splitIndex", "true")
+	ordinaryChanges(t, repo)
+	git(t, repo, "update-index", "--split-index")
+	write(t, repo, "b.txt", "after split\n")
+	git(t, repo, "add", "b.txt")
+	e := newEnv(t)
+	e.capture(repo)
+	compareRepos(t, repo, e.restore())
+}
