@@ -36,7 +36,15 @@ type CaptureOptions struct {
 	// MaxChain is the number of incremental bundles after which the next
 	// capture makes a full one (DefaultMaxChain when 0).
 	MaxChain int
+	// MaxObjectDirBytes bounds ObjectDir: when it holds more (versions of
+	// large changed files pile up there until the chain ends), the next
+	// capture starts a new chain, which empties it (DefaultMaxObjectDirBytes
+	// when 0).
+	MaxObjectDirBytes int64
 }
+
+// DefaultMaxObjectDirBytes is the default CaptureOptions.MaxObjectDirBytes.
+const DefaultMaxObjectDirBytes = 1 << 30
 
 // Result is the outcome of a capture.
 type Result struct {
@@ -68,6 +76,9 @@ type Result struct {
 func Capture(ctx context.Context, repoDir string, prev *State, opts CaptureOptions) (*Result, error) {
 	if opts.MaxChain <= 0 {
 		opts.MaxChain = DefaultMaxChain
+	}
+	if opts.MaxObjectDirBytes <= 0 {
+		opts.MaxObjectDirBytes = DefaultMaxObjectDirBytes
 	}
 	if !filepath.IsAbs(opts.ObjectDir) || opts.ScratchDir == "" {
 		return nil, fmt.Errorf("capture of %s: ObjectDir must be an absolute path and ScratchDir set (got %q, %q)", repoDir, opts.ObjectDir, opts.ScratchDir)
@@ -180,7 +191,8 @@ func (c *capturer) run(ctx context.Context) (*Result, error) {
 	// Decide first whether this capture continues prev's chain: a new chain
 	// starts from an empty ObjectDir, which is what keeps it bounded.
 	full := c.prev == nil || c.prev.Version != StateVersion || c.prev.ObjectFormat != c.repo.format ||
-		c.prev.ChainDepth+1 > c.opts.MaxChain || !c.hasCommit(ctx, c.prev.Snapshot)
+		c.prev.ChainDepth+1 > c.opts.MaxChain || dirSize(c.opts.ObjectDir) > c.opts.MaxObjectDirBytes ||
+		!c.hasCommit(ctx, c.prev.Snapshot)
 	if full {
 		if err := emptyDir(c.opts.ObjectDir); err != nil {
 			return nil, fmt.Errorf("reset private object directory: %w", err)
@@ -837,6 +849,20 @@ func removeStale(scratch string) {
 			os.RemoveAll(d)
 		}
 	}
+}
+
+// dirSize returns the bytes of the regular files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // emptyDir removes everything inside dir.

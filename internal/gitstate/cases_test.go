@@ -579,3 +579,29 @@ func TestSplitIndexRepo(t *testing.T) {
 	e.capture(repo)
 	compareRepos(t, repo, e.restore())
 }
+
+func TestObjectDirBudgetStartsNewChain(t *testing.T) {
+	repo := newRepo(t)
+	e := newEnv(t)
+	var prev *State
+	var fulls []int
+	for i := 0; i < 4; i++ {
+		write(t, repo, "data.txt", strings.Repeat(fmt.Sprintf("version %d\n", i), 20000))
+		res, err := Capture(context.Background(), repo, prev, CaptureOptions{ObjectDir: e.objects, ScratchDir: e.scratch, MaxObjectDirBytes: 300 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Full {
+			fulls = append(fulls, i)
+		}
+		prev = &res.State
+	}
+	// Each version is ~200 KB uncompressed in the object dir: the budget of
+	// 300 KB is exceeded after two captures.
+	if fmt.Sprint(fulls) != "[0 2]" {
+		t.Fatalf("full bundles at captures %v, want [0 2]", fulls)
+	}
+	if n := dirSize(e.objects); n > 600<<10 {
+		t.Errorf("object dir holds %d bytes after a new chain", n)
+	}
+}
