@@ -46,15 +46,17 @@ func checkIDInvariant(t *testing.T, ws string) (initSeen bool) {
 }
 
 // TestKillDuringFirstTurn SIGKILLs the runner, the CLI and its tool 20 times at
-// random points of the first turn, which runs a tool call.
+// random points of a first turn that runs a 30-second tool call, checks the
+// session-id file each time, and restarts every fourth killed session to check
+// it resumes with the same id and without sending the initial prompt again.
 func TestKillDuringFirstTurn(t *testing.T) {
 	srv := modelserver.Start(nil,
-		modelserver.Step{Cue: "the long task", Reply: []modelserver.Block{modelserver.Text("working"), modelserver.Bash("echo started && sleep 1.5 && echo SLEPT-OK")}},
-		modelserver.Step{Cue: "SLEPT-OK", Reply: []modelserver.Block{modelserver.Text("done")}},
+		modelserver.Step{Cue: "the long task", Reply: []modelserver.Block{modelserver.Text("working"), modelserver.Bash("echo started && sleep 30 && echo SLEPT-OK")}},
+		modelserver.Step{Cue: "was interrupted", Reply: []modelserver.Block{modelserver.Text("noted")}},
 	)
 	t.Cleanup(srv.Close)
 	root := t.TempDir()
-	var afterInit, inTool, finished int
+	var afterInit, inTool, restarts int
 	start := time.Now()
 	for i := range 20 {
 		ws := filepath.Join(root, "ws"+string(rune('a'+i)))
@@ -66,7 +68,9 @@ func TestKillDuringFirstTurn(t *testing.T) {
 		// input record), so a slow machine does not shift every kill
 		// before the init line: every other kill lands in the 700ms
 		// after the message is written (where the init line comes), the
-		// rest anywhere in the ~2.5s turn, two during the CLI's start.
+		// rest anywhere in the first 3s of the turn (inside the tool
+		// call), two during the CLI's start. The tool's 30 seconds cost
+		// nothing: it dies with the rest.
 		var delay time.Duration
 		switch {
 		case i < 2:
@@ -76,7 +80,7 @@ func TestKillDuringFirstTurn(t *testing.T) {
 			waitFor(t, 60*time.Second, "the turn to start", func() bool { return len(readLog(t, ws)) > 0 })
 			delay = time.Duration(rand.IntN(700)) * time.Millisecond
 			if i%2 == 1 {
-				delay = time.Duration(rand.IntN(2500)) * time.Millisecond
+				delay = time.Duration(rand.IntN(3000)) * time.Millisecond
 			}
 			time.Sleep(delay)
 		}
@@ -86,17 +90,52 @@ func TestKillDuringFirstTurn(t *testing.T) {
 		if seen {
 			afterInit++
 		}
-		if results(recs) > 0 {
-			finished++
-		} else if hasToolUse(recs) {
+		if hasToolUse(recs) {
 			inTool++
 		}
 		t.Logf("kill %2d %v into the turn: init seen %v, records %d", i, delay, seen, len(recs))
+		if seen && i%4 == 3 {
+			restarts++
+			checkRestart(t, srv, cfg, ws)
+		}
 	}
-	t.Logf("20 kills in %v: %d after init (%d inside the tool call, %d after the turn ended)", time.Since(start).Round(time.Millisecond), afterInit, inTool, finished)
+	t.Logf("20 kills and %d restarts in %v: %d after init, %d inside the tool call", restarts, time.Since(start).Round(time.Millisecond), afterInit, inTool)
 	if afterInit < 10 || inTool < 5 {
 		t.Errorf("too few kills landed after init (%d) or inside the tool call (%d) to mean something", afterInit, inTool)
 	}
+}
+
+// checkRestart starts a runner on a killed session: with its transcript
+// present it must resume the same id; the initial prompt is never sent twice.
+func checkRestart(t *testing.T, srv *modelserver.Server, cfg Config, ws string) {
+	t.Helper()
+	id := storedID(t, ws)
+	_, terr := os.Stat(transcriptOf(ws, id))
+	cfg.Logger = testLogger(t)
+	rr := startRunner(t, cfg)
+	rr.ready(t)
+	st := rr.r.Status()
+	switch {
+	case terr == nil && (st.Resume.Outcome != ResumeResumed || st.Resume.SessionID != id):
+		t.Fatalf("restart of %s: resume %+v, want resumed %s", ws, st.Resume, id)
+	case terr != nil && st.Resume.Outcome != ResumeFailed:
+		// Killed between the init line and the CLI's first transcript
+		// write: nothing to resume, and the runner must say so.
+		t.Fatalf("restart of %s without a transcript: resume %+v, want failed", ws, st.Resume)
+	}
+	if err := rr.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range readLog(t, ws) {
+		if r.Kind == KindInput && r.Type == SourceInitial {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("restart of %s: the initial prompt was sent %d times", ws, n)
+	}
+	t.Logf("restart of %s: %s (transcript present: %v)", filepath.Base(ws), st.Resume.Outcome, terr == nil)
 }
 
 func hasToolUse(recs []Record) bool {
