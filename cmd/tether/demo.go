@@ -83,7 +83,7 @@ everything comes back from the store alone.`,
 				Tether: self, ClaudeBin: claude, Workspace: ws, StoreURL: sf.store, Namespace: sf.namespace, Session: sf.session,
 				Fresh: fresh, MemoryLimit: limit, HogMiB: hogMiB, MemoryMode: memoryMode,
 				LogDir:     filepath.Join(cache, "demo", "logs", sf.session),
-				RunnerArgs: func(bin, prompt string) []string { return runnerArgs(bin, prompt, "") },
+				RunnerArgs: func(bin, prompt string) []string { return runnerArgs(bin, prompt) },
 				Out:        out,
 			})
 			if rep != nil {

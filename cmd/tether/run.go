@@ -79,7 +79,7 @@ workspace and session continues the conversation.`,
 	c.Flags().Float64Var(&f.oomBump, "oom-bump", 0, "multiply the memory limit by this factor at every OOM restart (e.g. 1.5), up to --memory-max")
 	c.Flags().IntVar(&f.maxRestarts, "max-restarts", 10, "give up after this many runner restarts")
 	c.Flags().StringVar(&f.agentCmd, "agent-cmd", envOr("TETHER_AGENT_CMD", "claude"), "the agent CLI: a name on PATH or a path (env TETHER_AGENT_CMD)")
-	c.Flags().StringVar(&f.listen, "listen", "", "address for the runner's HTTP API (AG-UI), e.g. 127.0.0.1:8080 (empty: off)")
+	c.Flags().StringVar(&f.listen, "listen", "", "address for the runner's HTTP API (AG-UI; `tether send` talks to it), e.g. 127.0.0.1:8080 (default: off, or a private loopback port when messages are typed on a terminal)")
 	c.Flags().StringVar(&f.memoryMode, "memory-enforcement", local.MemoryAuto, "auto (a memory cgroup when writable, else the RSS watchdog), cgroup (fail without one) or watchdog")
 	c.Flags().StringVar(&f.logDir, "log-dir", "", "where the runner's and the sync's logs go (default: ~/.cache/tether/run/<namespace>/<session>)")
 	return c
@@ -166,25 +166,38 @@ func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 	if logDir == "" {
 		logDir = filepath.Join(defaultCacheDir(), "run", f.sf.namespace, f.sf.session)
 	}
+	runArgs := runnerArgs(agent, prompt)
+	if len(prompt) > 64<<10 {
+		// Linux refuses a single argument over 128 KiB: hand a long
+		// prompt over in a file that outlives the runner's restarts.
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			return cfg, err
+		}
+		p := filepath.Join(logDir, "prompt.txt")
+		if err := os.WriteFile(p, []byte(prompt), 0o600); err != nil {
+			return cfg, err
+		}
+		runArgs = []string{"--claude-bin", agent, "--prompt-file", p}
+	}
 	cfg = local.Config{
 		Workspace: ws, Namespace: f.sf.namespace, Session: f.sf.session, StoreURL: f.sf.store, Repos: repos,
-		RunnerArgs: runnerArgs(agent, prompt, f.listen), MemoryLimit: limit, OOMBump: f.oomBump, MemoryMax: maxLimit,
+		RunnerArgs: runArgs, Listen: f.listen, MemoryLimit: limit, OOMBump: f.oomBump, MemoryMax: maxLimit,
 		MemoryMode: f.memoryMode, MaxRestarts: f.maxRestarts, LogDir: logDir, Out: c.OutOrStdout(),
 		// Without a terminal nobody can type the next message: finish the
 		// prompt and exit.
 		ExitWhenIdle: prompt != "" && !isTerminal(os.Stdin),
 	}
+	if isTerminal(os.Stdin) {
+		cfg.Input = os.Stdin
+	}
 	return cfg, nil
 }
 
 // runnerArgs maps `tether run`'s flags onto `tether runner`'s.
-func runnerArgs(agent, prompt, listen string) []string {
+func runnerArgs(agent, prompt string) []string {
 	args := []string{"--claude-bin", agent}
 	if prompt != "" {
 		args = append(args, "--prompt", prompt)
-	}
-	if listen != "" {
-		args = append(args, "--listen", listen)
 	}
 	return args
 }

@@ -79,6 +79,11 @@ type Config struct {
 	OnDeath func(Death) bool
 	// OnReady, when set, is called each time a runner life is ready.
 	OnReady func(runner.Status)
+	// Input, when set (a terminal), is read line by line; each line is sent
+	// to the agent as a message, through the runner's HTTP API on Listen
+	// (default: a free loopback port with a private token).
+	Input  io.Reader
+	Listen string
 }
 
 func (c *Config) setDefaults() error {
@@ -301,10 +306,25 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	}()
 
 	runnerArgs := append([]string{"runner", "--workspace", cfg.Workspace}, cfg.RunnerArgs...)
+	runnerEnv := append(env[:len(env):len(env)], cfg.RunnerEnv...)
+	if cfg.Input != nil {
+		api, args, env, err := setupInput(cfg.Listen)
+		if err != nil {
+			return err
+		}
+		runnerArgs = append(runnerArgs, args...)
+		runnerEnv = append(runnerEnv, env...)
+		inCtx, cancelIn := context.WithCancel(ctx)
+		defer cancelIn()
+		go s.readInput(inCtx, cfg.Input, api)
+		s.printf("type a message and press Enter to send it to the agent; Ctrl-C stops")
+	} else if cfg.Listen != "" {
+		runnerArgs = append(runnerArgs, "--listen", cfg.Listen)
+	}
 	limit := cfg.MemoryLimit
 	consecutive := 0
 	for life := 1; ; life++ {
-		rc, err := startChild("runner", life, cfg.Self, runnerArgs, append(env[:len(env):len(env)], cfg.RunnerEnv...), runnerLog, syscall.SIGKILL, jail)
+		rc, err := startChild("runner", life, cfg.Self, runnerArgs, runnerEnv, runnerLog, syscall.SIGKILL, jail)
 		if err != nil {
 			return err
 		}
