@@ -187,6 +187,9 @@ func childWriter() int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		if i == 0 {
+			fmt.Println("wrote one") // the parent starts its kill timer now
+		}
 	}
 }
 
@@ -202,14 +205,26 @@ func TestFileCrashDuringWrites(t *testing.T) {
 	tempsSeen := 0
 	for round := range rounds {
 		cmd := child(t, "writer", "URL="+u, "SEED="+strconv.Itoa(round))
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(100+r.IntN(400)) * time.Millisecond)
+		// Wait for the first write, so every round has something to check
+		// however slowly the child starts on a loaded machine, then kill
+		// at a random moment of the writes that follow.
+		if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("round %d: writer did not report its first write: %v", round, err)
+		}
+		time.Sleep(time.Duration(r.IntN(400)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		err := cmd.Wait()
+		err = cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("round %d: writer ended on its own before the kill: %v", round, err)
 		}

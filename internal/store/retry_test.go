@@ -122,7 +122,7 @@ func TestRetryAttemptTimeout(t *testing.T) {
 	inj := storefault.New(open(t, "mem://"), 1)
 	inj.Add(storefault.Rule{Op: storefault.Put, Nth: 1, Fault: storefault.Stall})
 	opts := fast
-	opts.AttemptTimeout = 50 * time.Millisecond
+	opts.AttemptTimeout = 500 * time.Millisecond // long enough for a loaded machine
 	s := store.WithRetry(inj, opts)
 	if err := s.Put(context.Background(), "k", []byte("v")); err != nil {
 		t.Fatalf("Put after a stalled attempt: %v", err)
