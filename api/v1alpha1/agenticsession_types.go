@@ -367,7 +367,3 @@ type AgenticSessionList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AgenticSession `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AgenticSession{}, &AgenticSessionList{})
-}
