@@ -25,7 +25,7 @@ func newRunnerCmd() *cobra.Command {
 		tokenFile    string
 	)
 	c := &cobra.Command{
-		Use:   "runner",
+		Use:   "runner --workspace DIR [flags] [-- AGENT-COMMAND [ARGS...]]",
 		Short: "Drive the agent CLI for a session: save its session id at birth, resume after a crash, serve AG-UI",
 		Long: `runner runs one long-lived Claude Code CLI process in stream-json mode for a
 thread of the session in --workspace. The moment the CLI announces its session
@@ -38,11 +38,20 @@ a fresh session starts with a recap of the conversation.
 Every event goes to the durable log .tether/events.jsonl. With --listen, the
 runner serves AG-UI over SSE (POST /agui, GET /agui/events with Last-Event-ID),
 /healthz, /readyz and /metrics. SIGTERM: no new messages, the CLI finishes its
-turn and exits within --stop-timeout.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
+turn and exits within --stop-timeout.
+
+Arguments after "--" name the agent command: the first is the CLI executable
+(instead of --claude-bin) and the rest are passed to it; when the first starts
+with "-", all are arguments for the default CLI.`,
+		RunE: func(c *cobra.Command, args []string) error {
 			if cfg.Workspace == "" {
 				return usagef("--workspace is required")
+			}
+			if len(args) > 0 {
+				if !strings.HasPrefix(args[0], "-") {
+					cfg.ClaudeBin, args = args[0], args[1:]
+				}
+				cfg.ExtraArgs = append(cfg.ExtraArgs, args...)
 			}
 			switch allowedTools {
 			case "none":
@@ -82,7 +91,7 @@ turn and exits within --stop-timeout.`,
 	f.StringVar(&cfg.PermissionMode, "permission-mode", "", "--permission-mode for the CLI (default: the CLI's)")
 	f.StringArrayVar(&cfg.ExtraArgs, "claude-arg", nil, "extra argument for the CLI (repeatable)")
 	f.BoolVar(&cfg.Telemetry, "telemetry", false, "leave the CLI's telemetry and error reporting on")
-	f.StringVar(&cfg.InitialPrompt, "prompt", "", "initial prompt, delivered once in the life of the session across restarts")
+	f.StringVar(&cfg.InitialPrompt, "prompt", os.Getenv("TETHER_INITIAL_PROMPT"), "initial prompt, delivered once in the life of the session across restarts (env TETHER_INITIAL_PROMPT)")
 	f.StringVar(&promptFile, "prompt-file", "", "read the initial prompt from this file")
 	f.StringVar(&cfg.InterruptNotice, "interrupt-notice", runner.DefaultInterruptNotice, "message sent to the agent after a resume when a crash cut its previous turn short")
 	f.BoolVar(&cfg.NoInterruptNotice, "no-interrupt-notice", false, "do not send the interrupted-turn notice")
@@ -90,7 +99,7 @@ turn and exits within --stop-timeout.`,
 	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token the AG-UI endpoints require (env TETHER_RUNNER_TOKEN; default: none)")
 	f.DurationVar(&cfg.StartTimeout, "start-timeout", 60*time.Second, "how long the CLI may take to start")
 	f.DurationVar(&cfg.TurnStartTimeout, "turn-start-timeout", 120*time.Second, "how long the CLI may stay silent after a message is sent to it")
-	f.DurationVar(&cfg.StopTimeout, "stop-timeout", 20*time.Second, "on SIGTERM, how long the CLI gets to finish its turn and exit")
+	f.DurationVar(&cfg.StopTimeout, "stop-timeout", 12*time.Second, "on SIGTERM, how long the CLI gets to finish its turn and exit (the operator budgets 15s for the whole runner stop)")
 	return c
 }
 

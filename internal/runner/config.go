@@ -65,7 +65,8 @@ type Config struct {
 	// StartTimeout bounds how long the CLI may take to answer the initialize
 	// request (default 60s); TurnStartTimeout how long it may stay silent
 	// after a message is written to it (default 120s); StopTimeout how long
-	// it gets to exit after its stdin is closed (default 20s).
+	// it gets to exit after its stdin is closed (default 12s: the operator
+	// budgets 15s for the runner's whole stop).
 	StartTimeout     time.Duration
 	TurnStartTimeout time.Duration
 	StopTimeout      time.Duration
@@ -110,7 +111,7 @@ func (c *Config) setDefaults() error {
 		c.TurnStartTimeout = 120 * time.Second
 	}
 	if c.StopTimeout <= 0 {
-		c.StopTimeout = 20 * time.Second
+		c.StopTimeout = 12 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
