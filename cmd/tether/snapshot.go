@@ -58,7 +58,8 @@ func (f *sessionFlags) open(ctx context.Context) (*snapshot.Repo, func(), error)
 	if err != nil {
 		return nil, nil, err
 	}
-	st = store.WithRetry(st, store.RetryOptions{})
+	// A hung connection becomes a retry instead of a hang.
+	st = store.WithRetry(st, store.RetryOptions{AttemptTimeout: 2 * time.Minute})
 	repo, err := snapshot.OpenRepo(st, f.namespace, f.session)
 	if err != nil {
 		st.Close()
