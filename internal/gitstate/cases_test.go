@@ -214,14 +214,24 @@ func TestMergeConflictInProgress(t *testing.T) {
 	repo := newRepo(t)
 	write(t, repo, "f", "base\n")
 	write(t, repo, "g", "base g\n")
+	write(t, repo, "sp ace ü.txt", "base\n")
+	write(t, repo, "deleted-here", "base\n")
 	git(t, repo, "add", ".")
 	git(t, repo, "commit", "-q", "-m", "base")
 	git(t, repo, "checkout", "-q", "-b", "other")
 	write(t, repo, "f", "other\n")
 	write(t, repo, "g", "other g\n")
+	write(t, repo, "sp ace ü.txt", "other\n")
+	write(t, repo, "deleted-here", "changed on other\n")
+	write(t, repo, "added-both", "other\n")
+	git(t, repo, "add", ".")
 	git(t, repo, "commit", "-q", "-am", "other")
 	git(t, repo, "checkout", "-q", "main")
 	write(t, repo, "f", "main\n")
+	write(t, repo, "sp ace ü.txt", "main\n")
+	write(t, repo, "added-both", "main\n")
+	git(t, repo, "rm", "-q", "deleted-here")
+	git(t, repo, "add", ".")
 	git(t, repo, "commit", "-q", "-am", "main")
 	if _, err := gitErr(repo, nil, "merge", "other"); err == nil {
 		t.Fatal("merge did not conflict")
@@ -237,7 +247,7 @@ func TestMergeConflictInProgress(t *testing.T) {
 	// The restored merge can be concluded like the original.
 	for _, d := range []string{repo, dir} {
 		write(t, d, "f", "resolved\n")
-		git(t, d, "add", "f")
+		git(t, d, "add", "-A")
 		git(t, d, "commit", "-q", "--no-edit")
 	}
 	compareRepos(t, repo, dir)

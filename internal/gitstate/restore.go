@@ -153,7 +153,7 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 	// Working tree := snapshot tree; index := staged tree. The two-tree
 	// read-tree keeps the stat data of entries equal in both trees, so git
 	// only re-reads files that differ between index and working tree.
-	if _, err := g.run(ctx, nil, "-c", "checkout.workers=0", "read-tree", "--reset", "-u", st.WorktreeTree); err != nil {
+	if _, err := g.run(ctx, nil, "read-tree", "--reset", "-u", st.WorktreeTree); err != nil {
 		return err
 	}
 	if st.StagedTree != st.WorktreeTree {
