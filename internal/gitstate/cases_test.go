@@ -257,6 +257,11 @@ func TestMergeConflictInProgress(t *testing.T) {
 }
 
 func TestRebaseInProgress(t *testing.T) {
+	t.Run("merge backend", func(t *testing.T) { testRebaseInProgress(t, "--merge", "rebase-merge") })
+	t.Run("apply backend", func(t *testing.T) { testRebaseInProgress(t, "--apply", "rebase-apply") })
+}
+
+func testRebaseInProgress(t *testing.T, backend, kind string) {
 	repo := newRepo(t)
 	write(t, repo, "f", "base\n")
 	git(t, repo, "add", ".")
@@ -272,13 +277,13 @@ func TestRebaseInProgress(t *testing.T) {
 	write(t, repo, "f", "main changed\n")
 	git(t, repo, "commit", "-q", "-am", "main changed")
 	git(t, repo, "checkout", "-q", "topic")
-	if _, err := gitErr(repo, nil, "rebase", "main"); err == nil {
+	if _, err := gitErr(repo, nil, "rebase", backend, "main"); err == nil {
 		t.Fatal("rebase did not stop on a conflict")
 	}
 	e := newEnv(t)
 	res := e.capture(repo)
-	if res.State.Operation == nil || res.State.Operation.Kind != "rebase-merge" {
-		t.Fatalf("operation %+v, want rebase-merge", res.State.Operation)
+	if res.State.Operation == nil || res.State.Operation.Kind != kind {
+		t.Fatalf("operation %+v, want %s", res.State.Operation, kind)
 	}
 	dir := e.restore()
 	compareRepos(t, repo, dir)
@@ -613,5 +618,41 @@ func TestObjectDirBudgetStartsNewChain(t *testing.T) {
 	}
 	if n := dirSize(e.objects); n > 600<<10 {
 		t.Errorf("object dir holds %d bytes after a new chain", n)
+	}
+}
+
+func TestCherryPickConflictInProgress(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "base\n")
+	git(t, repo, "add", ".")
+	git(t, repo, "commit", "-q", "-m", "base")
+	git(t, repo, "checkout", "-q", "-b", "side")
+	write(t, repo, "f", "side\n")
+	git(t, repo, "commit", "-q", "-am", "side change")
+	pick := strings.TrimSpace(git(t, repo, "rev-parse", "HEAD"))
+	// The picked commit is reachable from no ref once its branch is gone:
+	// only CHERRY_PICK_HEAD names it, and it must still be in the bundle.
+	git(t, repo, "checkout", "-q", "main")
+	git(t, repo, "branch", "-q", "-D", "side")
+	write(t, repo, "f", "main\n")
+	git(t, repo, "commit", "-q", "-am", "main change")
+	if _, err := gitErr(repo, nil, "cherry-pick", pick); err == nil {
+		t.Fatal("cherry-pick did not conflict")
+	}
+	e := newEnv(t)
+	res := e.capture(repo)
+	if res.State.Operation == nil || res.State.Operation.Kind != "cherry-pick" {
+		t.Fatalf("operation %+v, want cherry-pick", res.State.Operation)
+	}
+	dir := e.restore()
+	compareRepos(t, repo, dir)
+	for _, d := range []string{repo, dir} {
+		write(t, d, "f", "resolved\n")
+		git(t, d, "add", "f")
+		git(t, d, "cherry-pick", "--continue")
+	}
+	compareRepos(t, repo, dir)
+	if got := git(t, dir, "log", "-1", "--format=%s"); got != "side change\n" {
+		t.Errorf("restored cherry-pick concluded as %q", got)
 	}
 }

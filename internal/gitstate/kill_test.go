@@ -188,3 +188,33 @@ func checkRestoredMatchesState(t *testing.T, dir string, st *State) {
 		t.Errorf("restored working tree is tree %s, state %s", strings.TrimSpace(wt), st.WorktreeTree)
 	}
 }
+
+// TestRepoOwnedByAnotherUser is the sync sidecar running as another user
+// than the agent: git's "dubious ownership" check must not stop a capture.
+func TestRepoOwnedByAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the repository to another user")
+	}
+	repo := newRepo(t)
+	ordinaryChanges(t, repo)
+	chown := func(uid int) {
+		if err := filepath.Walk(repo, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, uid, uid)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chown(65534)
+	if _, err := gitErr(repo, nil, "status"); err == nil || !strings.Contains(err.Error(), "dubious ownership") {
+		t.Fatalf("plain git does not refuse the repository (%v); the test would prove nothing", err)
+	}
+	e := newEnv(t)
+	e.capture(repo)
+	dir := e.restore()
+	// Compare as the owner would see it (the test's git refuses otherwise).
+	chown(0)
+	compareRepos(t, repo, dir)
+}
