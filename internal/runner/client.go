@@ -18,13 +18,24 @@ import (
 // SendMessage posts text as a new run to a runner's POST /agui (baseURL is
 // e.g. http://127.0.0.1:8080), prints the run's events to out as they stream
 // and returns when the run ends: nil for RUN_FINISHED, an error for RUN_ERROR
-// or a stream that ends without either.
+// or a stream that ends without either. An error starting "send to " means
+// the runner did not take the message (nothing listening, not ready).
 func SendMessage(ctx context.Context, baseURL, token, thread, text string, out io.Writer) error {
+	return SendRun(ctx, baseURL, token, thread, NewRunID(), text, out)
+}
+
+// NewRunID returns a fresh AG-UI run id.
+func NewRunID() string { return "run-" + randomHex(8) }
+
+// SendRun is SendMessage with the caller's run id. The runner takes a run id
+// once: posting the same id again (a retry after a lost answer) does not send
+// the message to the agent twice but streams that run's events again. Retry
+// with the same id to get exactly-once delivery.
+func SendRun(ctx context.Context, baseURL, token, thread, runID, text string, out io.Writer) error {
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
 	c := sse.NewClient(sse.Config{Endpoint: strings.TrimRight(baseURL, "/") + "/agui", APIKey: token, Logger: quiet, ReadTimeout: -1})
 	defer c.Close()
-	runID := "run-" + randomHex(6)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	frames, errs, err := c.Stream(sse.StreamOptions{Context: ctx, Payload: types.RunAgentInput{

@@ -1,7 +1,10 @@
 package runner
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,5 +135,85 @@ done
 	}
 	if rs := findRunner(readLog(t, ws), "resume"); len(rs) != 2 || !strings.Contains(string(rs[1].Data), renewed) {
 		t.Errorf("resume records %v", rs)
+	}
+}
+
+// echoCLI answers the handshake and every message with an init line, an
+// assistant text naming the message's turn and a result.
+const echoCLI = `read line
+echo '{"type":"control_response","response":{"subtype":"success","request_id":"tether-initialize","response":{}}}'
+n=0
+while read line; do
+  n=$((n+1))
+  echo '{"type":"system","subtype":"init","session_id":"cccccccc-0000-4000-8000-000000000003"}'
+  echo '{"type":"assistant","message":{"id":"m'$n'","role":"assistant","content":[{"type":"text","text":"answer '$n'"}]}}'
+  echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"answer '$n'","session_id":"cccccccc-0000-4000-8000-000000000003"}'
+done
+`
+
+// TestRunIDTakenOnce: a client retrying POST /agui with the same run id
+// (it lost the answer) gets the run's events again; the agent gets the
+// message once.
+func TestRunIDTakenOnce(t *testing.T) {
+	ws := t.TempDir()
+	rr := startRunner(t, Config{Workspace: ws, ClaudeBin: fakeCLI(t, echoCLI), Logger: testLogger(t)})
+	rr.ready(t)
+	hs := httptest.NewServer(Handler(rr.r, ""))
+	defer hs.Close()
+	var out1, out2 bytes.Buffer
+	if err := SendRun(context.Background(), hs.URL, "", "main", "run-same", "hello", &out1); err != nil {
+		t.Fatal(err)
+	}
+	if err := SendRun(context.Background(), hs.URL, "", "main", "run-same", "hello", &out2); err != nil {
+		t.Fatal(err)
+	}
+	if out1.String() != out2.String() || !strings.Contains(out1.String(), "answer 1") {
+		t.Errorf("retry output differs:\n%s\n---\n%s", out1.String(), out2.String())
+	}
+	n := 0
+	for _, r := range readLog(t, ws) {
+		if r.Kind == KindInput {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the message was sent %d times", n)
+	}
+}
+
+// TestRedeliverUntakenMessage: the runner died after logging a client's
+// message but before the CLI took it. The next runner delivers it itself,
+// and the client's retry with the same run id does not deliver it again.
+func TestRedeliverUntakenMessage(t *testing.T) {
+	ws := t.TempDir()
+	os.MkdirAll(filepath.Join(ws, StateDir), 0o755)
+	l, _, err := OpenEventLog(filepath.Join(ws, EventLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.AppendRecord(Record{Turn: 1, Run: "run-lost", Kind: KindInput, Type: SourceUser, Data: mustJSON(inputData{Text: "lost message", RunID: "run-lost"})}, true)
+	l.Close()
+	rr := startRunner(t, Config{Workspace: ws, ClaudeBin: fakeCLI(t, echoCLI), Logger: testLogger(t)})
+	rr.ready(t)
+	waitFor(t, 10*time.Second, "the redelivered turn", func() bool { return results(readLog(t, ws)) == 1 })
+	hs := httptest.NewServer(Handler(rr.r, ""))
+	defer hs.Close()
+	var out bytes.Buffer
+	if err := SendRun(context.Background(), hs.URL, "", "main", "run-lost", "lost message", &out); err != nil {
+		t.Fatal(err)
+	}
+	var inputs []string
+	for _, r := range readLog(t, ws) {
+		if r.Kind == KindInput {
+			var d inputData
+			json.Unmarshal(r.Data, &d)
+			inputs = append(inputs, r.Type+":"+d.Text)
+		}
+	}
+	if strings.Join(inputs, ",") != "user:lost message,redeliver:lost message" {
+		t.Errorf("inputs %v, want the original and one redelivery", inputs)
+	}
+	if !strings.Contains(out.String(), "answer 1") {
+		t.Errorf("the retry did not stream the redelivered run:\n%s", out.String())
 	}
 }

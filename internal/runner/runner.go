@@ -54,6 +54,7 @@ type Runner struct {
 	firstByte  bool
 	sessionID  string
 	resume     ResumeStatus
+	runs       map[string]Record // client run id -> its latest input record
 }
 
 // inputData is the Data of a KindInput record.
@@ -261,17 +262,20 @@ type logHistory struct {
 	// open is the last turn if it has an input but no result: a crash
 	// interrupted it.
 	open *openTurn
+	// runs maps client run ids to their latest input record.
+	runs map[string]Record
 }
 
 type openTurn struct {
 	turn         int64
 	source, text string
 	runID        string
+	clientRunID  string
 	initSeen     bool // the CLI took the message
 }
 
 func summarize(recs []Record) logHistory {
-	var h logHistory
+	h := logHistory{runs: map[string]Record{}}
 	for _, rec := range recs {
 		if rec.Turn > h.lastTurn {
 			h.lastTurn = rec.Turn
@@ -280,7 +284,10 @@ func summarize(recs []Record) logHistory {
 		case rec.Kind == KindInput:
 			var d inputData
 			json.Unmarshal(rec.Data, &d)
-			h.open = &openTurn{turn: rec.Turn, source: rec.Type, text: d.Text, runID: RunID(rec.Turn, d.RunID)}
+			h.open = &openTurn{turn: rec.Turn, source: rec.Type, text: d.Text, runID: RunID(rec.Turn, d.RunID), clientRunID: d.RunID}
+			if d.RunID != "" {
+				h.runs[d.RunID] = rec
+			}
 		case rec.Kind == KindCLI && rec.Type == agent.TypeSystem && h.open != nil && h.open.turn == rec.Turn:
 			if ev, err := agent.ParseLine(rec.Data); err == nil && ev.IsInit() {
 				h.open.initSeen = true
@@ -297,7 +304,7 @@ func summarize(recs []Record) logHistory {
 // first.
 func (r *Runner) start() ([]input, error) {
 	hist := summarize(r.history)
-	r.turn = hist.lastTurn
+	r.turn, r.runs = hist.lastTurn, hist.runs
 	prev, err := r.ids.Get(r.cfg.Thread)
 	if err != nil {
 		return nil, err
@@ -376,7 +383,7 @@ func (r *Runner) start() ([]input, error) {
 	// A client's message the CLI never took (the crash came between the
 	// runner logging it and the CLI starting the turn) is delivered again.
 	if o := hist.open; o != nil && !o.initSeen && (o.source == SourceUser || o.source == SourceRedeliver) {
-		pending = append(pending, input{text: o.text, source: SourceRedeliver})
+		pending = append(pending, input{text: o.text, source: SourceRedeliver, runID: o.clientRunID})
 	}
 	return pending, nil
 }
@@ -500,11 +507,15 @@ func (r *Runner) loop(ctx context.Context, pending []input) error {
 		if !r.turnOpen && len(pending) > 0 {
 			in := pending[0]
 			pending = pending[1:]
-			if err := r.begin(in); err != nil {
+			started, err := r.begin(in)
+			if err != nil {
 				return err
 			}
-			silence = time.NewTimer(r.cfg.TurnStartTimeout)
-			silenceC = silence.C
+			if started {
+				silence = time.NewTimer(r.cfg.TurnStartTimeout)
+				silenceC = silence.C
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -535,14 +546,29 @@ func (r *Runner) loop(ctx context.Context, pending []input) error {
 }
 
 // begin starts a turn: the input is logged durably first, so a crash
-// right after still knows the turn was started.
-func (r *Runner) begin(in input) error {
+// right after still knows the turn was started. A client's run id that
+// already has a turn is not sent again (a client retrying after a lost
+// answer): the caller gets that turn's input record. It reports whether a
+// turn was started.
+func (r *Runner) begin(in input) (bool, error) {
+	if in.runID != "" && in.source == SourceUser {
+		if rec, ok := r.runs[in.runID]; ok {
+			r.log.Info("run already taken; not sent to the agent again", "run", in.runID, "turn", rec.Turn)
+			if in.started != nil {
+				in.started <- rec
+			}
+			return false, nil
+		}
+	}
 	r.turn++
 	r.turnOpen, r.turnSource, r.turnInit, r.firstByte = true, in.source, false, false
 	r.turnRunID = RunID(r.turn, in.runID)
 	rec, err := r.append(KindInput, in.source, mustJSON(inputData{Text: in.text, RunID: in.runID}), true)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if in.runID != "" {
+		r.runs[in.runID] = rec
 	}
 	r.turnSent = time.Now()
 	if err := r.cli.write(agent.UserLine(in.text)); err != nil {
@@ -554,7 +580,7 @@ func (r *Runner) begin(in input) error {
 	}
 	r.updateStatus(func(s *Status) { s.Turns, s.TurnOpen = r.turn, true })
 	r.log.Info("turn started", "turn", r.turn, "source", in.source)
-	return nil
+	return true, nil
 }
 
 func (r *Runner) handleLine(l cliLine) error {
