@@ -70,7 +70,9 @@ type Result struct {
 // index file of a split index it reads: its way of keeping recently used
 // files from being pruned. No content changes.)
 //
-// prev is the State of the previous capture of this repository or nil. When
+// prev is the State of the last capture of this repository whose bundle the
+// caller stored (or that needed none), or nil: passing a State whose bundle
+// was lost breaks the chain. When
 // its snapshot commit is no longer available (ObjectDir lost, repository
 // rewritten and pruned) or the chain reached MaxChain, the bundle is full.
 func Capture(ctx context.Context, repoDir string, prev *State, opts CaptureOptions) (*Result, error) {
