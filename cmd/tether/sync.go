@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tether-dev/tether/internal/local"
 	"github.com/tether-dev/tether/internal/statesync"
 )
 
@@ -35,6 +36,7 @@ func newSyncCmd() *cobra.Command {
 		listen  string
 		envErr  error
 		noDefEx bool
+		maxSize string
 	)
 	c := &cobra.Command{
 		Use:   "sync",
@@ -53,6 +55,13 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 			}
 			if cfg.Workspace == "" {
 				return usagef("--workspace is required")
+			}
+			if maxSize != "" {
+				n, err := local.ParseSize(maxSize)
+				if err != nil {
+					return usagef("--max-size: %v", err)
+				}
+				cfg.MaxBytes = n
 			}
 			abs, err := filepath.Abs(cfg.Workspace)
 			if err != nil {
@@ -106,6 +115,7 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 	c.Flags().StringVar(&cfg.CacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "stat cache and git object cache (env TETHER_CACHE_DIR)")
 	c.Flags().StringArrayVar(&cfg.Excludes, "exclude", cfg.Excludes, "gitignore-style pattern anchored at the workspace root, repeatable; **/ matches at any depth; replaces the defaults")
 	c.Flags().BoolVar(&noDefEx, "no-default-excludes", false, "save node_modules and the other default exclusions too")
+	c.Flags().StringVar(&maxSize, "max-size", envOr("TETHER_SYNC_MAX_SIZE", ""), "cap on the bytes of files outside repos/ per snapshot, e.g. 5G; over it the largest files are left out and logged (env TETHER_SYNC_MAX_SIZE; empty: no cap)")
 	c.Flags().StringVar(&listen, "listen", envOr("TETHER_SYNC_LISTEN", ""), "address for /metrics and /healthz, e.g. :9464 (env TETHER_SYNC_LISTEN; empty: off)")
 	return c
 }

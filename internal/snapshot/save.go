@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +38,10 @@ type SaveOptions struct {
 	// the newest snapshot (the result then has Unchanged set and the newest
 	// id). The sync loop's periodic rescans use it.
 	SkipUnchanged bool
+	// MaxBytes caps the bytes of regular files (outside repositories) in a
+	// snapshot. Over it, the largest files are left out (never those under
+	// .claude/ or .tether/) and listed in SaveStats.LeftOut. 0: no cap.
+	MaxBytes int64
 	// Uploads is how many chunks are compressed and uploaded at once (default 4).
 	Uploads int
 	// Host is recorded in manifests (default: os.Hostname).
@@ -60,6 +66,9 @@ type SaveStats struct {
 	ObjectsUploaded int    `json:"objectsUploaded"`
 	CacheHits       int    `json:"cacheHits"`
 	DurationMs      int64  `json:"durationMs"`
+	// LeftOut lists the files the size cap (MaxBytes) kept out, largest first.
+	LeftOut      []LeftOutFile `json:"leftOut,omitempty"`
+	LeftOutBytes int64         `json:"leftOutBytes,omitempty"`
 	// Unchanged: nothing differed from the newest snapshot and, with
 	// SkipUnchanged, no snapshot was written (ID is the newest one).
 	Unchanged bool `json:"unchanged,omitempty"`
@@ -316,8 +325,15 @@ func (w *saveRun) excluded(rel string, isDir bool) bool {
 	return w.s.opts.Exclude != nil && w.s.opts.Exclude(rel, isDir)
 }
 
+// walk lists the workspace (stat only), applies the size cap, then reads
+// the files that need reading.
 func (w *saveRun) walk() ([]Entry, error) {
-	var entries []Entry
+	type found struct {
+		e  Entry
+		p  string
+		fi fs.FileInfo
+	}
+	var all []found
 	root := w.s.workspace
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -367,21 +383,76 @@ func (w *saveRun) walk() ([]Entry, error) {
 			e.Type, e.Target, e.Mode = TypeSymlink, target, 0
 		case fi.Mode().IsRegular():
 			e.Type = TypeFile
-			ok, err := w.file(p, rel, fi, &e)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return nil
-			}
 		default:
 			w.stats.Skipped++
 			return nil
 		}
-		entries = append(entries, e)
+		all = append(all, found{e, p, fi})
 		return nil
 	})
-	return entries, err
+	if err != nil {
+		return nil, err
+	}
+
+	var total int64
+	var files []int
+	for i, f := range all {
+		if f.e.Type == TypeFile {
+			total += f.fi.Size()
+			files = append(files, i)
+		}
+	}
+	leftOut := map[int]bool{}
+	if max := w.s.opts.MaxBytes; max > 0 && total > max {
+		// Leave out the largest files until the rest fits; never the agent's
+		// own state (transcripts, session ids), which is what resume needs.
+		sort.Slice(files, func(a, b int) bool { return all[files[a]].fi.Size() > all[files[b]].fi.Size() })
+		for _, i := range files {
+			if total <= max {
+				break
+			}
+			if protected(all[i].e.Path) {
+				continue
+			}
+			leftOut[i] = true
+			total -= all[i].fi.Size()
+			w.stats.LeftOut = append(w.stats.LeftOut, LeftOutFile{Path: all[i].e.Path, Size: all[i].fi.Size()})
+			w.stats.LeftOutBytes += all[i].fi.Size()
+		}
+	}
+
+	entries := make([]Entry, 0, len(all))
+	for i := range all {
+		f := &all[i]
+		if leftOut[i] {
+			continue
+		}
+		if f.e.Type == TypeFile {
+			if err := w.ctx.Err(); err != nil {
+				return nil, err
+			}
+			ok, err := w.file(f.p, f.e.Path, f.fi, &f.e)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+		}
+		entries = append(entries, f.e)
+	}
+	return entries, nil
+}
+
+// LeftOutFile is a file the size cap kept out of a snapshot.
+type LeftOutFile struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// protected paths are never left out by the size cap.
+func protected(rel string) bool {
+	return strings.HasPrefix(rel, ".claude/") || strings.HasPrefix(rel, ".tether/")
 }
 
 func unixMode(fi fs.FileInfo) uint32 {

@@ -228,3 +228,41 @@ func TestConcurrentWriterCannotOverwrite(t *testing.T) {
 		t.Fatalf("next save wrote %s, want %s", got.ID, FormatID(3))
 	}
 }
+
+func TestSizeCap(t *testing.T) {
+	ctx := context.Background()
+	repo := openRepo(t, "file://"+t.TempDir())
+	ws := t.TempDir()
+	rng := newRand(11)
+	writeFile(t, filepath.Join(ws, ".claude/projects/p/t.jsonl"), jsonl(rng, 3<<20), 0o600)
+	writeFile(t, filepath.Join(ws, "big/a.bin"), randBytes(rng, 5<<20), 0o644)
+	writeFile(t, filepath.Join(ws, "b.bin"), randBytes(rng, 2<<20), 0o644)
+	writeFile(t, filepath.Join(ws, "c.txt"), []byte("small"), 0o644)
+	s, err := NewSaver(repo, ws, SaveOptions{MaxBytes: 6 << 20})
+	must(t, err)
+	st, err := s.Save(ctx)
+	must(t, err)
+	if len(st.LeftOut) != 1 || st.LeftOut[0].Path != "big/a.bin" || st.LeftOutBytes != 5<<20 {
+		t.Fatalf("left out %+v (%d bytes), want big/a.bin only", st.LeftOut, st.LeftOutBytes)
+	}
+	m, err := repo.LoadManifest(ctx, st.ID)
+	must(t, err)
+	var paths []string
+	for _, e := range m.Entries {
+		paths = append(paths, e.Path)
+	}
+	got := strings.Join(paths, ",")
+	if strings.Contains(got, "big/a.bin") || !strings.Contains(got, "b.bin") || !strings.Contains(got, ".claude/projects/p/t.jsonl") || !strings.Contains(got, "big") {
+		t.Fatalf("snapshot holds %s", got)
+	}
+	// The agent's own state is never left out, even when it alone is over the cap.
+	s2, err := NewSaver(repo, ws, SaveOptions{MaxBytes: 1 << 20})
+	must(t, err)
+	st, err = s2.Save(ctx)
+	must(t, err)
+	for _, f := range st.LeftOut {
+		if strings.HasPrefix(f.Path, ".claude/") {
+			t.Fatalf("the transcript was left out: %+v", st.LeftOut)
+		}
+	}
+}

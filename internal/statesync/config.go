@@ -26,6 +26,9 @@ type Config struct {
 	CacheDir string
 	// Excludes are gitignore-style patterns anchored at the workspace root.
 	Excludes []string
+	// MaxBytes caps the bytes of files outside repositories per snapshot;
+	// over it the largest files are left out and reported (0: no cap).
+	MaxBytes int64
 }
 
 // Defaults: a snapshot follows a change within about a second; the rescan
@@ -64,6 +67,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxDelay < c.Debounce {
 		return fmt.Errorf("--max-delay (%s) must not be shorter than --debounce (%s)", c.MaxDelay, c.Debounce)
+	}
+	if c.MaxBytes < 0 {
+		return fmt.Errorf("--max-size must be positive, got %d bytes", c.MaxBytes)
 	}
 	if c.Keep < 0 {
 		return fmt.Errorf("--keep (env TETHER_SYNC_KEEP) must be 0 (keep everything) or more, got %d", c.Keep)

@@ -21,6 +21,8 @@ type Metrics struct {
 	objects     prometheus.Counter
 	snapshots   prometheus.Counter
 	errors      *prometheus.CounterVec
+	leftFiles   prometheus.Gauge
+	leftBytes   prometheus.Gauge
 
 	lastOK   time.Time
 	lastErr  string
@@ -38,9 +40,11 @@ func newMetrics(s *Syncer) *Metrics {
 	m.objects = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_objects_uploaded_total", Help: "Objects written to the store."})
 	m.snapshots = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_snapshots_total", Help: "Snapshots written (saves that found no change write none)."})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_sync_errors_total", Help: "Errors by kind (save, prune)."}, []string{"kind"})
+	m.leftFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_files", Help: "Files the size cap (--max-size) kept out of the last snapshot."})
+	m.leftBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_bytes", Help: "Bytes the size cap (--max-size) kept out of the last snapshot."})
 	unsaved := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_oldest_unsaved_change_age_seconds", Help: "Age of the oldest change not yet in a snapshot (0 when everything is saved)."},
 		func() float64 { return m.syncer.unsavedAge().Seconds() })
-	m.reg.MustRegister(m.lastSuccess, m.duration, m.scanned, m.uploaded, m.objects, m.snapshots, m.errors, unsaved)
+	m.reg.MustRegister(m.lastSuccess, m.duration, m.scanned, m.uploaded, m.objects, m.snapshots, m.errors, m.leftFiles, m.leftBytes, unsaved)
 	return m
 }
 
@@ -57,6 +61,8 @@ func (m *Metrics) observe(st *snapshot.SaveStats, err error, d time.Duration) {
 	m.scanned.Add(float64(st.BytesScanned))
 	m.uploaded.Add(float64(st.BytesUploaded))
 	m.objects.Add(float64(st.ObjectsUploaded))
+	m.leftFiles.Set(float64(len(st.LeftOut)))
+	m.leftBytes.Set(float64(st.LeftOutBytes))
 	if !st.Unchanged {
 		m.snapshots.Inc()
 	}

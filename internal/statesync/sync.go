@@ -34,6 +34,7 @@ type Syncer struct {
 	saves        int
 	taking       taken // what the running save works from
 	saving       bool
+	lastLeftOut  string
 
 	// kick wakes the loop when something arrived (buffered, never blocks).
 	kick chan struct{}
@@ -64,6 +65,7 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		Exclude:       ex.Match,
 		CaptureRepo:   s.captureRepo,
 		SkipUnchanged: true,
+		MaxBytes:      cfg.MaxBytes,
 	})
 	if err != nil {
 		return nil, err
@@ -280,6 +282,9 @@ func (s *Syncer) saveOnce(ctx context.Context) error {
 	// memory back so an idle sidecar stays small (it costs a GC, about a
 	// millisecond per 10 MiB of live heap, once per save).
 	debug.FreeOSMemory()
+	if len(st.LeftOut) > 0 {
+		s.logLeftOut(st)
+	}
 	if !st.Unchanged {
 		s.log.Info("snapshot saved", "id", st.ID, "files", st.Files, "repos", st.Repos, "reposCaptured", st.ReposCaptured,
 			"bytesRead", st.BytesRead, "bytesUploaded", st.BytesUploaded, "objects", st.ObjectsUploaded, "ms", st.DurationMs)
@@ -324,6 +329,27 @@ func (s *Syncer) final() error {
 	}
 	s.log.Info("final snapshot complete", "ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// logLeftOut reports what the size cap kept out, when that changes.
+func (s *Syncer) logLeftOut(st *snapshot.SaveStats) {
+	var largest []string
+	for i, f := range st.LeftOut {
+		if i == 5 {
+			largest = append(largest, fmt.Sprintf("and %d more", len(st.LeftOut)-5))
+			break
+		}
+		largest = append(largest, fmt.Sprintf("%s (%d bytes)", f.Path, f.Size))
+	}
+	key := strings.Join(largest, ", ")
+	s.mu.Lock()
+	same := key == s.lastLeftOut
+	s.lastLeftOut = key
+	s.mu.Unlock()
+	if !same {
+		s.log.Warn("workspace is over --max-size: largest files left out of snapshots", "maxBytes", s.cfg.MaxBytes,
+			"leftOutFiles", len(st.LeftOut), "leftOutBytes", st.LeftOutBytes, "largest", key)
+	}
 }
 
 // Saves returns how many saves completed (including those that found no change).

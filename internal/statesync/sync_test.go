@@ -3,6 +3,7 @@ package statesync
 import (
 	"context"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -264,5 +265,36 @@ func TestExcludes(t *testing.T) {
 		if got := m.Match(tc.rel, tc.dir); got != tc.match {
 			t.Errorf("Match(%q, dir=%v) = %v, want %v", tc.rel, tc.dir, got, tc.match)
 		}
+	}
+}
+
+func TestSizeCapReported(t *testing.T) {
+	ws := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(ws, "huge.bin"), make([]byte, 3<<20), 0o644))
+	must(t, os.WriteFile(filepath.Join(ws, "small.txt"), []byte("kept"), 0o644))
+	repo := openRepo(t, storetest.FileURL(t.TempDir()), "cap")
+	cfg := testConfig(ws)
+	cfg.MaxBytes = 1 << 20
+	var logs strings.Builder
+	s, err := New(cfg, repo, slog.New(slog.NewTextHandler(&logs, nil)))
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, repo, 3*time.Second, "small.txt", func(m *snapshot.Manifest) bool { return hasFile(m, "small.txt", 4) && !hasFile(m, "huge.bin", -1) })
+	cancel()
+	must(t, <-done)
+	if !strings.Contains(logs.String(), "huge.bin (3145728 bytes)") || !strings.Contains(logs.String(), "over --max-size") {
+		t.Fatalf("log does not name what was left out:\n%s", logs.String())
+	}
+	rec := httptest.NewRecorder()
+	s.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "tether_sync_left_out_bytes 3.145728e+06") {
+		t.Fatalf("metrics lack the left-out bytes:\n%s", rec.Body.String())
+	}
+	rec = httptest.NewRecorder()
+	s.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "lastSnapshot") {
+		t.Fatalf("/healthz: %d %s", rec.Code, rec.Body.String())
 	}
 }
