@@ -32,6 +32,8 @@ func newOperatorCmd() *cobra.Command {
 		watchNamespaces         []string
 		concurrency             int
 		observeInterval         time.Duration
+		qps                     float32
+		burst                   int
 		pullPolicy              string
 		cfg                     = operator.DefaultPodConfig()
 		zapOpts                 = zap.Options{}
@@ -94,6 +96,10 @@ Install the CRD and RBAC first (make deploy renders config/).`,
 			if err != nil {
 				return err
 			}
+			if qps <= 0 || burst <= 0 {
+				return usagef("--kube-api-qps and --kube-api-burst must be positive, got %v and %d", qps, burst)
+			}
+			restCfg.QPS, restCfg.Burst = qps, burst
 			scheme, err := operator.NewScheme()
 			if err != nil {
 				return err
@@ -146,6 +152,8 @@ Install the CRD and RBAC first (make deploy renders config/).`,
 	f.IntVar(&concurrency, "max-concurrent-reconciles", 4, "sessions reconciled in parallel")
 	f.DurationVar(&observeInterval, "observe-interval", 30*time.Second,
 		"how often running pods are asked (runner GET /status, sync GET /healthz at the pod IP) for the agent session id, resume outcome, last snapshot and activity; 0: never (then spec.inactivityTimeout has no effect)")
+	f.Float32Var(&qps, "kube-api-qps", operator.DefaultKubeAPIQPS, "sustained requests per second to the Kubernetes API")
+	f.IntVar(&burst, "kube-api-burst", operator.DefaultKubeAPIBurst, "burst of requests to the Kubernetes API")
 	f.StringVar(&cfg.TetherImage, "tether-image", cfg.TetherImage, "image with the tether binary as ENTRYPOINT, for the install, hydrate and sync containers")
 	f.StringVar(&pullPolicy, "tether-image-pull-policy", string(cfg.TetherImagePullPolicy), "pull policy of --tether-image")
 	f.Int32Var(&cfg.RunnerPort, "runner-port", cfg.RunnerPort, "port of the runner's AG-UI HTTP server, exposed by each session's Service")

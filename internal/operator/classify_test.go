@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	tetherv1 "github.com/tether-dev/tether/api/v1alpha1"
 )
@@ -162,5 +163,53 @@ func TestBumpMemory(t *testing.T) {
 	s := testSession()
 	if c := MemoryCeiling(s); c == nil || c.Cmp(q("8Gi")) != 0 {
 		t.Errorf("default ceiling %v, want 4x the initial 2Gi", c)
+	}
+}
+
+func TestPodPredicate(t *testing.T) {
+	base := sessionPod(true, corev1.PodRunning, initDone(), []corev1.ContainerStatus{running(ContainerRunner, true)})
+	p := podPredicate()
+	changed := func(mutate func(*corev1.Pod)) bool {
+		n := base.DeepCopy()
+		mutate(n)
+		return p.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: n})
+	}
+	triggers := map[string]func(*corev1.Pod){
+		"runner terminated, phase unchanged": func(n *corev1.Pod) {
+			n.Status.ContainerStatuses[0] = exited(ContainerRunner, 137, "OOMKilled")
+		},
+		"native sidecar restarted": func(n *corev1.Pod) { n.Status.InitContainerStatuses[2].RestartCount = 1 },
+		"init container terminated": func(n *corev1.Pod) {
+			n.Status.InitContainerStatuses[1] = exited(ContainerHydrate, 1, "Error")
+		},
+		"readiness changed": func(n *corev1.Pod) { n.Status.ContainerStatuses[0].Ready = false },
+		"phase changed":     func(n *corev1.Pod) { n.Status.Phase = corev1.PodFailed },
+		"disruption target": func(n *corev1.Pod) {
+			n.Status.Conditions = append(n.Status.Conditions, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue})
+		},
+		"deletion started": func(n *corev1.Pod) { n.DeletionTimestamp = ptr.To(metav1.Now()) },
+		"image pull waiting": func(n *corev1.Pod) {
+			n.Status.ContainerStatuses[0] = waiting(ContainerRunner, "ImagePullBackOff")
+		},
+	}
+	for name, m := range triggers {
+		if !changed(m) {
+			t.Errorf("%s: no reconcile", name)
+		}
+	}
+	quiet := map[string]func(*corev1.Pod){
+		"annotation": func(n *corev1.Pod) { n.Annotations = map[string]string{"x": "y"} },
+		"pod IP":     func(n *corev1.Pod) { n.Status.PodIP = "10.0.0.9" },
+		"other condition": func(n *corev1.Pod) {
+			n.Status.Conditions = append(n.Status.Conditions, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
+		},
+	}
+	for name, m := range quiet {
+		if changed(m) {
+			t.Errorf("%s: reconciles for nothing", name)
+		}
+	}
+	if !p.Delete(event.DeleteEvent{Object: base}) || !p.Create(event.CreateEvent{Object: base}) {
+		t.Error("create/delete filtered")
 	}
 }

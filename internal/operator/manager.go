@@ -15,6 +15,15 @@ import (
 	tetherv1 "github.com/tether-dev/tether/api/v1alpha1"
 )
 
+// Client-side limits of the operator's API requests. client-go's defaults
+// (QPS 5-20) would make a burst of recoveries in a large cluster wait on the
+// client, not on the API server; these stay well inside the API server's
+// default priority-and-fairness share for a controller.
+const (
+	DefaultKubeAPIQPS   = 100
+	DefaultKubeAPIBurst = 200
+)
+
 // NewScheme returns a scheme with the core Kubernetes types and AgenticSession.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
@@ -37,6 +46,9 @@ func CacheOptions(namespaces []string) (cache.Options, error) {
 		return cache.Options{}, err
 	}
 	opts := cache.Options{
+		// managedFields are a large share of every cached object and the
+		// operator never reads them (it writes with merge patches only).
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:     {Label: sel},
 			&corev1.Service{}: {Label: sel},
