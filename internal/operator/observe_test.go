@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tether-dev/tether/internal/runner"
 )
 
 func serve(t *testing.T, h http.HandlerFunc) int32 {
@@ -27,8 +30,10 @@ func TestHTTPObserver(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		// The runner's status file, as internal/runner writes it.
-		w.Write([]byte(`{"thread":"main","state":"ready","session_id":"6c1f-uuid","resume":{"outcome":"resumed","previous_id":"6c1f-uuid"},"turns":3,"turn_open":true,"runner_pid":7,"updated_at":"2026-11-24T10:00:00Z"}`))
+		// The runner's own type, so a renamed JSON field breaks this test.
+		json.NewEncoder(w).Encode(runner.Status{Thread: "main", State: runner.StateReady, SessionID: "6c1f-uuid",
+			Resume: runner.ResumeStatus{Outcome: runner.ResumeResumed, PreviousID: "6c1f-uuid"}, Turns: 3, TurnOpen: true,
+			UpdatedAt: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)})
 	})
 	syncPort := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		// Saves failing right now: 503, but the last good snapshot is still news.
