@@ -45,9 +45,6 @@ func TestLargeRepo10kFiles(t *testing.T) {
 	e.capture(repo)
 	full := e.took
 	fullSize := fileSize(e.bundles[0])
-	start := time.Now()
-	e.restore()
-	restoreTime := time.Since(start)
 
 	// One-line edit of a tracked file.
 	p := filepath.Join(repo, "pkg07/sub03/file01157.go")
@@ -67,14 +64,17 @@ func TestLargeRepo10kFiles(t *testing.T) {
 		t.Error("unchanged repo produced a bundle")
 	}
 	none := e.took
-	compareRepos(t, repo, e.restore())
+	start := time.Now()
+	dir := e.restore()
+	restoreTime := time.Since(start)
+	compareRepos(t, repo, dir)
 
 	// The reference platform's method, for scale.
 	start = time.Now()
 	ref := filepath.Join(t.TempDir(), "all.bundle")
 	git(t, repo, "bundle", "create", "-q", ref, "--all")
 	refTime := time.Since(start)
-	t.Logf("10k files: full capture %v (%d B), restore %v, incremental after one-line edit %v (%d B), unchanged %v; git bundle create --all %v (%d B)",
+	t.Logf("10k files: full capture %v (%d B), restore of the chain of 2 %v, incremental after one-line edit %v (%d B), unchanged %v; git bundle create --all %v (%d B)",
 		full.Round(time.Millisecond), fullSize, restoreTime.Round(time.Millisecond), incr.Round(time.Millisecond), incSize,
 		none.Round(time.Millisecond), refTime.Round(time.Millisecond), fileSize(ref))
 }

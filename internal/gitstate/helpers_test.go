@@ -211,6 +211,10 @@ func fingerprint(t testing.TB, repo string) map[string]string {
 		case d.Type().IsRegular() && !strings.HasPrefix(filepath.ToSlash(rel), ".git/"):
 			// Working tree files: any write changes size or time.
 			v += fmt.Sprintf(" %d %s", fi.Size(), fi.ModTime())
+		case d.Type().IsRegular() && strings.HasPrefix(filepath.ToSlash(rel), ".git/objects/") && !strings.Contains(rel, "info"):
+			// Object and pack files are named by their content; a write
+			// shows as a new name or a new size.
+			v += fmt.Sprintf(" %d", fi.Size())
 		case d.Type().IsRegular():
 			b, err := os.ReadFile(p)
 			if err != nil {
