@@ -252,6 +252,11 @@ func TestHTTPAuthAndProbes(t *testing.T) {
 	}
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	for _, line := range strings.Split(string(m), "\n") {
+		if strings.HasPrefix(line, "tether_runner_session_id_durable_seconds_sum") || strings.HasPrefix(line, "tether_runner_time_to_first_byte_seconds_sum") || strings.HasPrefix(line, "tether_runner_event_overhead_seconds_sum") || strings.HasPrefix(line, "tether_runner_cli_events_total") {
+			t.Logf("measured with the real CLI: %s", line)
+		}
+	}
 	for _, want := range []string{`tether_runner_turns_total{result="success"} 1`, `tether_runner_resume_total{outcome="none"} 1`, "tether_runner_session_id_durable_seconds_count 1", "tether_runner_time_to_first_byte_seconds_count 1", "tether_runner_ready 1"} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %q", want)
