@@ -3,6 +3,7 @@ package gitstate
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -390,7 +392,11 @@ func (c *capturer) readTrees(ctx context.Context, st *State) error {
 		return err
 	}
 	g := c.objEnv(index)
+	var err error
 
+	if st.IntentToAdd, err = intentToAdd(ctx, g, index); err != nil {
+		return err
+	}
 	unmerged, err := g.run(ctx, nil, "ls-files", "-u", "-z")
 	if err != nil {
 		return err
@@ -471,6 +477,55 @@ func (c *capturer) addAll(ctx context.Context, g gitCmd) (left []string, err err
 	}
 	return nil, fmt.Errorf("git add -A: too many embedded repositories without commits")
 }
+
+// intentToAdd lists the entries of the index that `git add -N` made: the
+// staged tree cannot hold them. They need an index of version 3 or more
+// (extended flags), so version 2 indexes, the usual kind, cost nothing.
+func intentToAdd(ctx context.Context, g gitCmd, index string) ([]string, error) {
+	hdr := make([]byte, 8)
+	f, err := os.Open(index)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	_, err = io.ReadFull(f, hdr)
+	f.Close()
+	if err != nil || string(hdr[:4]) != "DIRC" || binary.BigEndian.Uint32(hdr[4:]) < 3 {
+		return nil, nil
+	}
+	out, err := g.run(ctx, nil, "ls-files", "-z", "--debug")
+	if err != nil {
+		return nil, err
+	}
+	// Each entry is "<path>\0" followed by five debug lines, the last
+	// holding "flags: <hex>".
+	parts := strings.Split(string(out), "\x00")
+	var paths []string
+	path := parts[0]
+	for _, chunk := range parts[1:] {
+		n, i := 0, 0
+		for i < len(chunk) && n < 5 {
+			if chunk[i] == '\n' {
+				n++
+			}
+			i++
+		}
+		m := debugFlags.FindStringSubmatch(chunk[:i])
+		if m != nil {
+			if fl, err := strconv.ParseUint(m[1], 16, 32); err == nil && fl&ceIntentToAdd != 0 {
+				paths = append(paths, path)
+			}
+		}
+		path = chunk[i:]
+	}
+	return paths, nil
+}
+
+const ceIntentToAdd = 0x20000000
+
+var debugFlags = regexp.MustCompile(`flags: ([0-9a-f]+)\n?$`)
 
 // splitUnmerged writes the stage-0 entries of the index as the staged tree
 // and the unmerged entries (stages 1-3) as a tree of "<stage>/<path>", since
@@ -659,6 +714,7 @@ func sameContent(a, b *State) bool {
 	return a.Version == b.Version && a.ObjectFormat == b.ObjectFormat &&
 		a.WorktreeTree == b.WorktreeTree && a.StagedTree == b.StagedTree &&
 		a.ConflictsTree == b.ConflictsTree && a.Head == b.Head &&
+		reflect.DeepEqual(a.IntentToAdd, b.IntentToAdd) &&
 		reflect.DeepEqual(a.Refs, b.Refs) && reflect.DeepEqual(a.Stash, b.Stash) &&
 		reflect.DeepEqual(a.Config, b.Config) && reflect.DeepEqual(a.Info, b.Info) &&
 		reflect.DeepEqual(a.Shallow, b.Shallow) && reflect.DeepEqual(a.Operation, b.Operation) &&

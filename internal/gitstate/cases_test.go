@@ -656,3 +656,21 @@ func TestCherryPickConflictInProgress(t *testing.T) {
 		t.Errorf("restored cherry-pick concluded as %q", got)
 	}
 }
+
+func TestIntentToAdd(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "x\n")
+	git(t, repo, "add", "f")
+	git(t, repo, "commit", "-q", "-m", "one")
+	write(t, repo, "new file.txt", "intent\n")
+	write(t, repo, "dir/other", "intent 2\n")
+	write(t, repo, "empty-staged", "")
+	git(t, repo, "add", "empty-staged")
+	git(t, repo, "add", "-N", "new file.txt", "dir/other")
+	e := newEnv(t)
+	res := e.capture(repo)
+	if fmt.Sprint(res.State.IntentToAdd) != "[dir/other new file.txt]" {
+		t.Fatalf("intent-to-add %q", res.State.IntentToAdd)
+	}
+	compareRepos(t, repo, e.restore())
+}

@@ -166,6 +166,22 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 			return err
 		}
 	}
+	if len(st.IntentToAdd) > 0 {
+		// add -N needs the file; an intent-to-add entry whose file was
+		// deleted too cannot be recreated (and shows as nothing at all).
+		var paths bytes.Buffer
+		for _, p := range st.IntentToAdd {
+			if _, err := os.Lstat(filepath.Join(top, filepath.FromSlash(p))); err == nil {
+				paths.WriteString(p + "\x00")
+			}
+		}
+		if paths.Len() > 0 {
+			lit := g.with("GIT_LITERAL_PATHSPECS=1")
+			if _, err := lit.run(ctx, paths.Bytes(), "add", "-N", "--pathspec-from-file=-", "--pathspec-file-nul"); err != nil {
+				return err
+			}
+		}
+	}
 	if st.Operation != nil {
 		if err := writeOperation(gitDir, st.Operation); err != nil {
 			return err

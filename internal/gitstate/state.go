@@ -30,6 +30,9 @@ type State struct {
 	// holds each unmerged entry at "<stage>/<path>".
 	Conflicts     string `json:"conflicts,omitempty"`
 	ConflictsTree string `json:"conflicts_tree,omitempty"`
+	// IntentToAdd are the paths `git add -N` put in the index (not part of
+	// the staged tree).
+	IntentToAdd []string `json:"intent_to_add,omitempty"`
 
 	Head Head `json:"head"`
 	// Refs are all refs of the repository (branches, tags, remote-tracking
