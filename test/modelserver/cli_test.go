@@ -108,12 +108,15 @@ func (s *cliSession) untilResult() []map[string]any {
 	}
 }
 
-func TestRealCLITextAndBash(t *testing.T) {
+func TestRealCLITextBashReadEdit(t *testing.T) {
 	dir := t.TempDir()
 	srv := modelserver.Start(t.Logf,
 		modelserver.Step{Cue: "say hello", Reply: []modelserver.Block{modelserver.Text("hello from the script")}},
 		modelserver.Step{Cue: "make a file", Reply: []modelserver.Block{modelserver.Text("running"), modelserver.Bash("echo made-by-bash > made.txt && echo BASH-OK")}},
 		modelserver.Step{Cue: "BASH-OK", Reply: []modelserver.Block{modelserver.Text("file made")}},
+		modelserver.Step{Cue: "now edit it", Reply: []modelserver.Block{modelserver.Read(filepath.Join(dir, "made.txt"))}},
+		modelserver.Step{Cue: "made-by-bash", Reply: []modelserver.Block{modelserver.Edit(filepath.Join(dir, "made.txt"), "made-by-bash", "changed-by-edit")}},
+		modelserver.Step{Cue: "has been updated", Reply: []modelserver.Block{modelserver.Text("edited")}},
 	)
 	defer srv.Close()
 	cli := startCLI(t, srv, dir)
@@ -141,6 +144,14 @@ func TestRealCLITextAndBash(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "made.txt"))
 	if err != nil || string(b) != "made-by-bash\n" {
 		t.Errorf("the CLI did not run the scripted Bash command: %q %v", b, err)
+	}
+	cli.send("now edit it")
+	lines = cli.untilResult()
+	if res := lines[len(lines)-1]; res["result"] != "edited" {
+		t.Errorf("turn 3 result = %v", res["result"])
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "made.txt")); string(b) != "changed-by-edit\n" {
+		t.Errorf("the CLI did not run the scripted Edit: %q", b)
 	}
 	agent := srv.AgentRequests()
 	last := agent[len(agent)-1]

@@ -53,6 +53,12 @@ func Write(path, content string) Block {
 	return Block{Tool: &ToolUse{Name: "Write", Input: map[string]any{"file_path": path, "content": content}}}
 }
 
+// Read returns a Read tool call; the CLI's Edit refuses a file it has not
+// read in the session.
+func Read(path string) Block {
+	return Block{Tool: &ToolUse{Name: "Read", Input: map[string]any{"file_path": path}}}
+}
+
 // Edit returns an Edit tool call replacing old with new in path.
 func Edit(path, old, new string) Block {
 	return Block{Tool: &ToolUse{Name: "Edit", Input: map[string]any{"file_path": path, "old_string": old, "new_string": new}}}
