@@ -581,6 +581,14 @@ var opDirs = []string{"rebase-merge", "rebase-apply", "sequencer"}
 // hold patches); beyond it the operation is reported, not recorded.
 const maxOpBytes = 8 << 20
 
+// maxHookBytes bounds one hook kept in a State.
+const maxHookBytes = 1 << 20
+
+// validHookName accepts plain file names only.
+func validHookName(n string) bool {
+	return n != "" && n != "." && n != ".." && !strings.ContainsAny(n, "/\\\x00")
+}
+
 // infoFiles are files of the common git dir's info/ that change what git shows.
 var infoFiles = []string{"exclude", "attributes"}
 
@@ -625,6 +633,24 @@ func (c *capturer) readMeta(ctx context.Context, st *State) error {
 				st.Info = map[string][]byte{}
 			}
 			st.Info[name] = b
+		}
+	}
+	if ents, err := os.ReadDir(filepath.Join(c.repo.commonDir, "hooks")); err == nil {
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name(), ".sample") || !validHookName(e.Name()) {
+				continue
+			}
+			p := filepath.Join(c.repo.commonDir, "hooks", e.Name())
+			fi, err := os.Stat(p)
+			if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxHookBytes {
+				continue
+			}
+			if b, err := os.ReadFile(p); err == nil {
+				if st.Hooks == nil {
+					st.Hooks = map[string][]byte{}
+				}
+				st.Hooks[e.Name()] = b
+			}
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(c.repo.commonDir, "shallow")); err == nil {
@@ -717,6 +743,7 @@ func sameContent(a, b *State) bool {
 		reflect.DeepEqual(a.IntentToAdd, b.IntentToAdd) &&
 		reflect.DeepEqual(a.Refs, b.Refs) && reflect.DeepEqual(a.Stash, b.Stash) &&
 		reflect.DeepEqual(a.Config, b.Config) && reflect.DeepEqual(a.Info, b.Info) &&
+		reflect.DeepEqual(a.Hooks, b.Hooks) &&
 		reflect.DeepEqual(a.Shallow, b.Shallow) && reflect.DeepEqual(a.Operation, b.Operation) &&
 		reflect.DeepEqual(a.Submodules, b.Submodules) && reflect.DeepEqual(a.Warnings, b.Warnings)
 }

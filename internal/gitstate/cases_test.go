@@ -544,6 +544,8 @@ func TestLocalConfig(t *testing.T) {
 	git(t, repo, "config", "credential.helper", "store --file /tmp/cred-s3cr3t")
 	git(t, repo, "config", "url.https://tok-s3cr3t@git.example.com/.insteadOf", "https://git.example.com/")
 	write(t, repo, "f", "x\n")
+	write(t, repo, ".git/hooks/pre-commit", "#!/bin/sh\necho hook ran >> \"$(git rev-parse --git-dir)/hook.log\"\n")
+	os.Chmod(filepath.Join(repo, ".git/hooks/pre-commit"), 0o755)
 	e := newEnv(t)
 	res := e.capture(repo)
 	js, _ := json.Marshal(res.State)
@@ -565,6 +567,9 @@ func TestLocalConfig(t *testing.T) {
 	}
 	if got := git(t, dir, "log", "-1", "--format=%an <%ae>"); got != "Agent Smith <agent@example.com>\n" {
 		t.Errorf("restored identity %q", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, ".git/hook.log")); err != nil || string(b) != "hook ran\n" {
+		t.Errorf("restored pre-commit hook did not run: %q %v", b, err)
 	}
 }
 

@@ -150,6 +150,15 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 		}
 	}
 
+	for name, b := range st.Hooks {
+		if !validHookName(name) {
+			return fmt.Errorf("state names an unexpected hook %q", name)
+		}
+		if err := os.WriteFile(filepath.Join(gitDir, "hooks", name), b, 0o755); err != nil {
+			return err
+		}
+	}
+
 	// Working tree := snapshot tree; index := staged tree. The two-tree
 	// read-tree keeps the stat data of entries equal in both trees, so git
 	// only re-reads files that differ between index and working tree.

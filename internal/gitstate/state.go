@@ -48,6 +48,9 @@ type State struct {
 	// Info holds files of .git/info that change what git shows (exclude,
 	// attributes, sparse-checkout), by name.
 	Info map[string][]byte `json:"info,omitempty"`
+	// Hooks are the active hooks of .git/hooks (not the samples), by name;
+	// restored as executables.
+	Hooks map[string][]byte `json:"hooks,omitempty"`
 	// Shallow lists the shallow commits of a shallow clone.
 	Shallow []string `json:"shallow,omitempty"`
 	// Operation is the merge, rebase, cherry-pick, revert, am or bisect in
