@@ -679,3 +679,18 @@ func TestIntentToAdd(t *testing.T) {
 	}
 	compareRepos(t, repo, e.restore())
 }
+
+func TestRestoreRefusesForgedRefNames(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f", "x\n")
+	git(t, repo, "add", "f")
+	git(t, repo, "commit", "-q", "-m", "one")
+	e := newEnv(t)
+	e.capture(repo)
+	st := *e.states[0]
+	st.Refs = append([]Ref{}, st.Refs...)
+	st.Refs[0].Name = "refs/heads/x " + st.Head.Commit + "\ndelete refs/heads/main"
+	if err := Restore(context.Background(), filepath.Join(t.TempDir(), "r"), &st, e.bundles); err == nil || !strings.Contains(err.Error(), "invalid ref") {
+		t.Fatalf("restore with a forged ref name: %v", err)
+	}
+}

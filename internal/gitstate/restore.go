@@ -38,6 +38,9 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 	if len(bundles) == 0 {
 		return fmt.Errorf("no bundles given for snapshot %s", st.Snapshot)
 	}
+	if err := validateRefs(st); err != nil {
+		return err
+	}
 	top, err := filepath.Abs(repoDir)
 	if err != nil {
 		return err
@@ -199,6 +202,23 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 	// Exit status 1 only says some files differ from the index, as they may.
 	if _, err := g.run(ctx, nil, "update-index", "-q", "--refresh"); err != nil && exitCode(err) != 1 {
 		return err
+	}
+	return nil
+}
+
+// validateRefs refuses ref names that could not have come from git (they go
+// into update-ref's line-oriented input).
+func validateRefs(st *State) error {
+	ok := func(name string) bool {
+		return strings.HasPrefix(name, "refs/") && !strings.ContainsAny(name, " \t\n\r\x00~^:?*[\\") && !strings.Contains(name, "..")
+	}
+	for _, r := range st.Refs {
+		if !ok(r.Name) || (r.Symref != "" && !ok(r.Symref)) {
+			return fmt.Errorf("state holds an invalid ref %q", r.Name)
+		}
+	}
+	if !st.Head.Detached() && !ok(st.Head.Branch) {
+		return fmt.Errorf("state holds an invalid HEAD branch %q", st.Head.Branch)
 	}
 	return nil
 }
