@@ -225,7 +225,10 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	r.updateStatus(func(s *Status) { s.State = StateReady })
+	// Messages about to be delivered (initial prompt, notice, recap) count
+	// as an open turn already, so a supervisor waiting for the session to go
+	// idle does not see a gap between ready and the first turn.
+	r.updateStatus(func(s *Status) { s.State, s.TurnOpen = StateReady, len(pending) > 0 })
 	r.Metrics.ready.Set(1)
 	defer r.Metrics.ready.Set(0)
 	close(r.ready)
