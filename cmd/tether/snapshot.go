@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tether-dev/tether/internal/snapshot"
+	"github.com/tether-dev/tether/internal/statesync"
 	"github.com/tether-dev/tether/internal/store"
 )
 
@@ -128,7 +129,7 @@ func newSnapshotSaveCmd() *cobra.Command {
 				return err
 			}
 			defer closeStore()
-			saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir})
+			saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier("")})
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -38,6 +40,16 @@ type SaveOptions struct {
 	// the newest snapshot (the result then has Unchanged set and the newest
 	// id). The sync loop's periodic rescans use it.
 	SkipUnchanged bool
+	// ConsistentCopy, when set, is called for every SQLite database found in
+	// the workspace (a file with SQLite's header whose name ends in .db,
+	// .sqlite, .sqlite3 or .db3, or that has a -wal or -journal file beside
+	// it). It must write a transaction-consistent copy of the database to a
+	// new file and return its path; the copy is saved under the database's
+	// path and the -wal, -shm and -journal files beside it are left out, so a
+	// restored database is whole even if a writer was mid-transaction. When
+	// it fails, the files are saved as they are and the failure is counted
+	// in SaveStats.Warnings.
+	ConsistentCopy func(ctx context.Context, path string) (copyPath string, err error)
 	// MaxBytes caps the bytes of regular files (outside repositories) in a
 	// snapshot. Over it, the largest files are left out (never those under
 	// .claude/ or .tether/) and listed in SaveStats.LeftOut. 0: no cap.
@@ -66,6 +78,10 @@ type SaveStats struct {
 	ObjectsUploaded int    `json:"objectsUploaded"`
 	CacheHits       int    `json:"cacheHits"`
 	DurationMs      int64  `json:"durationMs"`
+	// SQLite counts the databases saved through ConsistentCopy.
+	SQLite int `json:"sqlite,omitempty"`
+	// Warnings are things a person should know about this save.
+	Warnings []string `json:"warnings,omitempty"`
 	// LeftOut lists the files the size cap (MaxBytes) kept out, largest first.
 	LeftOut      []LeftOutFile `json:"leftOut,omitempty"`
 	LeftOutBytes int64         `json:"leftOutBytes,omitempty"`
@@ -421,11 +437,30 @@ func (w *saveRun) walk() ([]Entry, error) {
 		}
 	}
 
+	// SQLite databases: a name that says so, or a journal beside it.
+	byPath := make(map[string]bool, len(files))
+	for _, i := range files {
+		byPath[all[i].e.Path] = true
+	}
+	dbSiblings := map[string]bool{}
 	entries := make([]Entry, 0, len(all))
 	for i := range all {
 		f := &all[i]
-		if leftOut[i] {
+		if leftOut[i] || dbSiblings[f.e.Path] {
 			continue
+		}
+		if f.e.Type == TypeFile && w.s.opts.ConsistentCopy != nil && sqliteCandidate(f.e.Path, byPath) {
+			ok, err := w.sqlite(f.p, &f.e)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+					dbSiblings[f.e.Path+suffix] = true
+				}
+				entries = append(entries, f.e)
+				continue
+			}
 		}
 		if f.e.Type == TypeFile {
 			if err := w.ctx.Err(); err != nil {
@@ -442,6 +477,48 @@ func (w *saveRun) walk() ([]Entry, error) {
 		entries = append(entries, f.e)
 	}
 	return entries, nil
+}
+
+func sqliteCandidate(rel string, files map[string]bool) bool {
+	switch path.Ext(rel) {
+	case ".db", ".sqlite", ".sqlite3", ".db3":
+		return true
+	}
+	return files[rel+"-wal"] || files[rel+"-journal"]
+}
+
+var sqliteHeader = []byte("SQLite format 3\x00")
+
+// sqlite saves a consistent copy of the database at p under e. It returns
+// false when p is not a SQLite database or the copy failed (then the caller
+// saves the file as it is).
+func (w *saveRun) sqlite(p string, e *Entry) (bool, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return false, nil
+	}
+	head := make([]byte, len(sqliteHeader))
+	_, err = io.ReadFull(f, head)
+	f.Close()
+	if err != nil || !bytes.Equal(head, sqliteHeader) {
+		return false, nil
+	}
+	cp, err := w.s.opts.ConsistentCopy(w.ctx, p)
+	if err != nil {
+		if w.ctx.Err() != nil {
+			return false, w.ctx.Err()
+		}
+		w.stats.Warnings = append(w.stats.Warnings, fmt.Sprintf("SQLite database %s saved as it is (it may be mid-transaction): consistent copy failed: %v", e.Path, err))
+		return false, nil
+	}
+	defer os.Remove(cp)
+	b, err := w.storeFile(cp)
+	if err != nil {
+		return false, err
+	}
+	e.Size, e.Chunks = b.Size, b.Chunks
+	w.stats.SQLite++
+	return true, nil
 }
 
 // LeftOutFile is a file the size cap kept out of a snapshot.

@@ -61,11 +61,12 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 	s := &Syncer{cfg: cfg, repo: repo, log: log, exclude: ex, lastCaptured: map[string]time.Time{}, kick: make(chan struct{}, 1)}
 	s.pending.repoDirty = map[string]bool{}
 	saver, err := snapshot.NewSaver(repo, cfg.Workspace, snapshot.SaveOptions{
-		CacheDir:      cfg.CacheDir,
-		Exclude:       ex.Match,
-		CaptureRepo:   s.captureRepo,
-		SkipUnchanged: true,
-		MaxBytes:      cfg.MaxBytes,
+		CacheDir:       cfg.CacheDir,
+		Exclude:        ex.Match,
+		CaptureRepo:    s.captureRepo,
+		SkipUnchanged:  true,
+		MaxBytes:       cfg.MaxBytes,
+		ConsistentCopy: SQLiteCopier(cfg.CacheDir),
 	})
 	if err != nil {
 		return nil, err
