@@ -82,9 +82,8 @@ everything comes back from the store alone.`,
 			rep, err := demo.Run(c.Context(), demo.Options{
 				Tether: self, ClaudeBin: claude, Workspace: ws, StoreURL: sf.store, Namespace: sf.namespace, Session: sf.session,
 				Fresh: fresh, MemoryLimit: limit, HogMiB: hogMiB, MemoryMode: memoryMode,
-				LogDir:     filepath.Join(cache, "demo", "logs", sf.session),
-				RunnerArgs: func(bin, prompt string) []string { return runnerArgs(bin, prompt) },
-				Out:        out,
+				LogDir: filepath.Join(cache, "demo", "logs", sf.session),
+				Out:    out,
 			})
 			if rep != nil {
 				rep.Print(out)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-dev/tether/internal/local"
 	"github.com/tether-dev/tether/internal/snapshot"
@@ -166,22 +167,9 @@ func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 	if logDir == "" {
 		logDir = filepath.Join(defaultCacheDir(), "run", f.sf.namespace, f.sf.session)
 	}
-	runArgs := runnerArgs(agent, prompt)
-	if len(prompt) > 64<<10 {
-		// Linux refuses a single argument over 128 KiB: hand a long
-		// prompt over in a file that outlives the runner's restarts.
-		if err := os.MkdirAll(logDir, 0o755); err != nil {
-			return cfg, err
-		}
-		p := filepath.Join(logDir, "prompt.txt")
-		if err := os.WriteFile(p, []byte(prompt), 0o600); err != nil {
-			return cfg, err
-		}
-		runArgs = []string{"--claude-bin", agent, "--prompt-file", p}
-	}
 	cfg = local.Config{
 		Workspace: ws, Namespace: f.sf.namespace, Session: f.sf.session, StoreURL: f.sf.store, Repos: repos,
-		RunnerArgs: runArgs, Listen: f.listen, MemoryLimit: limit, OOMBump: f.oomBump, MemoryMax: maxLimit,
+		RunnerArgs: []string{"--claude-bin", agent}, Prompt: prompt, Listen: f.listen, MemoryLimit: limit, OOMBump: f.oomBump, MemoryMax: maxLimit,
 		MemoryMode: f.memoryMode, MaxRestarts: f.maxRestarts, LogDir: logDir, Out: c.OutOrStdout(),
 		// Without a terminal nobody can type the next message: finish the
 		// prompt and exit.
@@ -191,15 +179,6 @@ func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 		cfg.Input = os.Stdin
 	}
 	return cfg, nil
-}
-
-// runnerArgs maps `tether run`'s flags onto `tether runner`'s.
-func runnerArgs(agent, prompt string) []string {
-	args := []string{"--claude-bin", agent}
-	if prompt != "" {
-		args = append(args, "--prompt", prompt)
-	}
-	return args
 }
 
 // checkWritable creates the workspace if needed and proves it is writable,
@@ -233,9 +212,11 @@ func sessionFromWorkspace(ws string) string {
 	return base + "-" + hex.EncodeToString(h[:4])
 }
 
+// isTerminal: a character device is not enough (/dev/null is one); ask
+// the tty driver.
 func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // runSupervisor runs cfg until the session ends: the first SIGINT/SIGTERM

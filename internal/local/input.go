@@ -50,6 +50,44 @@ func setupInput(listen string) (*inputAPI, []string, []string, error) {
 	return api, []string{"--listen", listen}, env, nil
 }
 
+// sendFollowUp sends text as one message, then reads in (when set).
+func (s *Supervisor) sendFollowUp(ctx context.Context, text string, api *inputAPI, in io.Reader) {
+	if s.send(ctx, text, api) {
+		close(s.followUpTaken)
+	}
+	if in != nil {
+		s.readInput(ctx, in, api)
+	}
+}
+
+// send delivers one message, retrying while the runner does not take it;
+// it reports whether the runner took it.
+func (s *Supervisor) send(ctx context.Context, text string, api *inputAPI) bool {
+	for attempt := 0; ; attempt++ {
+		err := runner.SendMessage(ctx, api.url, api.token, "main", text, io.Discard)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		// SendMessage says "send to ..." when the request itself failed
+		// (nothing listening, not ready): the message was not taken. Any
+		// other error came after the runner accepted it.
+		if !strings.HasPrefix(err.Error(), "send to ") {
+			return true
+		}
+		if attempt == 20 {
+			s.printf("the runner is not taking messages yet (%v); will send when it is back", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // readInput sends every line typed on in as one user message, in order. A
 // message the runner did not take (it is restarting) is retried until it
 // is taken; one it took is never sent again, even if the runner dies before
@@ -78,25 +116,6 @@ func (s *Supervisor) readInput(ctx context.Context, in io.Reader, api *inputAPI)
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		for attempt := 0; ; attempt++ {
-			err := runner.SendMessage(ctx, api.url, api.token, "main", line, io.Discard)
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			// SendMessage says "send to ..." when the request itself
-			// failed (nothing listening, not ready): the message was not
-			// taken. Any other error came after the runner accepted it.
-			if !strings.HasPrefix(err.Error(), "send to ") {
-				break
-			}
-			if attempt == 0 {
-				s.printf("the runner is not taking messages right now (%v); will send when it is back", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
+		s.send(ctx, line, api)
 	}
 }

@@ -26,6 +26,7 @@ type eventTail struct {
 	lastResult int64 // newest turn with a result record
 	inputs     map[string]int
 	resumes    []runner.ResumeStatus
+	onRecord   func(runner.Record)
 }
 
 // newEventTail reads the log as it is now without printing it; poll prints
@@ -80,6 +81,9 @@ func (t *eventTail) printf(format string, args ...any) {
 }
 
 func (t *eventTail) record(rec runner.Record) {
+	if t.onRecord != nil {
+		t.onRecord(rec)
+	}
 	switch rec.Kind {
 	case runner.KindInput:
 		t.lastInput = max(t.lastInput, rec.Turn)
@@ -165,4 +169,13 @@ func oneLine(s string, n int) string {
 		s += fmt.Sprintf(" (+%d lines)", lines-1)
 	}
 	return s
+}
+
+// readEventLog returns the records of the runner's event log.
+func readEventLog(path string) []runner.Record {
+	t := &eventTail{path: path, inputs: map[string]int{}}
+	var out []runner.Record
+	t.onRecord = func(r runner.Record) { out = append(out, r) }
+	t.poll()
+	return out
 }

@@ -35,6 +35,11 @@ type Config struct {
 
 	// Self is the tether executable the children run (default: this one).
 	Self string
+	// Prompt is the session's first message. On a session that already had
+	// its initial prompt (run again on the same workspace), a different
+	// Prompt is sent as the next message instead, through the runner's API;
+	// the same one is not sent again.
+	Prompt string
 	// RunnerArgs are appended to `tether runner --workspace W`, SyncArgs to
 	// `tether sync --workspace W --store ... --namespace ... --session ...`.
 	RunnerArgs []string
@@ -178,6 +183,11 @@ type Supervisor struct {
 	status Status
 	jail   Jail
 	tail   *eventTail
+
+	// followUp: a prompt is to be sent as the next message; followUpTaken
+	// is closed once the runner took it.
+	followUp      bool
+	followUpTaken chan struct{}
 }
 
 // New checks cfg.
@@ -185,7 +195,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Supervisor{cfg: cfg, force: make(chan struct{})}, nil
+	return &Supervisor{cfg: cfg, force: make(chan struct{}), followUpTaken: make(chan struct{})}, nil
 }
 
 // Force makes a graceful stop in progress give up waiting: the children are
@@ -307,7 +317,11 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 
 	runnerArgs := append([]string{"runner", "--workspace", cfg.Workspace}, cfg.RunnerArgs...)
 	runnerEnv := append(env[:len(env):len(env)], cfg.RunnerEnv...)
-	if cfg.Input != nil {
+	followUp, err := s.promptArgs(&runnerArgs)
+	if err != nil {
+		return err
+	}
+	if cfg.Input != nil || followUp != "" {
 		api, args, env, err := setupInput(cfg.Listen)
 		if err != nil {
 			return err
@@ -316,8 +330,17 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		runnerEnv = append(runnerEnv, env...)
 		inCtx, cancelIn := context.WithCancel(ctx)
 		defer cancelIn()
-		go s.readInput(inCtx, cfg.Input, api)
-		s.printf("type a message and press Enter to send it to the agent; Ctrl-C stops")
+		in := cfg.Input
+		if followUp != "" {
+			// The new prompt goes first, as one message (it may span lines).
+			s.followUp = true
+			go s.sendFollowUp(inCtx, followUp, api, in)
+		} else {
+			go s.readInput(inCtx, in, api)
+		}
+		if cfg.Input != nil {
+			s.printf("type a message and press Enter to send it to the agent; Ctrl-C stops")
+		}
 	} else if cfg.Listen != "" {
 		runnerArgs = append(runnerArgs, "--listen", cfg.Listen)
 	}
@@ -460,7 +483,7 @@ func (s *Supervisor) watchLife(ctx context.Context, rc *child, oomCh <-chan OOME
 				ready = true
 				s.noteReady(st)
 			}
-			if s.cfg.ExitWhenIdle && ready && st.State == runner.StateReady && !st.TurnOpen && s.tail.idle() && s.promptDelivered() {
+			if s.cfg.ExitWhenIdle && ready && st.State == runner.StateReady && !st.TurnOpen && s.tail.idle() && s.promptDelivered() && s.followUpDone() {
 				if idleSince.IsZero() {
 					idleSince = time.Now()
 				} else if time.Since(idleSince) >= 500*time.Millisecond {
@@ -480,6 +503,54 @@ func codeString(code *int) string {
 		return ""
 	}
 	return "exit status " + strconv.Itoa(*code)
+}
+
+func (s *Supervisor) followUpDone() bool {
+	if !s.followUp {
+		return true
+	}
+	select {
+	case <-s.followUpTaken:
+		return true
+	default:
+		return false
+	}
+}
+
+// promptArgs decides, after hydrate, what to do with cfg.Prompt: hand it to
+// the runner as the initial prompt (a new session), drop it (this session
+// already had exactly this prompt: the same command run again after a
+// crash), or return it to be sent as the next message.
+func (s *Supervisor) promptArgs(args *[]string) (followUp string, err error) {
+	p := s.cfg.Prompt
+	if p == "" {
+		return "", nil
+	}
+	if !s.promptDelivered() {
+		if len(p) <= 64<<10 {
+			*args = append(*args, "--prompt", p)
+			return "", nil
+		}
+		// Linux refuses a single argument over 128 KiB.
+		f := filepath.Join(s.cfg.LogDir, "prompt.txt")
+		if err := os.WriteFile(f, []byte(p), 0o600); err != nil {
+			return "", err
+		}
+		*args = append(*args, "--prompt-file", f)
+		return "", nil
+	}
+	for _, rec := range readEventLog(s.ws(runner.EventLogFile)) {
+		if rec.Kind == runner.KindInput && rec.Type == runner.SourceInitial {
+			var d struct{ Text string }
+			json.Unmarshal(rec.Data, &d)
+			if d.Text == p {
+				s.printf("this session already had this prompt; continuing the conversation without sending it again")
+				return "", nil
+			}
+		}
+	}
+	s.printf("this session already had its initial prompt; sending --prompt as the next message")
+	return p, nil
 }
 
 func (s *Supervisor) promptDelivered() bool {

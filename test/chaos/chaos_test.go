@@ -161,7 +161,7 @@ func TestChaos(t *testing.T) {
 	var term bytes.Buffer
 	cfg := local.Config{
 		Workspace: ws, Namespace: "chaos", Session: "chaos-" + strconv.FormatInt(time.Now().Unix(), 36), StoreURL: storeURL,
-		Self: bin, RunnerArgs: []string{"--claude-bin", claude, "--prompt", initialPrompt},
+		Self: bin, RunnerArgs: []string{"--claude-bin", claude}, Prompt: initialPrompt,
 		Env:       []string{"ANTHROPIC_BASE_URL=" + srv.URL(), "ANTHROPIC_API_KEY=chaos", "DISABLE_TELEMETRY=1", "DISABLE_AUTOUPDATER=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1"},
 		RunnerEnv: []string{"HOME=" + filepath.Join(root, "home")},
 		Listen:    addr, MemoryLimit: 2 << 30, MemoryMode: local.MemoryAuto,

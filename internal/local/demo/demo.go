@@ -44,10 +44,7 @@ type Options struct {
 	HogMiB      int
 	MemoryMode  string
 	LogDir      string
-	// RunnerArgs returns the `tether runner` flags for the CLI binary and
-	// the initial prompt (the command tree knows the runner's flags).
-	RunnerArgs func(claudeBin, prompt string) []string
-	Out        io.Writer
+	Out         io.Writer
 }
 
 // markerOf is the file next to a demo workspace that says the demo made it
@@ -116,7 +113,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	repoDir := filepath.Join(o.Workspace, RepoDir)
 	cfg := local.Config{
 		Workspace: o.Workspace, Namespace: o.Namespace, Session: o.Session, StoreURL: o.StoreURL,
-		Self: o.Tether, RunnerArgs: o.RunnerArgs(o.ClaudeBin, Prompt), Env: env,
+		Self: o.Tether, RunnerArgs: []string{"--claude-bin", o.ClaudeBin}, Prompt: Prompt, Env: env,
 		// A HOME of its own for the agent: the CLI's Bash tool sources the
 		// user's shell start-up files, whose cost and output are not the demo's.
 		RunnerEnv:   []string{"HOME=" + home},
