@@ -69,6 +69,19 @@ func (f *sessionFlags) open(ctx context.Context) (*snapshot.Repo, func(), error)
 	return repo, func() { st.Close() }, nil
 }
 
+// with validates the flags, opens the store and runs fn with the session's
+// repo and a context that SIGINT or SIGTERM cancels.
+func (f *sessionFlags) with(fn func(ctx context.Context, repo *snapshot.Repo) error) error {
+	ctx, cancel := signalContext()
+	defer cancel()
+	repo, closeStore, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	return fn(ctx, repo)
+}
+
 // signalContext is cancelled on SIGINT or SIGTERM, so an interrupted command
 // stops cleanly (a save never writes its manifest once cancelled).
 func signalContext() (context.Context, context.CancelFunc) {
@@ -122,28 +135,23 @@ func newSnapshotSaveCmd() *cobra.Command {
 			if workspace == "" {
 				return usagef("--workspace is required")
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			repo, closeStore, err := sf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier("")})
-			if err != nil {
-				return err
-			}
-			defer saver.Close()
-			st, err := saver.Save(ctx)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(c.OutOrStdout(), st)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "snapshot %s saved: %d files, %s scanned, %s read, %s uploaded in %d objects, %d ms\n",
-				st.ID, st.Files, human(st.BytesScanned), human(st.BytesRead), human(st.BytesUploaded), st.ObjectsUploaded, st.DurationMs)
-			return nil
+			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
+				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier("")})
+				if err != nil {
+					return err
+				}
+				defer saver.Close()
+				st, err := saver.Save(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(c.OutOrStdout(), st)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "snapshot %s saved: %d files, %s scanned, %s read, %s uploaded in %d objects, %d ms\n",
+					st.ID, st.Files, human(st.BytesScanned), human(st.BytesRead), human(st.BytesUploaded), st.ObjectsUploaded, st.DurationMs)
+				return nil
+			})
 		},
 	}
 	sf.register(c)
@@ -171,22 +179,17 @@ only then moves it into place. The target must be missing or empty.`,
 			if workspace == "" {
 				return usagef("--workspace is required")
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			repo, closeStore, err := sf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			st, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: id})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(c.OutOrStdout(), st)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "snapshot %s restored into %s: %d files, %s, %d ms\n", st.ID, workspace, st.Files, human(st.Bytes), st.DurationMs)
-			return nil
+			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
+				st, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: id})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(c.OutOrStdout(), st)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "snapshot %s restored into %s: %d files, %s, %d ms\n", st.ID, workspace, st.Files, human(st.Bytes), st.DurationMs)
+				return nil
+			})
 		},
 	}
 	sf.register(c)
@@ -218,39 +221,34 @@ func newSnapshotLsCmd() *cobra.Command {
 		Short: "List a session's complete snapshots, oldest first",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			repo, closeStore, err := sf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ids, err := repo.SnapshotIDs(ctx)
-			if err != nil {
-				return err
-			}
-			list := make([]lsEntry, 0, len(ids))
-			for _, id := range ids {
-				m, err := repo.LoadManifest(ctx, id)
+			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
+				ids, err := repo.SnapshotIDs(ctx)
 				if err != nil {
 					return err
 				}
-				list = append(list, lsEntry{ID: m.ID, Time: m.Time, Host: m.Host, Parent: m.Parent,
-					Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes})
-			}
-			if asJSON {
-				return printJSON(c.OutOrStdout(), list)
-			}
-			if len(list) == 0 {
-				fmt.Fprintf(c.OutOrStdout(), "%s has no snapshots\n", repo)
-				return nil
-			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST")
-			for _, e := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime), e.Files, human(e.Bytes), e.Host)
-			}
-			return tw.Flush()
+				list := make([]lsEntry, 0, len(ids))
+				for _, id := range ids {
+					m, err := repo.LoadManifest(ctx, id)
+					if err != nil {
+						return err
+					}
+					list = append(list, lsEntry{ID: m.ID, Time: m.Time, Host: m.Host, Parent: m.Parent,
+						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes})
+				}
+				if asJSON {
+					return printJSON(c.OutOrStdout(), list)
+				}
+				if len(list) == 0 {
+					fmt.Fprintf(c.OutOrStdout(), "%s has no snapshots\n", repo)
+					return nil
+				}
+				tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST")
+				for _, e := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime), e.Files, human(e.Bytes), e.Host)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	sf.register(c)
@@ -273,37 +271,32 @@ with --snapshot) and checks it against its SHA-256. It reports every missing or
 corrupt object and which snapshots use it, and exits 1 if there is any.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			repo, closeStore, err := sf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			rep, err := snapshot.Verify(ctx, repo, snapshot.VerifyOptions{Snapshot: id, Quick: quick})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				if err := printJSON(c.OutOrStdout(), rep); err != nil {
+			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
+				rep, err := snapshot.Verify(ctx, repo, snapshot.VerifyOptions{Snapshot: id, Quick: quick})
+				if err != nil {
 					return err
 				}
-			} else {
-				for _, p := range rep.Problems {
-					fmt.Fprintln(c.OutOrStdout(), "problem:", p)
+				if asJSON {
+					if err := printJSON(c.OutOrStdout(), rep); err != nil {
+						return err
+					}
+				} else {
+					for _, p := range rep.Problems {
+						fmt.Fprintln(c.OutOrStdout(), "problem:", p)
+					}
 				}
-			}
-			if len(rep.Problems) > 0 {
-				return fmt.Errorf("verify %s: %d problems in %d snapshots", repo, len(rep.Problems), len(rep.Snapshots))
-			}
-			if !asJSON {
-				what := "read and hashed"
-				if quick {
-					what = "found"
+				if len(rep.Problems) > 0 {
+					return fmt.Errorf("verify %s: %d problems in %d snapshots", repo, len(rep.Problems), len(rep.Snapshots))
 				}
-				fmt.Fprintf(c.OutOrStdout(), "%d snapshots ok: %d objects %s (%s)\n", len(rep.Snapshots), rep.Objects, what, human(rep.Bytes))
-			}
-			return nil
+				if !asJSON {
+					what := "read and hashed"
+					if quick {
+						what = "found"
+					}
+					fmt.Fprintf(c.OutOrStdout(), "%d snapshots ok: %d objects %s (%s)\n", len(rep.Snapshots), rep.Objects, what, human(rep.Bytes))
+				}
+				return nil
+			})
 		},
 	}
 	sf.register(c)
@@ -327,22 +320,17 @@ func newSnapshotPruneCmd() *cobra.Command {
 			if keep < 1 {
 				return usagef("--keep must be at least 1, got %d", keep)
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			repo, closeStore, err := sf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ps, err := snapshot.Prune(ctx, repo, keep)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(c.OutOrStdout(), ps)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "kept %d snapshots, removed %d snapshots and %d objects (%s)\n", len(ps.Kept), len(ps.RemovedSnapshots), ps.RemovedObjects, human(ps.RemovedBytes))
-			return nil
+			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
+				ps, err := snapshot.Prune(ctx, repo, keep)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(c.OutOrStdout(), ps)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "kept %d snapshots, removed %d snapshots and %d objects (%s)\n", len(ps.Kept), len(ps.RemovedSnapshots), ps.RemovedObjects, human(ps.RemovedBytes))
+				return nil
+			})
 		},
 	}
 	sf.register(c)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tether-dev/tether/internal/local"
+	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
 )
 
@@ -74,34 +76,9 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 			if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
 				return usagef("--workspace %s is not a readable directory", abs)
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			repo, closeStore, err := sf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("session", sf.namespace+"/"+sf.session)
-			s, err := statesync.New(cfg, repo, log)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if listen != "" {
-				ln, err := net.Listen("tcp", listen)
-				if err != nil {
-					return usagef("--listen %s: %v", listen, err)
-				}
-				srv := &http.Server{Handler: s.Metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
-				go srv.Serve(ln)
-				defer srv.Close()
-				log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
-			}
-			log.Info("sync started", "workspace", abs, "store", repo.Store().String())
-			if err := s.Run(ctx); err != nil {
-				return err
-			}
-			return nil
+			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
+				return runSync(ctx, repo, cfg, sf, listen)
+			})
 		},
 	}
 	sf.register(c)
@@ -147,22 +124,17 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 				}
 				specs = append(specs, s)
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			repo, closeStore, err := sf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			res, err := statesync.Hydrate(ctx, repo, workspace, specs, c.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(c.OutOrStdout(), res)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "hydrate: %s\n", res.Outcome)
-			return nil
+			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
+				res, err := statesync.Hydrate(ctx, repo, workspace, specs, c.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(c.OutOrStdout(), res)
+				}
+				fmt.Fprintf(c.OutOrStdout(), "hydrate: %s\n", res.Outcome)
+				return nil
+			})
 		},
 	}
 	sf.register(c)
@@ -170,4 +142,26 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
+}
+
+// runSync runs the sync loop until ctx ends, serving metrics if asked.
+func runSync(ctx context.Context, repo *snapshot.Repo, cfg statesync.Config, sf sessionFlags, listen string) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("session", sf.namespace+"/"+sf.session)
+	s, err := statesync.New(cfg, repo, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if listen != "" {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return usagef("--listen %s: %v", listen, err)
+		}
+		srv := &http.Server{Handler: s.Metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	}
+	log.Info("sync started", "workspace", cfg.Workspace, "store", repo.Store().String())
+	return s.Run(ctx)
 }
