@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// windows are data-loss windows by kind of state: the age, at the kill, of
+// the oldest write missing from what a restore gets back (0 when nothing is
+// missing).
+type windows struct {
+	Kills                                 int
+	Transcript, SessionID, Commits, Files []time.Duration
+}
+
+// quantiles of one kind: p50 and p99.
+type quantiles struct{ P50, P99 time.Duration }
+
+func q(ds []time.Duration) quantiles {
+	return quantiles{percentile(ds, 0.5), percentile(ds, 0.99)}
+}
+
+// tetherWindows is what the statesync harness logged.
+type tetherWindows struct {
+	Kills                             int
+	Transcript, SessionID, Repo       quantiles // writer killed, sync keeps running
+	NodeTranscript, NodeSID, NodeRepo quantiles // writer and sync die together
+	Passed                            bool
+	Wall                              time.Duration
+}
+
+var (
+	windowRe = regexp.MustCompile(`data-loss window over (\d+) kills: transcript p50 (\S+) p99 (\S+); session id p50 (\S+) p99 (\S+); repository p50 (\S+) p99 (\S+)`)
+	nodeRe   = regexp.MustCompile(`if the sync had died with the writer \(newest snapshot at the kill\): transcript p50 (\S+) p99 (\S+); session id p50 (\S+) p99 (\S+); repository p50 (\S+) p99 (\S+)`)
+)
+
+// runTetherHarness runs internal/statesync's TestDataLossWindow (the same
+// harness `make bench` runs) and parses its two summary lines.
+func runTetherHarness(ctx context.Context, kills int) (tetherWindows, error) {
+	var w tetherWindows
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-timeout=30m", "-run", "^TestDataLossWindow$", "-v", "./internal/statesync")
+	cmd.Env = append(cleanEnv(), "TETHER_HARNESS_KILLS="+strconv.Itoa(kills))
+	t0 := time.Now()
+	out, err := cmd.CombinedOutput()
+	w.Wall = time.Since(t0)
+	w.Passed = err == nil
+	m := windowRe.FindStringSubmatch(string(out))
+	n := nodeRe.FindStringSubmatch(string(out))
+	if m == nil || n == nil {
+		return w, fmt.Errorf("TestDataLossWindow printed no window summary (%v):\n%s", err, tail(string(out), 3000))
+	}
+	w.Kills, _ = strconv.Atoi(m[1])
+	d := func(s string) time.Duration { v, _ := time.ParseDuration(s); return v }
+	w.Transcript = quantiles{d(m[2]), d(m[3])}
+	w.SessionID = quantiles{d(m[4]), d(m[5])}
+	w.Repo = quantiles{d(m[6]), d(m[7])}
+	w.NodeTranscript = quantiles{d(n[1]), d(n[2])}
+	w.NodeSID = quantiles{d(n[3]), d(n[4])}
+	w.NodeRepo = quantiles{d(n[5]), d(n[6])}
+	return w, nil
+}
+
+// The reference schedule, in real seconds.
+const (
+	refInterval     = 60 * time.Second
+	refInitialDelay = 30 * time.Second
+	refRepoEvery    = 5
+)
+
+// computedWindows gives the reference schedule's windows for a kill at a
+// uniformly random moment in [lo, hi] after the session starts, with
+// captures taken as instantaneous: a write is safe once a capture has started
+// after it, and a kill loses everything written since the last capture start
+// (since the session start when there was none).
+func computedWindows(lo, hi time.Duration) (transcript, repo quantiles) {
+	rng := rand.New(rand.NewSource(7))
+	var tr, rp []time.Duration
+	for i := 0; i < 100000; i++ {
+		k := lo + time.Duration(rng.Int63n(int64(hi-lo)))
+		var lastState, lastRepo time.Duration
+		for n := 1; ; n++ {
+			at := refInitialDelay + time.Duration(n-1)*refInterval
+			if at > k {
+				break
+			}
+			lastState = at
+			if n%refRepoEvery == 0 {
+				lastRepo = at
+			}
+		}
+		tr, rp = append(tr, k-lastState), append(rp, k-lastRepo)
+	}
+	return q(tr), q(rp)
+}
+
+// baselineHarness is the kill harness for the reference loop: the same kind
+// of writer as internal/statesync's harness (transcript appends, an atomically
+// rewritten session-id file, untracked binary files and commits in a
+// repository) runs next to baseline.sh's loop with the schedule divided by
+// scale; both are SIGKILLed together at a random moment (the pod is gone),
+// the store is restored with baseline.sh and compared with the writer's log.
+// Windows are multiplied by scale back to real time.
+type baselineHarness struct {
+	e       *env
+	scale   float64
+	trials  int
+	maxKill time.Duration // scaled
+	logf    func(string, ...any)
+}
+
+func (h *baselineHarness) run(ctx context.Context) (windows, error) {
+	var w windows
+	root := filepath.Join(h.e.scratch, "killharness")
+	ws := filepath.Join(root, "ws")
+	app := filepath.Join(ws, "repos/app")
+	for _, d := range []string{app, filepath.Join(ws, ".tether"), filepath.Join(ws, ".claude/projects/-ws")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return w, err
+		}
+	}
+	if err := git(ctx, app, "init", "-q", "-b", "main"); err != nil {
+		return w, err
+	}
+	if err := git(ctx, app, "commit", "-q", "--allow-empty", "-m", "start"); err != nil {
+		return w, err
+	}
+	os.WriteFile(filepath.Join(ws, ".claude/projects/-ws/t.jsonl"), nil, 0o600)
+	benv := append(h.e.minio.rcloneEnv(), "WS="+ws, "REMOTE=bench:baseline-kill/ws")
+	// The store holds the state from before the session: a restore always
+	// has something to start from.
+	if _, err := run(ctx, benv, "bash", h.e.script, "backup"); err != nil {
+		return w, err
+	}
+	logPath := filepath.Join(root, "writer.log")
+	self, err := os.Executable()
+	if err != nil {
+		return w, err
+	}
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	scaled := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds()/h.scale, 'f', 3, 64) }
+	seq := 0
+	for i := 0; i < h.trials; i++ {
+		start := time.Now()
+		loop := exec.Command("bash", h.e.script, "loop")
+		loop.Env = append(append(cleanEnv(), benv...), "INTERVAL="+scaled(refInterval), "INITIAL_DELAY="+scaled(refInitialDelay))
+		loop.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := loop.Start(); err != nil {
+			return w, err
+		}
+		writer := exec.Command(self)
+		writer.Env = append(gitEnv(), childEnv+"=writer", "CHILD_WORKSPACE="+ws, "CHILD_LOG="+logPath, "CHILD_SEQ="+strconv.Itoa(seq))
+		writer.Stderr = os.Stderr
+		writer.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := writer.Start(); err != nil {
+			return w, err
+		}
+		time.Sleep(200*time.Millisecond + time.Duration(rng.Int63n(int64(h.maxKill-200*time.Millisecond))))
+		_ = syscall.Kill(-loop.Process.Pid, syscall.SIGKILL)
+		_ = writer.Process.Signal(syscall.SIGKILL)
+		killedAt := time.Now()
+		loop.Wait()
+		writer.Wait()
+
+		entries, err := readLog(logPath)
+		if err != nil {
+			return w, err
+		}
+		if len(entries) > 0 {
+			seq = entries[len(entries)-1].seq
+		}
+		dest := filepath.Join(root, "restored")
+		os.RemoveAll(dest)
+		if _, err := run(ctx, benv, "bash", h.e.script, "restore", dest); err != nil {
+			return w, fmt.Errorf("kill %d: baseline restore: %w", i, err)
+		}
+		got := restoredState(dest)
+		win := func(kind string, has func(logEntry) bool) time.Duration {
+			for _, e := range entries {
+				if e.kind == kind && !e.at.Before(start) && !has(e) {
+					return time.Duration(float64(killedAt.Sub(e.at)) * h.scale)
+				}
+			}
+			return 0
+		}
+		w.Transcript = append(w.Transcript, win("T", func(e logEntry) bool { return got.transcript[e.seq] }))
+		w.SessionID = append(w.SessionID, win("S", func(e logEntry) bool { return e.seq <= got.sessionSeq }))
+		w.Commits = append(w.Commits, win("C", func(e logEntry) bool { return got.commits[e.seq] }))
+		w.Files = append(w.Files, win("R", func(e logEntry) bool { return got.untracked[e.seq] }))
+		w.Kills++
+		h.logf("  baseline kill %d/%d after %s (x%.0f = %s): lost transcript %s, session id %s, commits %s, untracked files %s",
+			i+1, h.trials, killedAt.Sub(start).Round(time.Millisecond), h.scale, (time.Duration(float64(killedAt.Sub(start)) * h.scale)).Round(time.Second),
+			last(w.Transcript), last(w.SessionID), last(w.Commits), last(w.Files))
+		os.RemoveAll(dest)
+	}
+	return w, nil
+}
+
+func last(ds []time.Duration) time.Duration { return ds[len(ds)-1].Round(time.Second) }
+
+// The writer child, as in internal/statesync's harness.
+const childEnv = "BENCH_COMPARE_CHILD"
+
+func childWriter() error {
+	ws := os.Getenv("CHILD_WORKSPACE")
+	logf, err := os.OpenFile(os.Getenv("CHILD_LOG"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	seq, _ := strconv.Atoi(os.Getenv("CHILD_SEQ"))
+	record := func(kind string, n int) { fmt.Fprintf(logf, "%s %d %d\n", kind, n, time.Now().UnixNano()) }
+	tr := filepath.Join(ws, ".claude/projects/-ws/t.jsonl")
+	app := filepath.Join(ws, "repos/app")
+	rng := rand.New(rand.NewSource(int64(seq)))
+	for i := 0; ; i++ {
+		seq++
+		f, err := os.OpenFile(tr, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(f, `{"seq":%d,"text":"%x"}`+"\n", seq, rng.Int63())
+		f.Close()
+		record("T", seq)
+		if i%5 == 0 {
+			p := filepath.Join(ws, ".tether/session-ids.json")
+			if err := os.WriteFile(p+".tmp", fmt.Appendf(nil, `{"main":"id-%d"}`, seq), 0o644); err != nil {
+				return err
+			}
+			if err := os.Rename(p+".tmp", p); err != nil {
+				return err
+			}
+			record("S", seq)
+		}
+		if i%7 == 0 {
+			if err := os.WriteFile(filepath.Join(app, fmt.Sprintf("untracked-%d.bin", seq)), []byte{byte(seq), 0, 1, 2, 0xff}, 0o644); err != nil {
+				return err
+			}
+			record("R", seq)
+		}
+		if i%20 == 0 {
+			if err := git(context.Background(), app, "add", "-A"); err != nil {
+				return err
+			}
+			if err := git(context.Background(), app, "commit", "-q", "--allow-empty", "-m", fmt.Sprintf("commit %d", seq)); err != nil {
+				return err
+			}
+			record("C", seq)
+		}
+		time.Sleep(time.Duration(10+rng.Intn(40)) * time.Millisecond)
+	}
+}
+
+type logEntry struct {
+	kind string
+	seq  int
+	at   time.Time
+}
+
+func readLog(p string) ([]logEntry, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []logEntry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var e logEntry
+		var ns int64
+		if _, err := fmt.Sscanf(sc.Text(), "%s %d %d", &e.kind, &e.seq, &ns); err != nil {
+			continue // a line cut by the kill
+		}
+		e.at = time.Unix(0, ns)
+		out = append(out, e)
+	}
+	return out, sc.Err()
+}
+
+type restored struct {
+	transcript map[int]bool
+	sessionSeq int
+	untracked  map[int]bool
+	commits    map[int]bool
+}
+
+func restoredState(dir string) restored {
+	r := restored{transcript: map[int]bool{}, untracked: map[int]bool{}, commits: map[int]bool{}}
+	if data, err := os.ReadFile(filepath.Join(dir, ".claude/projects/-ws/t.jsonl")); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			var v struct{ Seq int }
+			if json.Unmarshal([]byte(line), &v) == nil {
+				r.transcript[v.Seq] = true
+			}
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, ".tether/session-ids.json")); err == nil {
+		var v map[string]string
+		if json.Unmarshal(data, &v) == nil {
+			r.sessionSeq, _ = strconv.Atoi(strings.TrimPrefix(v["main"], "id-"))
+		}
+	}
+	app := filepath.Join(dir, "repos/app")
+	ents, _ := os.ReadDir(app)
+	for _, e := range ents {
+		if n, ok := strings.CutPrefix(e.Name(), "untracked-"); ok {
+			k, _ := strconv.Atoi(strings.TrimSuffix(n, ".bin"))
+			r.untracked[k] = true
+		}
+	}
+	for _, line := range strings.Split(gitOut(app, "log", "--format=%s"), "\n") {
+		if k, ok := strings.CutPrefix(line, "commit "); ok {
+			n, _ := strconv.Atoi(k)
+			r.commits[n] = true
+		}
+	}
+	return r
+}

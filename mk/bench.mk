@@ -1,0 +1,18 @@
+# bench.mk: tether next to the reference platform's backup method.
+# Included by the top-level Makefile.
+#
+#   make bench-compare   generates the reference workspace, starts MinIO on
+#                        127.0.0.1, measures both methods (per-cycle CPU, wall,
+#                        bytes, peak RSS; restore; data-loss windows) and
+#                        rewrites docs/benchmarks.md and docs/benchmarks.png.
+#                        ~15 minutes on 2 cores. Smaller runs for development:
+#                        make bench-compare COMPARE_FLAGS='-scale 0.05 -runs 2 -kills 4 -baseline-kills 3'
+
+COMPARE_FLAGS ?=
+
+.PHONY: bench-compare
+
+bench-compare: build
+	hack/install-rclone.sh
+	hack/install-minio.sh
+	$(GO) run ./bench/compare -tether $(BIN) $(COMPARE_FLAGS)
