@@ -131,6 +131,10 @@ func fakeSync(ws string) {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 	logf("start %d", os.Getpid())
+	if d, err := time.ParseDuration(os.Getenv("TETHER_FAKE_SYNC_DIE")); err == nil && strings.Count(fakeSyncLogText(ws), "start ") == 1 {
+		// The first sync crashes once, as a sync hitting a bug would.
+		time.AfterFunc(d, func() { logf("crash"); os.Exit(7) })
+	}
 	var last time.Time
 	req := filepath.Join(ws, statesync.SnapshotRequestFile)
 	for {
@@ -147,4 +151,9 @@ func fakeSync(ws string) {
 			logf("request %s", strings.TrimSpace(string(b)))
 		}
 	}
+}
+
+func fakeSyncLogText(ws string) string {
+	b, _ := os.ReadFile(filepath.Join(ws, ".tether/fake-sync.log"))
+	return string(b)
 }

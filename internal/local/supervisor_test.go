@@ -261,3 +261,42 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// A sync that dies is restarted; the runner is not disturbed, and the
+// session still ends with the final snapshot of the new sync.
+func TestSupervisorRestartsDeadSync(t *testing.T) {
+	cfg, out := fakeConfig(t, "sleep", 512<<20)
+	cfg.MemoryMode = MemoryWatchdog
+	cfg.ExitWhenIdle = false
+	cfg.Env = append(cfg.Env, "TETHER_FAKE_SYNC_DIE=200ms")
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for i := 0; i < 400; i++ {
+			time.Sleep(25 * time.Millisecond)
+			if strings.Count(fakeSyncLog(t, cfg.Workspace), "start ") == 2 {
+				time.Sleep(200 * time.Millisecond)
+				cancel()
+				return
+			}
+		}
+		cancel()
+	}()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := ReadStatus(cfg.Workspace)
+	sl := fakeSyncLog(t, cfg.Workspace)
+	if strings.Count(sl, "start ") != 2 || !strings.Contains(sl, "crash") || !strings.HasSuffix(sl, "final\n") {
+		t.Errorf("sync log:\n%s", sl)
+	}
+	if len(st.Deaths) != 0 || st.Runner.Life != 1 {
+		t.Errorf("the runner was disturbed: %+v", st)
+	}
+	if !strings.Contains(out.String(), "the sync exited unexpectedly (exit status 7") {
+		t.Errorf("terminal does not report the sync's death")
+	}
+}
