@@ -330,6 +330,7 @@ func newCgroupJail(name string, limit int64) (*cgroupJail, []string) {
 			parents = append(parents, mnt.point)
 		}
 		for _, parent := range parents {
+			reapStale(parent)
 			c, err := makeCgroup(v2, parent, leaf, limit)
 			if err == nil {
 				return c
@@ -482,4 +483,23 @@ func hasController(path, ctl string) bool {
 		}
 	}
 	return false
+}
+
+// reapStale removes the cgroups of supervisors that died without cleaning
+// up (SIGKILL, power loss of the process): their leftover processes (tools
+// the agent started) are killed and the directories removed. A cgroup is
+// stale when the pid in its name is no longer a running process.
+func reapStale(parent string) {
+	dirs, _ := filepath.Glob(filepath.Join(parent, "tether-*"))
+	for _, dir := range dirs {
+		i := strings.LastIndexByte(dir, '-')
+		pid, err := strconv.Atoi(dir[i+1:])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		_, v2err := os.Stat(filepath.Join(dir, "memory.max"))
+		c := &cgroupJail{v2: v2err == nil, dir: dir}
+		c.killAll(2 * time.Second)
+		syscall.Rmdir(dir)
+	}
 }

@@ -1,7 +1,9 @@
 package local
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,5 +84,46 @@ func TestCgroupDiscoveryParsing(t *testing.T) {
 	}
 	if own["memory"] != "/process_api/abc" || own[""] != "/user.slice/s.scope" || own["cpuacct"] != "/x" {
 		t.Errorf("own %v", own)
+	}
+}
+
+// A cgroup left by a supervisor that was SIGKILLed (its pid is gone) is
+// emptied and removed by the next one; a live supervisor's is left alone.
+func TestReapStaleCgroups(t *testing.T) {
+	needCgroup(t, 64<<20).Close()
+	j, _, err := NewJail(MemoryCgroup, "stale", 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := j.(*cgroupJail).dir
+	defer j.Close()
+	parent := filepath.Dir(live)
+	// A dead pid: a child that exited.
+	c := exec.Command("true")
+	c.Run()
+	dead := filepath.Join(parent, fmt.Sprintf("tether-old-%d", c.Process.Pid))
+	if err := os.Mkdir(dead, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// With a leftover process in it.
+	sl := exec.Command(os.Args[0])
+	sl.Env = append(os.Environ(), "TETHER_TEST_ROLE=sleep")
+	if err := sl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dead, "cgroup.procs"), []byte(fmt.Sprint(sl.Process.Pid)), 0)
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- sl.Wait() }()
+	reapStale(parent)
+	select {
+	case <-waitErr:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the leftover process was not killed")
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("stale cgroup %s still there: %v", dead, err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("live cgroup %s removed: %v", live, err)
 	}
 }
