@@ -149,7 +149,7 @@ Install the CRD and RBAC first (make deploy renders config/).`,
 	f.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader-election Lease (default: the pod's own namespace)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config)")
 	f.StringSliceVar(&watchNamespaces, "watch-namespaces", nil, "comma-separated namespaces to watch (default: all)")
-	f.IntVar(&concurrency, "max-concurrent-reconciles", 4, "sessions reconciled in parallel")
+	f.IntVar(&concurrency, "max-concurrent-reconciles", 8, "sessions reconciled in parallel (reconciles wait on the API server, not the CPU)")
 	f.DurationVar(&observeInterval, "observe-interval", 30*time.Second,
 		"how often running pods are asked (runner GET /status, sync GET /healthz at the pod IP) for the agent session id, resume outcome, last snapshot and activity; 0: never (then spec.inactivityTimeout has no effect)")
 	f.Float32Var(&qps, "kube-api-qps", operator.DefaultKubeAPIQPS, "sustained requests per second to the Kubernetes API")

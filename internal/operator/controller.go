@@ -47,8 +47,17 @@ const ManagedBySelector = labelManaged + "=tether-operator"
 // confirms the deletion).
 const podGoneBound = 60 * time.Second
 
-// Reconciler drives each AgenticSession through its phases. Every reconcile
-// first reads the current pod's container states, whatever the phase, so a
+// Reconciler drives each AgenticSession through its phases:
+//
+//	Pending ──> Creating ──> Running ──(runner exit 0)──> Completed
+//	              │  ▲          │
+//	              │  │          └─(OOM, crash, eviction, node lost, pod deleted)─┐
+//	              │  └──── Recovering <── restarts left, backoff, OOM: more memory ┘
+//	              │            └─(no restarts left)──> Failed
+//	              └─(image or config error)──> Failed
+//	any non-terminal phase ─(spec.suspend)─> Suspending ─(pod gone)─> Suspended ─(!suspend)─> Creating
+//
+// Every reconcile first reads the current pod's container states, whatever the phase, so a
 // runner that dies while the session is Running is noticed like one that dies
 // while it starts.
 type Reconciler struct {

@@ -399,6 +399,8 @@ func testOOMWhileRunning(t *testing.T, native bool) {
 	ns := newNamespace(t)
 	s := newSession(ns, "oom")
 	s.Spec.Sync.NativeSidecar = ptr.To(native)
+	// Long enough to see the Recovering phase before the new pod.
+	s.Spec.Recovery.InitialBackoff = &metav1.Duration{Duration: 1500 * time.Millisecond}
 	create(t, s)
 
 	pod0 := waitPod(t, ns, "oom-0")
@@ -424,8 +426,21 @@ func testOOMWhileRunning(t *testing.T, native bool) {
 	t.Logf("termination noticed within %s", noticed)
 
 	got := getSession(t, ns, "oom")
-	if got.Status.Phase != tetherv1.PhaseRecovering && got.Status.Phase != tetherv1.PhaseCreating {
-		t.Fatalf("phase %s after OOM, want Recovering (or Creating once the backoff passed)", got.Status.Phase)
+	if got.Status.Phase != tetherv1.PhaseRecovering {
+		t.Fatalf("phase %s after OOM, want Recovering", got.Status.Phase)
+	}
+	var rec *metav1.Condition
+	for i := range got.Status.Conditions {
+		if got.Status.Conditions[i].Type == tetherv1.ConditionRecovering {
+			rec = &got.Status.Conditions[i]
+		}
+	}
+	if rec == nil || rec.Status != metav1.ConditionTrue || rec.Reason != "OOMKilled" ||
+		!strings.Contains(rec.Message, "memory limit 1Gi -> 1536Mi") || !strings.Contains(rec.Message, "restart 1 of 3") {
+		t.Fatalf("Recovering condition %+v: want OOMKilled, the memory raise and the attempt count", rec)
+	}
+	if got.Status.NextRestartTime == nil {
+		t.Fatal("no nextRestartTime while Recovering")
 	}
 	lt := got.Status.LastTermination
 	if lt == nil || lt.Reason != "OOMKilled" || lt.Container != ContainerRunner || lt.ExitCode == nil || *lt.ExitCode != 137 ||
