@@ -59,8 +59,9 @@ type Config struct {
 
 	// MaxRestarts bounds the runner restarts of one supervisor run.
 	MaxRestarts int
-	// The n-th consecutive restart waits BackoffBase*2^(n-1), at most
-	// BackoffMax; a runner that lived StableAfter resets the count.
+	// The first restart is immediate (a session is waiting); the n-th
+	// consecutive one waits BackoffBase*2^(n-2), at most BackoffMax; a
+	// runner that lived StableAfter resets the count.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 	StableAfter time.Duration
@@ -147,9 +148,14 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Backoff is the wait before the n-th consecutive restart (n >= 1).
+// Backoff is the wait before the n-th consecutive restart (n >= 1): none for
+// the first, as a kubelet restarts a container the first time; then doubling
+// from base, at most maxWait, so a crash loop does not spin.
 func Backoff(base, maxWait time.Duration, n int) time.Duration {
-	d := float64(base) * math.Pow(2, float64(n-1))
+	if n <= 1 {
+		return 0
+	}
+	d := float64(base) * math.Pow(2, float64(n-2))
 	if d > float64(maxWait) || math.IsInf(d, 0) {
 		return maxWait
 	}

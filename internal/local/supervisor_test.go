@@ -150,8 +150,8 @@ func TestSupervisorMaxRestarts(t *testing.T) {
 		if d.Cause != CauseExit || d.ExitCode == nil || *d.ExitCode != 3 || !strings.Contains(d.Detail, "failing with 3") {
 			t.Errorf("death %d: %+v", i, d)
 		}
-		if i < 3 && d.BackoffMs != int64(20<<i) {
-			t.Errorf("death %d: backoff %d ms, want %d", i, d.BackoffMs, 20<<i)
+		if want := []int64{0, 20, 40}; i < 3 && d.BackoffMs != want[i] {
+			t.Errorf("death %d: backoff %d ms, want %d", i, d.BackoffMs, want[i])
 		}
 	}
 	if last := st.Deaths[3]; last.Restart || last.GiveUp == "" {
@@ -229,7 +229,7 @@ func TestSupervisorGracefulStop(t *testing.T) {
 }
 
 func TestBackoffAndBump(t *testing.T) {
-	for n, want := range map[int]time.Duration{1: 500 * time.Millisecond, 2: time.Second, 3: 2 * time.Second, 7: 30 * time.Second, 500: 30 * time.Second} {
+	for n, want := range map[int]time.Duration{1: 0, 2: 500 * time.Millisecond, 3: time.Second, 4: 2 * time.Second, 8: 30 * time.Second, 500: 30 * time.Second} {
 		if got := Backoff(500*time.Millisecond, 30*time.Second, n); got != want {
 			t.Errorf("Backoff(%d) = %v, want %v", n, got, want)
 		}
