@@ -5,14 +5,17 @@
 #                        127.0.0.1, measures both methods (per-cycle CPU, wall,
 #                        bytes, peak RSS; restore; data-loss windows) and
 #                        rewrites docs/benchmarks.md and docs/benchmarks.png.
-#                        ~15 minutes on 2 cores. Smaller runs for development:
-#                        make bench-compare COMPARE_FLAGS='-scale 0.05 -runs 2 -kills 4 -baseline-kills 3'
+#                        Includes a local-mode chaos run (COMPARE_CHAOS_N kills
+#                        of the runner) for the recovery time. ~15 minutes on
+#                        2 cores. Smaller runs for development:
+#                        make bench-compare COMPARE_CHAOS_N=2 COMPARE_FLAGS='-scale 0.05 -runs 2 -kills 4 -baseline-kills 3'
 
 COMPARE_FLAGS ?=
+COMPARE_CHAOS_N ?= 20
 
 .PHONY: bench-compare
 
-bench-compare: build
+bench-compare: build claude-cli
 	hack/install-rclone.sh
 	hack/install-minio.sh
-	$(GO) run ./bench/compare -tether $(BIN) $(COMPARE_FLAGS)
+	$(GO) run ./bench/compare -tether $(BIN) -chaos $(COMPARE_CHAOS_N) $(COMPARE_FLAGS)

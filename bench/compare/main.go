@@ -26,6 +26,7 @@ type config struct {
 	runs          int
 	kills         int
 	baselineKills int
+	chaos         int
 	timeScale     float64
 	maxKill       time.Duration
 	tether        string
@@ -47,6 +48,7 @@ func main() {
 	flag.IntVar(&c.runs, "runs", 5, "runs per figure (the median is reported)")
 	flag.IntVar(&c.kills, "kills", 50, "kills in tether's data-loss harness (TETHER_HARNESS_KILLS); 0 skips it")
 	flag.IntVar(&c.baselineKills, "baseline-kills", 20, "kills in the baseline's data-loss harness; 0 skips it")
+	flag.IntVar(&c.chaos, "chaos", 0, "SIGKILLs in a local-mode chaos run (test/chaos, needs the Claude CLI: make claude-cli) for the recovery time; 0 leaves the figure out")
 	flag.Float64Var(&c.timeScale, "time-scale", 30, "the baseline harness runs the reference schedule this many times faster and multiplies its windows back")
 	flag.DurationVar(&c.maxKill, "max-kill", 15*time.Second, "the baseline harness kills at a random moment up to this long after the session starts (scaled time)")
 	flag.StringVar(&c.tether, "tether", "bin/tether", "tether binary (built with go build ./cmd/tether when missing)")
@@ -86,6 +88,7 @@ type results struct {
 	baseWin                *windows
 	computedTr, computedRp quantiles
 	recovery               string
+	recoveryErr            error
 }
 
 func run1(ctx context.Context, c config) error {
@@ -220,6 +223,17 @@ func run1(ctx context.Context, c config) error {
 			logf("  %v", err)
 		} else {
 			logf("  %d kills in %s: transcript p99 %s, session id p99 %s, repository p99 %s (test passed: %v)", w.Kills, w.Wall.Round(time.Second), w.Transcript.P99, w.SessionID.P99, w.Repo.P99, w.Passed)
+		}
+	}
+	if c.chaos > 0 {
+		logf("local-mode chaos run: go test -run TestChaos ./test/chaos with %d kills", c.chaos)
+		rec, err := runChaos(ctx, e.tether, c.chaos)
+		if err != nil {
+			logf("  %v", err)
+			res.recoveryErr = err
+		} else {
+			res.recovery = rec
+			logf("  recovery time %s", rec)
 		}
 	}
 	res.total = time.Since(res.started)

@@ -57,6 +57,9 @@ func describeMachine() machine {
 	m.Git = strings.TrimPrefix(firstLine("git", "--version"), "git version ")
 	m.Rclone = strings.TrimPrefix(firstLine("rclone", "version"), "rclone ")
 	m.Commit = firstLine("git", "rev-parse", "--short", "HEAD")
+	if exec.Command("git", "diff", "--quiet", "HEAD", "--", ".", ":!docs").Run() != nil {
+		m.Commit += " plus uncommitted changes"
+	}
 	return m
 }
 
@@ -127,7 +130,7 @@ func writeReport(r *results, path, pngName string) error {
 	p("CPU = user + system seconds of the process and every descendant it waited for (rusage of the reaped child: rclone and git under bash count); peak RSS = the largest resident set among them. MinIO's own CPU is not counted for either. Each figure is the median of %d runs; the two methods alternate which goes first.\n\n", c.runs)
 
 	p("## Per cycle\n\n")
-	p("![bytes uploaded and CPU per cycle](%s)\n\n", pngName)
+	p("![bytes uploaded and CPU per cycle](%s)\n\n*Medians, log scales; a missing bar is 0 (the baseline uploads nothing in case (a)).*\n\n", pngName)
 	p("| case | baseline cycle | CPU tether | CPU baseline | CPU ratio | wall tether | wall baseline | wall ratio | uploaded tether | uploaded baseline | upload ratio | peak RSS tether | peak RSS baseline |\n")
 	p("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, k := range r.cases {
@@ -148,7 +151,20 @@ func writeReport(r *results, path, pngName string) error {
 		human(r.initialT.MaxRSS), human(r.initialB.MaxRSS))
 	p("Each tether save covers the whole workspace, repositories included, every time; the baseline's state-sync cycles (a, b, d) leave the repository out, and only its repo-backup cycles (c, every 5th) look at it. ")
 	p("The baseline's case (c) is what one of its repo-backup cycles costs with any change, however small: it re-bundles and re-uploads the whole history. ")
-	p("Case (d) is incompressible new data: both methods must upload it, so the ratio there is about 1 by construction.\n\n")
+	p("Case (d) is incompressible new data: both methods must upload it, so the ratio there is about 1 by construction. ")
+	if len(r.cases) > 1 {
+		a, b := r.cases[0].Tether.uploaded(), r.cases[1].Tether.uploaded()
+		p("tether's case (a) upload (%s) is the fixed cost of one snapshot: its manifest, which lists every file with its chunk hashes and is written whole on every save (`tether snapshot save` always writes one, while the `tether sync` sidecar skips a save when nothing changed). The append itself in case (b) costs %s on top of it. ", human(a), human(b-a))
+	}
+	p("Bytes uploaded by tether in every run (the table shows medians): ")
+	for i, k := range r.cases {
+		if i > 0 {
+			p("; ")
+		}
+		p("(%s) %s", k.Key, strings.Join(mapf(k.Tether, func(x sample) string { return human(x.Uploaded) }), ", "))
+	}
+	p(". An append can cost more than its own size when the file's last chunk is smaller than the minimum chunk size: that small tail is stored again together with the new bytes (so that tails are folded together instead of piling up). ")
+	p("The baseline uploads its bundle on every repo backup (`rclone copy --ignore-times`), as the reference does; with rclone's default hash comparison an unchanged bundle would be skipped and a repo backup after an uncommitted edit would upload only the two diffs, but any commit still re-uploads the whole bundle.\n\n")
 
 	p("## Restore of the whole workspace\n\n")
 	p("| | tether | baseline | ratio |\n|---|--:|--:|--:|\n")
@@ -180,6 +196,7 @@ func writeReport(r *results, path, pngName string) error {
 		p("| baseline, kill harness | not run | | | |\n")
 	}
 	p("\n")
+	p("Like for like: the *node lost* row for tether and the *measured* row for the baseline both lose the backup process together with the agent. In the *agent killed* row tether's sidecar outlives the agent and takes a final snapshot.\n\n")
 	p("tether's rows come from `internal/statesync`'s harness (`TestDataLossWindow`, TETHER_HARNESS_KILLS=%d): a writer process appends to a transcript, rewrites the session-id file atomically, writes untracked binary files and commits in a repository every 10-50 ms while `tether sync` runs; it is SIGKILLed at random moments and the newest snapshot is restored and compared with the writer's log. ", c.kills)
 	p("The baseline's schedule is a state sync every 60 s after a 30 s initial delay and a repo backup on every 5th sync. Computed: a write is safe once a capture starts after it, captures taken as instantaneous. ")
 	p("Measured: the same kind of writer runs next to `baseline.sh loop` with the schedule divided by %.0f (a sync every %s, first after %s); writer and loop are SIGKILLed together at a random moment up to %s (scaled) after the start, the store is restored with `baseline.sh restore` and compared with the writer's log, and the windows are multiplied by %.0f. ", c.timeScale, dur(time.Duration(float64(refInterval)/c.timeScale)), dur(time.Duration(float64(refInitialDelay)/c.timeScale)), dur(c.maxKill), c.timeScale)
@@ -188,12 +205,14 @@ func writeReport(r *results, path, pngName string) error {
 
 	p("## Recovery time\n\n")
 	p("| figure | tether | baseline |\n|---|--:|--:|\n")
-	if r.recovery != "" {
-		p("| recovery time from the local-mode chaos run | %s | |\n\n", r.recovery)
-	} else {
-		p("| recovery time from the local-mode chaos run (`make chaos`) | **not measured yet** (the chaos run of `tether run` is not wired into this report) | not measured |\n\n")
+	switch {
+	case r.recovery != "":
+		p("| recovery time from the local-mode chaos run (`tether run`, test/chaos) | %s | none: the reference platform does not notice a runner that dies while its session is Running (DESIGN.md) |\n\n", r.recovery)
+	case r.recoveryErr != nil:
+		p("| recovery time from the local-mode chaos run | **not measured yet**: the chaos run gave no figure (%s) | not measured |\n\n", firstLineOf(r.recoveryErr.Error()))
+	default:
+		p("| recovery time from the local-mode chaos run (`make chaos`) | **not measured yet** (this run left it out: `-chaos 0`) | not measured |\n\n")
 	}
-
 	p("## Goals (issue 8)\n\n| goal | measured | |\n|---|---|---|\n")
 	for _, k := range r.cases {
 		if k.Key != "b" && k.Key != "c" {
@@ -234,4 +253,9 @@ func factor(b, t float64) string {
 	default:
 		return fmt.Sprintf("%.1fx above", 1/f)
 	}
+}
+
+func firstLineOf(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
 }

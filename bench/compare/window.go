@@ -325,3 +325,28 @@ func restoredState(dir string) restored {
 	}
 	return r
 }
+
+var recoveryRe = regexp.MustCompile(`recovery time\s+p50 (-?\d+) ms, p99 (-?\d+) ms, max (-?\d+) ms`)
+var chaosKillsRe = regexp.MustCompile(`chaos: (\d+) kills in (\S+), memory enforcement (\S+)`)
+
+// runChaos runs test/chaos's TestChaos (the local-mode chaos run behind
+// `make chaos`) with n kills and returns its recovery-time line for the
+// report, or an error saying why there is none.
+func runChaos(ctx context.Context, tether string, n int) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-timeout=30m", "-run", "^TestChaos$", "-v", "./test/chaos/")
+	cmd.Env = append(cleanEnv(), "TETHER_BIN="+tether, "CHAOS_N="+strconv.Itoa(n))
+	out, err := cmd.CombinedOutput()
+	m := recoveryRe.FindStringSubmatch(string(out))
+	if m == nil || m[1] == "-1" {
+		return "", fmt.Errorf("TestChaos printed no recovery time (%v):\n%s", err, tail(string(out), 3000))
+	}
+	s := fmt.Sprintf("p50 %s ms, p99 %s ms, max %s ms (death of the runner -> runner resumed and ready", m[1], m[2], m[3])
+	if k := chaosKillsRe.FindStringSubmatch(string(out)); k != nil {
+		s += fmt.Sprintf("; %s SIGKILLs in %s, memory enforcement %s", k[1], k[2], k[3])
+	}
+	s += ")"
+	if err != nil {
+		s += "; the chaos test itself failed (invariant violations), see `make chaos`"
+	}
+	return s, nil
+}
