@@ -237,6 +237,11 @@ func run1(ctx context.Context, c config) error {
 		}
 	}
 	res.total = time.Since(res.started)
+	for _, p := range []string{c.out, c.png} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+	}
 	if err := writeChart(res, c.png); err != nil {
 		return err
 	}
