@@ -105,22 +105,25 @@ func TestKillDuringFirstTurn(t *testing.T) {
 	}
 }
 
-// checkRestart starts a runner on a killed session: with its transcript
-// present it must resume the same id; the initial prompt is never sent twice.
+// checkRestart starts a runner on a killed session: with a conversation in
+// its transcript it must resume the same id; without a transcript it must
+// report failed; the initial prompt is never sent twice.
 func checkRestart(t *testing.T, srv *modelserver.Server, cfg Config, ws string) {
 	t.Helper()
 	id := storedID(t, ws)
-	_, terr := os.Stat(transcriptOf(ws, id))
+	data, terr := os.ReadFile(transcriptOf(ws, id))
+	// The CLI writes queue bookkeeping lines before the user's message: a
+	// kill between them leaves a transcript with no conversation, which
+	// the CLI may refuse to resume (then failed is the right report).
+	conversation := bytes.Contains(data, []byte(`"type":"user"`))
 	cfg.Logger = testLogger(t)
 	rr := startRunner(t, cfg)
 	rr.ready(t)
 	st := rr.r.Status()
 	switch {
-	case terr == nil && (st.Resume.Outcome != ResumeResumed || st.Resume.SessionID != id):
+	case conversation && (st.Resume.Outcome != ResumeResumed || st.Resume.SessionID != id):
 		t.Fatalf("restart of %s: resume %+v, want resumed %s", ws, st.Resume, id)
 	case terr != nil && st.Resume.Outcome != ResumeFailed:
-		// Killed between the init line and the CLI's first transcript
-		// write: nothing to resume, and the runner must say so.
 		t.Fatalf("restart of %s without a transcript: resume %+v, want failed", ws, st.Resume)
 	}
 	if err := rr.stop(t); err != nil {
@@ -135,7 +138,7 @@ func checkRestart(t *testing.T, srv *modelserver.Server, cfg Config, ws string) 
 	if n != 1 {
 		t.Errorf("restart of %s: the initial prompt was sent %d times", ws, n)
 	}
-	t.Logf("restart of %s: %s (transcript present: %v)", filepath.Base(ws), st.Resume.Outcome, terr == nil)
+	t.Logf("restart of %s: %s (transcript present: %v, with conversation: %v)", filepath.Base(ws), st.Resume.Outcome, terr == nil, conversation)
 }
 
 func hasToolUse(recs []Record) bool {
