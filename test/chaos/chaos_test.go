@@ -166,9 +166,9 @@ func TestChaos(t *testing.T) {
 		RunnerEnv: []string{"HOME=" + filepath.Join(root, "home")},
 		Listen:    addr, MemoryLimit: 2 << 30, MemoryMode: local.MemoryAuto,
 		// The kills come from outside every few seconds, not from a crash
-		// loop: a life of 5 s counts as stable. Backoff as in production
+		// loop: a life of 1 s counts as stable. Backoff as in production
 		// otherwise (first restart immediate, then doubling).
-		MaxRestarts: n + 20, StableAfter: 5 * time.Second, BackoffMax: 2 * time.Second,
+		MaxRestarts: n + 20, StableAfter: time.Second, BackoffMax: 2 * time.Second,
 		LogDir: filepath.Join(root, "logs"),
 		Out:    writerFunc(func(p []byte) { termMu.Lock(); term.Write(p); termMu.Unlock() }),
 	}
