@@ -70,6 +70,11 @@ func logf(format string, args ...any) {
 }
 
 // results is everything the report shows.
+type phase struct {
+	name string
+	took time.Duration
+}
+
 type results struct {
 	cfg                    config
 	machine                machine
@@ -89,6 +94,7 @@ type results struct {
 	computedTr, computedRp quantiles
 	recovery               string
 	recoveryErr            error
+	phases                 []phase
 }
 
 func run1(ctx context.Context, c config) error {
@@ -137,6 +143,11 @@ func run1(ctx context.Context, c config) error {
 		return err
 	}
 	res.genTime = time.Since(t0)
+	mark := time.Now()
+	lap := func(name string) {
+		res.phases = append(res.phases, phase{name, time.Since(mark)})
+		mark = time.Now()
+	}
 	res.wsFiles, res.wsBytes = dirSize(e.ws)
 	_, res.gitBytes = dirSize(filepath.Join(e.ws, "repos/app/.git"))
 	res.repoFiles = countLines(gitOut(filepath.Join(e.ws, "repos/app"), "ls-files"))
@@ -168,6 +179,7 @@ func run1(ctx context.Context, c config) error {
 	if res.cases, err = measureCases(ctx, e, c.runs, logf); err != nil {
 		return err
 	}
+	lap("MinIO start, first captures, the four cases")
 
 	// Both stores get the final state (not measured), then restore.
 	if _, err := e.baseline(ctx, "backup"); err != nil {
@@ -202,6 +214,7 @@ func run1(ctx context.Context, c config) error {
 	}
 	// The big workspace is done with: free the disk before the harnesses.
 	os.RemoveAll(e.ws)
+	lap("restores")
 
 	lo := time.Duration(float64(200*time.Millisecond) * c.timeScale)
 	hi := time.Duration(float64(c.maxKill) * c.timeScale)
@@ -214,6 +227,7 @@ func run1(ctx context.Context, c config) error {
 			return err
 		}
 		res.baseWin = &w
+		lap("baseline kill harness")
 	}
 	if c.kills > 0 {
 		logf("tether data-loss harness: go test -run TestDataLossWindow ./internal/statesync with %d kills", c.kills)
@@ -222,6 +236,7 @@ func run1(ctx context.Context, c config) error {
 		if err != nil {
 			logf("  %v", err)
 		} else {
+			lap("tether kill harness (go test, compile included)")
 			logf("  %d kills in %s: transcript p99 %s, session id p99 %s, repository p99 %s (test passed: %v)", w.Kills, w.Wall.Round(time.Second), w.Transcript.P99, w.SessionID.P99, w.Repo.P99, w.Passed)
 		}
 	}
@@ -233,6 +248,7 @@ func run1(ctx context.Context, c config) error {
 			res.recoveryErr = err
 		} else {
 			res.recovery = rec
+			lap("local-mode chaos run (go test, compile included)")
 			logf("  recovery time %s", rec)
 		}
 	}

@@ -233,7 +233,11 @@ func writeReport(r *results, path, pngName string) error {
 		p("| data-loss window p99 at most 2 s (transcript, session id) | %s, %s | %s |\n", dur(w.Transcript.P99), dur(w.SessionID.P99), verdict(w.Transcript.P99 <= 2*time.Second && w.SessionID.P99 <= 2*time.Second))
 		p("| data-loss window p99 at most 5 s (repositories) | %s | %s |\n", dur(w.Repo.P99), verdict(w.Repo.P99 <= 5*time.Second))
 	}
-	p("\nThe whole `make bench-compare` run took %s.\n", dur(r.total))
+	p("\nThis run of the harness took %s (plus building tether and checking the installs in `make bench-compare`): workspace generation %s", dur(r.total), dur(r.genTime))
+	for _, ph := range r.phases {
+		p(", %s %s", ph.name, dur(ph.took))
+	}
+	p(".\n")
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
