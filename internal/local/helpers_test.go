@@ -62,11 +62,20 @@ func family() {
 // hog touches memory 8 MiB at a time up to TETHER_TEST_HOG_MB, then waits.
 func hog() {
 	mb, _ := strconv.Atoi(os.Getenv("TETHER_TEST_HOG_MB"))
+	// With TETHER_TEST_HOG_STAMP, the time of every 1 MiB touched goes to
+	// that file: the last one is within a millisecond of the OOM kill.
+	var stamp *os.File
+	if p := os.Getenv("TETHER_TEST_HOG_STAMP"); p != "" {
+		stamp, _ = os.Create(p)
+	}
 	var keep [][]byte
 	for i := 0; i < mb/8; i++ {
 		b := make([]byte, 8<<20)
 		for j := 0; j < len(b); j += 4096 {
 			b[j] = 1
+			if stamp != nil && j%(1<<20) == 0 {
+				stamp.WriteAt([]byte(fmt.Sprintf("%020d", time.Now().UnixNano())), 0)
+			}
 		}
 		keep = append(keep, b)
 		time.Sleep(5 * time.Millisecond)

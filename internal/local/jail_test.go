@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,7 +62,8 @@ func startFamily(t *testing.T, j Jail, env ...string) (*exec.Cmd, map[string]int
 func TestKernelOOMKillsWholeGroup(t *testing.T) {
 	j := needCgroup(t, 96<<20)
 	t.Log(j.Describe())
-	cmd, pids := startFamily(t, j, "TETHER_TEST_HOG_MB=1024")
+	stamp := filepath.Join(t.TempDir(), "stamp")
+	cmd, pids := startFamily(t, j, "TETHER_TEST_HOG_MB=1024", "TETHER_TEST_HOG_STAMP="+stamp)
 	start := time.Now()
 	ch := j.Begin(cmd.Process.Pid)
 	var ev OOMEvent
@@ -96,7 +98,14 @@ func TestKernelOOMKillsWholeGroup(t *testing.T) {
 	if ev.Limit != 96<<20 {
 		t.Errorf("limit %d", ev.Limit)
 	}
-	t.Logf("OOM seen %v after start, group dead %v later; detail: %s; peak %s", ev.At.Sub(start), ev.KilledAt.Sub(ev.At), ev.Detail, FormatSize(ev.Usage))
+	b, _ := os.ReadFile(stamp)
+	last, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	lat := ev.At.Sub(time.Unix(0, last))
+	if last == 0 || lat < 0 || lat > time.Second {
+		t.Errorf("detection %v after the hog's last allocation (stamp %q): want within a second", lat, b)
+	}
+	t.Logf("OOM seen %v after start and %v after the hog's last allocation (poll every %v); group dead %v later; detail: %s; peak %s",
+		ev.At.Sub(start), lat.Round(time.Millisecond/10), cgroupPoll, ev.KilledAt.Sub(ev.At), ev.Detail, FormatSize(ev.Usage))
 }
 
 // A group that stays under the limit is not touched, and a raised limit
