@@ -188,6 +188,9 @@ func writeReport(r *results, path, pngName string) error {
 	lo, hi := time.Duration(float64(200*time.Millisecond)*c.timeScale), time.Duration(float64(c.maxKill)*c.timeScale)
 	p("| baseline, computed from its schedule (kill uniformly in %s..%s after start) | %s / %s | %s / %s | %s / %s | never captured |\n", dur(lo), dur(hi),
 		dur(r.computedTr.P50), dur(r.computedTr.P99), dur(r.computedTr.P50), dur(r.computedTr.P99), dur(r.computedRp.P50), dur(r.computedRp.P99))
+	str, srp := computedWindows(time.Hour, 2*time.Hour)
+	p("| baseline, computed, steady state (kill uniformly in the second hour) | %s / %s | %s / %s | %s / %s | never captured |\n",
+		dur(str.P50), dur(str.P99), dur(str.P50), dur(str.P99), dur(srp.P50), dur(srp.P99))
 	if w := r.baseWin; w != nil {
 		tr, sid, cm, fl := q(w.Transcript), q(w.SessionID), q(w.Commits), q(w.Files)
 		p("| baseline, measured by the kill harness (%d kills, schedule run %.0fx faster, windows x%.0f) | %s / %s | %s / %s | %s / %s | %s / %s |\n", w.Kills, c.timeScale, c.timeScale,
