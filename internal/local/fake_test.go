@@ -107,6 +107,10 @@ func fakeRunner(ws string) {
 		n, _ := strconv.Atoi(strings.TrimPrefix(action, "exit"))
 		fmt.Fprintf(os.Stderr, "fake runner: failing with %d on purpose\n", n)
 		os.Exit(n)
+	case action == "stubborn":
+		// Ignores SIGTERM: only a force stops it.
+		signal.Ignore(syscall.SIGTERM)
+		time.Sleep(time.Hour)
 	case action == "done":
 		time.Sleep(50 * time.Millisecond)
 		if lastResult < lastInput {
@@ -140,6 +144,9 @@ func fakeSync(ws string) {
 	for {
 		select {
 		case <-term:
+			if os.Getenv("TETHER_FAKE_SYNC_SLOW_FINAL") != "" {
+				time.Sleep(time.Hour)
+			}
 			time.Sleep(50 * time.Millisecond)
 			logf("final")
 			os.Exit(0)

@@ -300,3 +300,42 @@ func TestSupervisorRestartsDeadSync(t *testing.T) {
 		t.Errorf("terminal does not report the sync's death")
 	}
 }
+
+// The second Ctrl-C: a runner that ignores SIGTERM and a final snapshot that
+// hangs are killed at once instead of waited for, and Run says the final
+// snapshot did not complete.
+func TestSupervisorForce(t *testing.T) {
+	cfg, _ := fakeConfig(t, "stubborn", 512<<20)
+	cfg.MemoryMode = MemoryWatchdog
+	cfg.ExitWhenIdle = false
+	cfg.Env = append(cfg.Env, "TETHER_FAKE_SYNC_SLOW_FINAL=1")
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var forcedAt time.Time
+	go func() {
+		for i := 0; i < 200; i++ {
+			time.Sleep(50 * time.Millisecond)
+			if st, ok := readRunnerStatus(cfg.Workspace); ok && st.RunnerPID != 0 {
+				break
+			}
+		}
+		cancel()
+		time.Sleep(500 * time.Millisecond)
+		forcedAt = time.Now()
+		s.Force()
+	}()
+	err = s.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "final snapshot did not complete") {
+		t.Fatalf("Run: %v", err)
+	}
+	if d := time.Since(forcedAt); d > 3*time.Second {
+		t.Errorf("Run returned %v after the force", d)
+	}
+	st, _ := ReadStatus(cfg.Workspace)
+	if st.State != StateFailed || len(st.Deaths) != 0 {
+		t.Errorf("status %s, deaths %d", st.State, len(st.Deaths))
+	}
+}
