@@ -37,11 +37,9 @@ type config struct {
 
 func main() {
 	if os.Getenv(childEnv) == "writer" {
-		if err := childWriter(); err != nil {
-			fmt.Fprintln(os.Stderr, "writer:", err)
-			os.Exit(1)
-		}
-		return
+		// The writer runs until it is killed; it returns only on failure.
+		fmt.Fprintln(os.Stderr, "writer:", childWriter())
+		os.Exit(1)
 	}
 	var c config
 	flag.Float64Var(&c.scale, "scale", 1, "size of the workspace relative to the reference (200 MiB transcripts, 50 MiB artifacts, ~300 MiB git history, 10k files)")
