@@ -204,6 +204,9 @@ func writeReport(r *results, path, pngName string) error {
 	p("The baseline's schedule is a state sync every 60 s after a 30 s initial delay and a repo backup on every 5th sync. Computed: a write is safe once a capture starts after it, captures taken as instantaneous. ")
 	p("Measured: the same kind of writer runs next to `baseline.sh loop` with the schedule divided by %.0f (a sync every %s, first after %s); writer and loop are SIGKILLed together at a random moment up to %s (scaled) after the start, the store is restored with `baseline.sh restore` and compared with the writer's log, and the windows are multiplied by %.0f. ", c.timeScale, dur(time.Duration(float64(refInterval)/c.timeScale)), dur(time.Duration(float64(refInitialDelay)/c.timeScale)), dur(c.maxKill), c.timeScale)
 	p("Scaling inflates the baseline's windows a little: the time a sync itself takes is not divided by %.0f but is multiplied on the way back. ", c.timeScale)
+	if w := r.baseWin; w != nil && w.RcloneRefused > 0 {
+		p("During the measured runs rclone reported %d times that a file was \"being updated\" while it copied it: rclone leaves out a file that grows during its copy (after 3 attempts), so a transcript that is appended to all the time can miss a whole sync, which is why the measured transcript window can exceed the computed one. ", w.RcloneRefused)
+	}
 	p("Untracked files never reach the baseline's store unless a commit picks them up (`git diff HEAD` leaves them out): their window is the whole session.\n\n")
 
 	p("## Recovery time\n\n")

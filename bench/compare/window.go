@@ -20,7 +20,10 @@ import (
 // the oldest write missing from what a restore gets back (0 when nothing is
 // missing).
 type windows struct {
-	Kills                                 int
+	Kills int
+	// RcloneRefused counts rclone's "source file is being updated" errors in
+	// the loop: a file that grew while it was being copied is left out.
+	RcloneRefused                         int
 	Transcript, SessionID, Commits, Files []time.Duration
 }
 
@@ -149,12 +152,18 @@ func (h *baselineHarness) run(ctx context.Context) (windows, error) {
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	scaled := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds()/h.scale, 'f', 3, 64) }
+	loopLog, err := os.Create(filepath.Join(root, "loop.log"))
+	if err != nil {
+		return w, err
+	}
+	defer loopLog.Close()
 	seq := 0
 	for i := 0; i < h.trials; i++ {
 		start := time.Now()
 		loop := exec.Command("bash", h.e.script, "loop")
 		loop.Env = append(append(cleanEnv(), benv...), "INTERVAL="+scaled(refInterval), "INITIAL_DELAY="+scaled(refInitialDelay))
 		loop.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		loop.Stderr = loopLog
 		if err := loop.Start(); err != nil {
 			return w, err
 		}
@@ -202,6 +211,9 @@ func (h *baselineHarness) run(ctx context.Context) (windows, error) {
 			i+1, h.trials, killedAt.Sub(start).Round(time.Millisecond), h.scale, (time.Duration(float64(killedAt.Sub(start)) * h.scale)).Round(time.Second),
 			last(w.Transcript), last(w.SessionID), last(w.Commits), last(w.Files))
 		os.RemoveAll(dest)
+	}
+	if data, err := os.ReadFile(loopLog.Name()); err == nil {
+		w.RcloneRefused = strings.Count(string(data), "source file is being updated")
 	}
 	return w, nil
 }
