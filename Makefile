@@ -54,6 +54,8 @@ bench: $(TEST_DEPS) build
 	$(GO) run ./bench/snapshotbench
 	@echo
 	$(GO) run ./bench/syncidle -tether $(BIN)
+	@echo
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./internal/runner ./internal/agent
 	@echo; echo "data-loss window, 50 kills of a writer while tether sync runs:"
 	TETHER_HARNESS_KILLS=50 $(GO) test -count=1 -run 'TestDataLossWindow' -v ./internal/statesync | grep -E 'window|^(ok|FAIL|---)'
 
