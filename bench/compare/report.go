@@ -164,7 +164,7 @@ func writeReport(r *results, path, pngName string) error {
 		p("(%s) %s", k.Key, strings.Join(mapf(k.Tether, func(x sample) string { return human(x.Uploaded) }), ", "))
 	}
 	p(". An append can cost more than its own size when the file's last chunk is smaller than the minimum chunk size: that small tail is stored again together with the new bytes (so that tails are folded together instead of piling up). ")
-	p("The baseline uploads its bundle on every repo backup (`rclone copy --ignore-times`), as the reference does; with rclone's default hash comparison an unchanged bundle would be skipped and a repo backup after an uncommitted edit would upload only the two diffs, but any commit still re-uploads the whole bundle.\n\n")
+	p("The baseline uploads its bundle on every repo backup (`rclone copy --ignore-times`), as the reference's own measurement shows it doing (DESIGN.md: a one-line edit cost the whole 31.1 MiB bundle); with rclone's default hash comparison an unchanged bundle would be skipped and a repo backup after an uncommitted edit would upload only the two diffs, but any commit still re-uploads the whole bundle.\n\n")
 
 	p("## Restore of the whole workspace\n\n")
 	p("| | tether | baseline | ratio |\n|---|--:|--:|--:|\n")
@@ -172,7 +172,7 @@ func writeReport(r *results, path, pngName string) error {
 	p("| CPU | %s | %s | %s |\n", secs(r.restoreT.cpu()), secs(r.restoreB.cpu()), ratio(r.restoreT.cpu().Seconds(), r.restoreB.cpu().Seconds()))
 	p("| peak RSS | %s | %s | |\n", human(r.restoreT.rss()), human(r.restoreB.rss()))
 	p("| restored workspace vs the original (%d files) | %s | %s | |\n\n", r.fidT.Files, r.fidT, r.fidB)
-	p("tether: `tether snapshot restore` into an empty directory (verifies every hash, builds in a staging directory). Baseline: `rclone copy` of the state, then per repository `git clone` from the downloaded bundle, `git apply --cached` of the staged diff and `git apply` of the diff against HEAD (a failed apply is logged and skipped, as the reference does). Medians of %d runs, after a final capture of the end state by both methods.\n\n", c.runs)
+	p("tether: `tether snapshot restore` into an empty directory (verifies every hash, builds in a staging directory). Baseline: `rclone copy` of the state, then per repository `git clone` from the downloaded bundle, `git apply --cached` of the staged diff and `git apply` of the diff against HEAD; a failed apply is logged and the restore goes on. What the baseline loses here: `git diff` without `--binary` writes only \"Binary files ... differ\" for the modified binary, and `git apply` then refuses the whole patch (\"cannot apply binary patch ... without full index line\"), so every uncommitted text edit is lost with it; untracked files are in no diff at all. Medians of %d runs, after a final capture of the end state by both methods.\n\n", c.runs)
 
 	p("## What you can lose: data-loss windows\n\n")
 	p("The window is the age, at the kill, of the oldest write a restore does not bring back (0 when nothing is missing). p50 / p99.\n\n")
