@@ -171,7 +171,8 @@ func (r *Reconciler) step(ctx context.Context, s *tetherv1.AgenticSession) (ctrl
 	}
 	st.ObservedGeneration = s.Generation
 
-	res, err := r.transition(ctx, s, pod, now)
+	var post []func(context.Context) error
+	res, err := r.transition(context.WithValue(ctx, postKey{}, &post), s, pod, now)
 	if err != nil {
 		return res, err
 	}
@@ -181,7 +182,33 @@ func (r *Reconciler) step(ctx context.Context, s *tetherv1.AgenticSession) (ctrl
 			return ctrl.Result{}, err
 		}
 	}
+	for _, f := range post {
+		if err := f(ctx); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	return res, nil
+}
+
+type postKey struct{}
+
+// after runs f once the step's status write has succeeded. Actions whose
+// effect would change what a retry of the step observes (deleting the pod
+// whose container states explain the transition) or that must not repeat
+// (counters) go here: if the write conflicts, the step is recomputed from a
+// fresh read that still sees the pod as it was.
+func after(ctx context.Context, f func(context.Context) error) {
+	if p, ok := ctx.Value(postKey{}).(*[]func(context.Context) error); ok {
+		*p = append(*p, f)
+		return
+	}
+	_ = f(ctx)
+}
+
+// deleteAfterStatus gracefully deletes pod once the status recording why has
+// been written.
+func (r *Reconciler) deleteAfterStatus(ctx context.Context, pod *corev1.Pod) {
+	after(ctx, func(ctx context.Context) error { return r.deletePod(ctx, pod) })
 }
 
 func (r *Reconciler) transition(ctx context.Context, s *tetherv1.AgenticSession, pod *corev1.Pod, now time.Time) (ctrl.Result, error) {
@@ -230,7 +257,8 @@ func (r *Reconciler) transition(ctx context.Context, s *tetherv1.AgenticSession,
 			setCond(s, tetherv1.ConditionReady, metav1.ConditionFalse, "Completed", "the runner exited 0; the session is done")
 			r.event(s, pod, corev1.EventTypeNormal, "Completed", "Complete", "runner exited 0; session completed")
 			// Deleting lets a regular sidecar take its final snapshot too.
-			return ctrl.Result{}, r.deletePod(ctx, pod)
+			r.deleteAfterStatus(ctx, pod)
+			return ctrl.Result{}, nil
 		case KindUnrecoverable:
 			r.recordTermination(s, pod, v, now)
 			return ctrl.Result{}, r.fail(ctx, s, pod, v.Reason,
@@ -350,7 +378,10 @@ func (r *Reconciler) runnerDied(ctx context.Context, s *tetherv1.AgenticSession,
 	st := &s.Status
 	r.recordTermination(s, pod, v, now)
 	if !v.Time.IsZero() {
-		r.observe(func(m *Metrics) { m.DetectionLatency.Observe(now.Sub(v.Time).Seconds()) })
+		after(ctx, func(context.Context) error {
+			r.observe(func(m *Metrics) { m.DetectionLatency.Observe(now.Sub(v.Time).Seconds()) })
+			return nil
+		})
 	}
 	limit := MaxRestarts(s)
 	if st.RestartCount >= limit {
@@ -380,13 +411,14 @@ func (r *Reconciler) runnerDied(ctx context.Context, s *tetherv1.AgenticSession,
 	setCond(s, tetherv1.ConditionReady, metav1.ConditionFalse, v.Reason, msg)
 	setCond(s, tetherv1.ConditionRecovering, metav1.ConditionTrue, v.Reason, msg)
 	r.event(s, pod, corev1.EventTypeWarning, "RunnerDied", "Recover", "%s", msg)
-	r.observe(func(m *Metrics) { m.Recoveries.WithLabelValues(v.Reason).Inc() })
+	after(ctx, func(context.Context) error {
+		r.observe(func(m *Metrics) { m.Recoveries.WithLabelValues(v.Reason).Inc() })
+		return nil
+	})
 	// A graceful delete: the sync sidecar gets SIGTERM and the grace period
 	// for its final snapshot (a native sidecar already got it when the runner
 	// exited; deleting then changes nothing for it).
-	if err := r.deletePod(ctx, pod); err != nil {
-		return ctrl.Result{}, err
-	}
+	r.deleteAfterStatus(ctx, pod)
 	return ctrl.Result{RequeueAfter: wait}, nil
 }
 
@@ -398,8 +430,12 @@ func (r *Reconciler) fail(ctx context.Context, s *tetherv1.AgenticSession, pod *
 	setCond(s, tetherv1.ConditionRecovering, metav1.ConditionFalse, reason, "no further restarts")
 	setCond(s, tetherv1.ConditionFailed, metav1.ConditionTrue, reason, msg)
 	r.event(s, pod, corev1.EventTypeWarning, "Failed", "Fail", "%s", msg)
-	r.observe(func(m *Metrics) { m.Failures.WithLabelValues(reason).Inc() })
-	return r.deletePod(ctx, pod)
+	after(ctx, func(context.Context) error {
+		r.observe(func(m *Metrics) { m.Failures.WithLabelValues(reason).Inc() })
+		return nil
+	})
+	r.deleteAfterStatus(ctx, pod)
+	return nil
 }
 
 func (r *Reconciler) beginSuspend(ctx context.Context, s *tetherv1.AgenticSession, pod *corev1.Pod) (ctrl.Result, error) {
@@ -407,9 +443,7 @@ func (r *Reconciler) beginSuspend(ctx context.Context, s *tetherv1.AgenticSessio
 	r.setPhase(s, tetherv1.PhaseSuspending, "Suspending", "spec.suspend is true; the pod is stopping after a final snapshot")
 	setCond(s, tetherv1.ConditionRecovering, metav1.ConditionFalse, "Suspending", "suspended sessions are not restarted")
 	r.event(s, pod, corev1.EventTypeNormal, "Suspending", "Suspend", "spec.suspend is true; stopping the pod after its final snapshot")
-	if err := r.deletePod(ctx, pod); err != nil {
-		return ctrl.Result{}, err
-	}
+	r.deleteAfterStatus(ctx, pod)
 	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
