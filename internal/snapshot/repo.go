@@ -141,16 +141,31 @@ func (r *Repo) readChunk(ctx context.Context, id, snapshotID string) ([]byte, er
 }
 
 // writeChunk stores a chunk unless the store already has it. It returns the
-// number of bytes sent (0 when the chunk was already there).
+// number of bytes sent (0 when the chunk was already there). The write is not
+// necessarily durable until syncChunks: the manifest that refers to the
+// chunks is written after that, so no snapshot ever refers to a chunk a power
+// cut could take away.
 func (r *Repo) writeChunk(ctx context.Context, id string, data []byte) (int64, error) {
 	key := r.objectKey(id)
-	if _, err := r.st.Stat(ctx, key); err == nil {
-		return 0, nil
+	obj := encode(data)
+	if oi, err := r.st.Stat(ctx, key); err == nil {
+		if oi.Size == int64(len(obj)) {
+			return 0, nil
+		}
+		// Present with another size: left torn by a power cut before a sync,
+		// or written by another version's encoder. Keep it only if it holds
+		// what its name says.
+		if _, rerr := r.readChunk(ctx, id, ""); rerr == nil {
+			return 0, nil
+		}
+		if err := r.st.Put(ctx, key, obj); err != nil {
+			return 0, err
+		}
+		return int64(len(obj)), nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return 0, err
 	}
-	obj := encode(data)
-	err := r.st.PutIfAbsent(ctx, key, obj)
+	err := store.PutIfAbsentUnsynced(ctx, r.st, key, obj)
 	if errors.Is(err, store.ErrExists) {
 		// Usually a concurrent writer stored the same content. But on a store
 		// that tore an earlier upload, the key may hold garbage: check, and

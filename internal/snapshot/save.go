@@ -291,6 +291,10 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every chunk durable before the manifest that makes them a snapshot.
+	if err := store.Sync(ctx, s.repo.st); err != nil {
+		return nil, fmt.Errorf("save %s: flush chunks: %w", s.repo, err)
+	}
 	obj := encode(raw)
 	// The manifest is written last and only if absent: it is what makes the
 	// snapshot exist, and nobody can overwrite it.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fileStore is the embedded default store: plain files at <root>/<prefix><key>,
@@ -80,14 +82,36 @@ func (s *fileStore) path(key string) (string, error) {
 }
 
 func (s *fileStore) Put(ctx context.Context, key string, data []byte) error {
-	return s.write(ctx, "put", key, data, false)
+	return s.write(ctx, "put", key, data, false, true)
 }
 
 func (s *fileStore) PutIfAbsent(ctx context.Context, key string, data []byte) error {
-	return s.write(ctx, "put-if-absent", key, data, true)
+	return s.write(ctx, "put-if-absent", key, data, true, true)
 }
 
-func (s *fileStore) write(ctx context.Context, op, key string, data []byte, noReplace bool) (err error) {
+// PutIfAbsentUnsynced is PutIfAbsent without the fsyncs; see UnsyncedWriter.
+func (s *fileStore) PutIfAbsentUnsynced(ctx context.Context, key string, data []byte) error {
+	return s.write(ctx, "put-if-absent", key, data, true, false)
+}
+
+// Sync flushes the store's file system with one syncfs(2), which covers every
+// file and directory written without an fsync of its own.
+func (s *fileStore) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d, err := os.Open(s.root)
+	if err != nil {
+		return fmt.Errorf("sync store %s: %w", s.display, err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("sync store %s: %w", s.display, err)
+	}
+	return nil
+}
+
+func (s *fileStore) write(ctx context.Context, op, key string, data []byte, noReplace, durable bool) (err error) {
 	if err := ctx.Err(); err != nil {
 		return opErr(op, key, s.display, err)
 	}
@@ -96,7 +120,7 @@ func (s *fileStore) write(ctx context.Context, op, key string, data []byte, noRe
 		return opErr(op, key, s.display, err)
 	}
 	dir := filepath.Dir(full)
-	if err := s.mkdirAll(dir); err != nil {
+	if err := s.mkdirAll(dir, durable); err != nil {
 		return opErr(op, key, s.display, err)
 	}
 	tmp, err := os.CreateTemp(dir, tempMarker+"*")
@@ -111,7 +135,7 @@ func (s *fileStore) write(ctx context.Context, op, key string, data []byte, noRe
 		}
 	}()
 	_, err = tmp.Write(data)
-	if err == nil {
+	if err == nil && durable {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
@@ -145,6 +169,9 @@ func (s *fileStore) write(ctx context.Context, op, key string, data []byte, noRe
 		}
 		removeTmp = false
 	}
+	if !durable {
+		return nil
+	}
 	if err := syncDir(dir); err != nil {
 		return opErr(op, key, s.display, err)
 	}
@@ -165,7 +192,7 @@ func (s *fileStore) explain(key string, err error) error {
 
 // mkdirAll creates dir and its missing parents below the store root, fsyncing
 // each parent so a new directory's name is as durable as the object in it.
-func (s *fileStore) mkdirAll(dir string) error {
+func (s *fileStore) mkdirAll(dir string, durable bool) error {
 	fi, err := os.Stat(dir)
 	if err == nil {
 		if !fi.IsDir() {
@@ -177,11 +204,14 @@ func (s *fileStore) mkdirAll(dir string) error {
 		return fmt.Errorf("store directory %s is missing: %w", s.root, err)
 	}
 	parent := filepath.Dir(dir)
-	if err := s.mkdirAll(parent); err != nil {
+	if err := s.mkdirAll(parent, durable); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return s.explain(strings.TrimPrefix(filepath.ToSlash(dir), filepath.ToSlash(s.root)+"/"), err)
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(parent)
 }

@@ -140,9 +140,28 @@ func (r *retryStore) Put(ctx context.Context, key string, data []byte) error {
 }
 
 func (r *retryStore) PutIfAbsent(ctx context.Context, key string, data []byte) error {
+	return r.putIfAbsent(ctx, key, data, r.s.PutIfAbsent)
+}
+
+// PutIfAbsentUnsynced retries like PutIfAbsent; it is unsynced only when the
+// wrapped store is an UnsyncedWriter.
+func (r *retryStore) PutIfAbsentUnsynced(ctx context.Context, key string, data []byte) error {
+	put := r.s.PutIfAbsent
+	if u, ok := r.s.(UnsyncedWriter); ok {
+		put = u.PutIfAbsentUnsynced
+	}
+	return r.putIfAbsent(ctx, key, data, put)
+}
+
+// Sync retries the wrapped store's Sync, if it has one.
+func (r *retryStore) Sync(ctx context.Context) error {
+	return r.do(ctx, "sync", "", func(ctx context.Context) error { return Sync(ctx, r.s) })
+}
+
+func (r *retryStore) putIfAbsent(ctx context.Context, key string, data []byte, put func(context.Context, string, []byte) error) error {
 	failedBefore := false
 	return r.do(ctx, "put-if-absent", key, func(ctx context.Context) error {
-		err := r.s.PutIfAbsent(ctx, key, data)
+		err := put(ctx, key, data)
 		if err == nil || !errors.Is(err, ErrExists) {
 			if err != nil {
 				failedBefore = true
