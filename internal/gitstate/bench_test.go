@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tether-dev/tether/internal/gitstate/gittest"
 )
 
 // BenchmarkIncrementalCapture measures a capture after a one-line edit in a
@@ -16,7 +18,7 @@ import (
 // ref-bundle-B and ref-ns (the reference method), and x-faster / x-smaller.
 func BenchmarkIncrementalCapture(b *testing.B) {
 	repo := newRepo(b)
-	manyFiles(b, repo, 10000, 15000)
+	gittest.ManyFiles(b, repo, 10000, 15000)
 	e := newEnv(b)
 	ctx := context.Background()
 	first, err := Capture(ctx, repo, nil, CaptureOptions{ObjectDir: e.objects, ScratchDir: e.scratch})

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tether-dev/tether/internal/gitstate/gittest"
 )
 
 // recorder is a testing.TB that records failures instead of failing.
@@ -24,7 +26,7 @@ func (r *recorder) Errorf(format string, args ...any) {
 
 func TestCompareReposDetectsDifferences(t *testing.T) {
 	repo := newRepo(t)
-	ordinaryChanges(t, repo)
+	gittest.OrdinaryChanges(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 	for name, spoil := range map[string]func(dir string){
@@ -33,6 +35,7 @@ func TestCompareReposDetectsDifferences(t *testing.T) {
 		"index":      func(d string) { git(t, d, "add", "b.txt") },
 		"untracked":  func(d string) { write(t, d, "extra", "x") },
 		"branch":     func(d string) { git(t, d, "branch", "-f", "feature", "HEAD~1") },
+		"config":     func(d string) { git(t, d, "config", "branch.feature.remote", "origin") },
 		"symlink":    func(d string) { os.Remove(filepath.Join(d, "link")); os.Symlink("b.txt", filepath.Join(d, "link")) },
 	} {
 		dir := e.restore()
@@ -46,12 +49,8 @@ func TestCompareReposDetectsDifferences(t *testing.T) {
 }
 
 func TestUnbornRepo(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "staged.txt", "staged\n")
-	write(t, repo, "dir/staged2.txt", "staged 2\n")
-	git(t, repo, "add", ".")
-	write(t, repo, "staged.txt", "staged then changed\n")
-	write(t, repo, "untracked.txt", "untracked\n")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.Unborn(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if !res.State.Head.Unborn() || res.State.Head.Branch != "refs/heads/main" {
@@ -59,7 +58,7 @@ func TestUnbornRepo(t *testing.T) {
 	}
 	compareRepos(t, repo, e.restore())
 	// Then the first commit, incrementally.
-	git(t, repo, "commit", "-q", "-m", "first")
+	gittest.UnbornCommit(t, repo)
 	res = e.capture(repo)
 	if res.Full || res.Bundle == "" {
 		t.Fatalf("second capture: full %v bundle %q, want incremental", res.Full, res.Bundle)
@@ -75,23 +74,16 @@ func TestEmptyRepo(t *testing.T) {
 }
 
 func TestOnlyUntracked(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "notes.md", "# notes\n")
-	write(t, repo, "src/main.go", "package main\n")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.OnlyUntracked(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 	compareRepos(t, repo, e.restore())
 }
 
 func TestDetachedHead(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "f", "1\n")
-	git(t, repo, "add", "f")
-	git(t, repo, "commit", "-q", "-m", "one")
-	write(t, repo, "f", "2\n")
-	git(t, repo, "commit", "-q", "-am", "two")
-	git(t, repo, "checkout", "-q", "--detach", "HEAD~1")
-	write(t, repo, "f", "detached work\n")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.DetachedHead(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if !res.State.Head.Detached() {
@@ -101,13 +93,8 @@ func TestDetachedHead(t *testing.T) {
 }
 
 func TestDeletedButStagedModified(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "f", "1\n")
-	git(t, repo, "add", "f")
-	git(t, repo, "commit", "-q", "-m", "one")
-	write(t, repo, "f", "2\n")
-	git(t, repo, "add", "f")
-	os.Remove(filepath.Join(repo, "f"))
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.DeletedButStagedModified(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 	dir := e.restore()
@@ -119,7 +106,7 @@ func TestDeletedButStagedModified(t *testing.T) {
 
 func TestNothingChangedNoBundle(t *testing.T) {
 	repo := newRepo(t)
-	ordinaryChanges(t, repo)
+	gittest.OrdinaryChanges(t, repo)
 	e := newEnv(t)
 	first := e.capture(repo)
 	again := e.capture(repo)
@@ -141,27 +128,12 @@ func TestNothingChangedNoBundle(t *testing.T) {
 
 func TestChainOfThreeIncrementals(t *testing.T) {
 	repo := newRepo(t)
-	ordinaryChanges(t, repo)
+	gittest.OrdinaryChanges(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
-	steps := []func(){
-		func() { write(t, repo, "untracked/new.txt", "new\n") },
-		func() {
-			git(t, repo, "add", "-A")
-			git(t, repo, "commit", "-q", "-m", "third")
-			git(t, repo, "checkout", "-q", "feature")
-		},
-		func() {
-			write(t, repo, "a.txt", "on feature\n")
-			git(t, repo, "stash", "-q")
-			write(t, repo, "b.txt", "second stash\n")
-			git(t, repo, "stash", "-q")
-			write(t, repo, "c.txt", "staged new\n")
-			git(t, repo, "add", "c.txt")
-		},
-	}
+	steps := gittest.ChainSteps
 	for i, step := range steps {
-		step()
+		step(t, repo)
 		res := e.capture(repo)
 		if res.Full || res.Bundle == "" || res.State.ChainDepth != i+1 {
 			t.Fatalf("capture %d: full %v bundle %q depth %d, want incremental at depth %d", i+2, res.Full, res.Bundle, res.State.ChainDepth, i+1)
@@ -211,32 +183,8 @@ func TestMaxChainStartsFullBundle(t *testing.T) {
 }
 
 func TestMergeConflictInProgress(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "f", "base\n")
-	write(t, repo, "g", "base g\n")
-	write(t, repo, "sp ace ü.txt", "base\n")
-	write(t, repo, "deleted-here", "base\n")
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-m", "base")
-	git(t, repo, "checkout", "-q", "-b", "other")
-	write(t, repo, "f", "other\n")
-	write(t, repo, "g", "other g\n")
-	write(t, repo, "sp ace ü.txt", "other\n")
-	write(t, repo, "deleted-here", "changed on other\n")
-	write(t, repo, "added-both", "other\n")
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-am", "other")
-	git(t, repo, "checkout", "-q", "main")
-	write(t, repo, "f", "main\n")
-	write(t, repo, "sp ace ü.txt", "main\n")
-	write(t, repo, "added-both", "main\n")
-	git(t, repo, "rm", "-q", "deleted-here")
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-am", "main")
-	if _, err := gitErr(repo, nil, "merge", "other"); err == nil {
-		t.Fatal("merge did not conflict")
-	}
-	write(t, repo, "untracked", "during merge\n")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.MergeConflict(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if res.State.Operation == nil || res.State.Operation.Kind != "merge" || res.State.Conflicts == "" {
@@ -246,9 +194,7 @@ func TestMergeConflictInProgress(t *testing.T) {
 	compareRepos(t, repo, dir)
 	// The restored merge can be concluded like the original.
 	for _, d := range []string{repo, dir} {
-		write(t, d, "f", "resolved\n")
-		git(t, d, "add", "-A")
-		git(t, d, "commit", "-q", "--no-edit")
+		gittest.ConcludeMerge(t, d)
 	}
 	compareRepos(t, repo, dir)
 	if p := strings.Fields(git(t, dir, "log", "-1", "--format=%P")); len(p) != 2 {
@@ -262,24 +208,8 @@ func TestRebaseInProgress(t *testing.T) {
 }
 
 func testRebaseInProgress(t *testing.T, backend, kind string) {
-	repo := newRepo(t)
-	write(t, repo, "f", "base\n")
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-m", "base")
-	git(t, repo, "checkout", "-q", "-b", "topic")
-	for i := 1; i <= 3; i++ {
-		write(t, repo, "f", fmt.Sprintf("topic %d\n", i))
-		write(t, repo, fmt.Sprintf("t%d", i), "x\n")
-		git(t, repo, "add", ".")
-		git(t, repo, "commit", "-q", "-m", fmt.Sprintf("topic %d", i))
-	}
-	git(t, repo, "checkout", "-q", "main")
-	write(t, repo, "f", "main changed\n")
-	git(t, repo, "commit", "-q", "-am", "main changed")
-	git(t, repo, "checkout", "-q", "topic")
-	if _, err := gitErr(repo, nil, "rebase", backend, "main"); err == nil {
-		t.Fatal("rebase did not stop on a conflict")
-	}
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.RebaseConflict(t, repo, backend)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if res.State.Operation == nil || res.State.Operation.Kind != kind {
@@ -289,13 +219,7 @@ func testRebaseInProgress(t *testing.T, backend, kind string) {
 	compareRepos(t, repo, dir)
 	// Continue the rebase in both to the end: same history.
 	for _, d := range []string{repo, dir} {
-		for i := 0; i < 5; i++ {
-			write(t, d, "f", "resolved\n")
-			git(t, d, "add", "f")
-			if _, err := gitErr(d, nil, "rebase", "--continue"); err == nil {
-				break
-			}
-		}
+		gittest.ContinueRebase(t, d)
 	}
 	compareRepos(t, repo, dir)
 	if got := git(t, dir, "log", "--format=%s", "main..topic"); got != "topic 3\ntopic 2\ntopic 1\n" {
@@ -304,27 +228,12 @@ func testRebaseInProgress(t *testing.T, backend, kind string) {
 }
 
 func TestSubmodule(t *testing.T) {
-	root := t.TempDir()
-	lib := filepath.Join(root, "lib")
-	git(t, root, "init", "-q", lib)
-	write(t, lib, "lib.go", "package lib\n")
-	git(t, lib, "add", ".")
-	git(t, lib, "commit", "-q", "-m", "lib")
-	repo := filepath.Join(root, "app")
-	git(t, root, "init", "-q", repo)
-	write(t, repo, "main.go", "package main\n")
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-m", "app")
-	git(t, repo, "submodule", "-q", "add", lib, "vendor/lib")
-	git(t, repo, "commit", "-q", "-m", "add lib")
-	sub := filepath.Join(repo, "vendor/lib")
-	write(t, sub, "lib.go", "package lib // changed in the submodule\n")
-	write(t, sub, "new.go", "package lib\n")
-	write(t, repo, "main.go", "package main // changed\n")
-
+	repo := filepath.Join(t.TempDir(), "app")
+	gittest.Submodule(t, repo)
+	sub := filepath.Join(repo, gittest.SubmodulePath)
 	e := newEnv(t)
 	res := e.capture(repo)
-	if len(res.State.Submodules) != 1 || res.State.Submodules[0].Path != "vendor/lib" {
+	if len(res.State.Submodules) != 1 || res.State.Submodules[0].Path != gittest.SubmodulePath {
 		t.Fatalf("submodules %+v, want vendor/lib", res.State.Submodules)
 	}
 	if !IsRepo(sub) {
@@ -343,21 +252,14 @@ func TestSubmodule(t *testing.T) {
 }
 
 func TestCredentialsNeverStored(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "f", "x\n")
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-m", "one")
-	git(t, repo, "remote", "add", "origin", "https://alice:s3cr3t-token@git.example.com/team/repo.git?private_token=qs-s3cr3t")
-	git(t, repo, "remote", "set-url", "--push", "origin", "https://x-access-token:push-s3cr3t@git.example.com/team/repo.git")
-	git(t, repo, "remote", "add", "ssh", "ssh://git:ssh-s3cr3t@git.example.com/team/repo.git")
-	git(t, repo, "config", "branch.main.remote", "origin")
-	git(t, repo, "config", "branch.main.merge", "refs/heads/main")
-	git(t, repo, "update-ref", "refs/remotes/origin/main", "HEAD")
-	write(t, repo, "f", "y\n")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.Credentials(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	js, _ := json.Marshal(res.State)
 	dir := e.restore()
+	// Exactly the original but for the credentials in remote URLs.
+	compareRepos(t, repo, dir, gittest.IgnoreRemoteURLs())
 	cfg := git(t, dir, "config", "--list", "--local")
 	// Every object of the bundle, uncompressed.
 	objs := git(t, dir, "cat-file", "--batch-all-objects", "--batch", "--unordered")
@@ -469,16 +371,8 @@ func TestEmbeddedRepositories(t *testing.T) {
 }
 
 func TestShallowClone(t *testing.T) {
-	origin := newRepo(t)
-	for i := 0; i < 5; i++ {
-		write(t, origin, "f", fmt.Sprintf("%d\n", i))
-		git(t, origin, "add", ".")
-		git(t, origin, "commit", "-q", "-m", fmt.Sprintf("c%d", i))
-	}
 	repo := filepath.Join(t.TempDir(), "shallow")
-	git(t, filepath.Dir(repo), "clone", "-q", "--depth=2", "file://"+origin, repo)
-	write(t, repo, "f", "local change\n")
-	write(t, repo, "new", "untracked\n")
+	gittest.ShallowClone(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if len(res.State.Shallow) != 1 {
@@ -486,7 +380,7 @@ func TestShallowClone(t *testing.T) {
 	}
 	dir := e.restore()
 	compareRepos(t, repo, dir)
-	git(t, repo, "commit", "-q", "-am", "local")
+	gittest.ShallowCommit(t, repo)
 	e.capture(repo)
 	dir = e.restore()
 	compareRepos(t, repo, dir)
@@ -495,8 +389,7 @@ func TestShallowClone(t *testing.T) {
 
 func TestSHA256Repo(t *testing.T) {
 	repo := filepath.Join(t.TempDir(), "repo")
-	git(t, filepath.Dir(repo), "init", "-q", "--object-format=sha256", repo)
-	ordinaryChanges(t, repo)
+	gittest.SHA256(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if res.State.ObjectFormat != "sha256" || len(res.State.Snapshot) != 64 {
@@ -509,14 +402,8 @@ func TestSHA256Repo(t *testing.T) {
 }
 
 func TestBisectInProgress(t *testing.T) {
-	repo := newRepo(t)
-	for i := 0; i < 8; i++ {
-		write(t, repo, "f", fmt.Sprintf("%d\n", i))
-		git(t, repo, "add", ".")
-		git(t, repo, "commit", "-q", "-m", fmt.Sprintf("c%d", i))
-	}
-	git(t, repo, "bisect", "start", "HEAD", "HEAD~7")
-	git(t, repo, "bisect", "good")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.Bisect(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if res.State.Operation == nil || res.State.Operation.Kind != "bisect" {
@@ -525,7 +412,7 @@ func TestBisectInProgress(t *testing.T) {
 	dir := e.restore()
 	compareRepos(t, repo, dir)
 	for _, d := range []string{repo, dir} {
-		git(t, d, "bisect", "bad")
+		gittest.BisectStep(t, d)
 	}
 	compareRepos(t, repo, dir)
 	if a, b := git(t, repo, "bisect", "log"), git(t, dir, "bisect", "log"); a != b {
@@ -534,18 +421,8 @@ func TestBisectInProgress(t *testing.T) {
 }
 
 func TestLocalConfig(t *testing.T) {
-	repo := newRepo(t)
-	git(t, repo, "config", "user.name", "Agent Smith")
-	git(t, repo, "config", "user.email", "agent@example.com")
-	git(t, repo, "config", "pull.rebase", "true")
-	git(t, repo, "config", "alias.st", "status -sb")
-	git(t, repo, "config", "core.autocrlf", "input")
-	git(t, repo, "config", "http.https://git.example.com/.extraheader", "AUTHORIZATION: bearer hdr-s3cr3t")
-	git(t, repo, "config", "credential.helper", "store --file /tmp/cred-s3cr3t")
-	git(t, repo, "config", "url.https://tok-s3cr3t@git.example.com/.insteadOf", "https://git.example.com/")
-	write(t, repo, "f", "x\n")
-	write(t, repo, ".git/hooks/pre-commit", "#!/bin/sh\necho hook ran >> \"$(git rev-parse --git-dir)/hook.log\"\n")
-	os.Chmod(filepath.Join(repo, ".git/hooks/pre-commit"), 0o755)
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.LocalConfig(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	js, _ := json.Marshal(res.State)
@@ -578,7 +455,7 @@ func TestRepoPathWithColonAndQuote(t *testing.T) {
 	os.MkdirAll(parent, 0o755)
 	repo := filepath.Join(parent, "repo")
 	git(t, parent, "init", "-q", repo)
-	ordinaryChanges(t, repo)
+	gittest.OrdinaryChanges(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 	write(t, repo, "b.txt", "next\n")
@@ -589,12 +466,8 @@ func TestRepoPathWithColonAndQuote(t *testing.T) {
 }
 
 func TestSplitIndexRepo(t *testing.T) {
-	repo := newRepo(t)
-	git(t, repo, "config", "core.splitIndex", "true")
-	ordinaryChanges(t, repo)
-	git(t, repo, "update-index", "--split-index")
-	write(t, repo, "b.txt", "after split\n")
-	git(t, repo, "add", "b.txt")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.SplitIndex(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 	compareRepos(t, repo, e.restore())
@@ -627,23 +500,8 @@ func TestObjectDirBudgetStartsNewChain(t *testing.T) {
 }
 
 func TestCherryPickConflictInProgress(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "f", "base\n")
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-m", "base")
-	git(t, repo, "checkout", "-q", "-b", "side")
-	write(t, repo, "f", "side\n")
-	git(t, repo, "commit", "-q", "-am", "side change")
-	pick := strings.TrimSpace(git(t, repo, "rev-parse", "HEAD"))
-	// The picked commit is reachable from no ref once its branch is gone:
-	// only CHERRY_PICK_HEAD names it, and it must still be in the bundle.
-	git(t, repo, "checkout", "-q", "main")
-	git(t, repo, "branch", "-q", "-D", "side")
-	write(t, repo, "f", "main\n")
-	git(t, repo, "commit", "-q", "-am", "main change")
-	if _, err := gitErr(repo, nil, "cherry-pick", pick); err == nil {
-		t.Fatal("cherry-pick did not conflict")
-	}
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.CherryPickConflict(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if res.State.Operation == nil || res.State.Operation.Kind != "cherry-pick" {
@@ -652,9 +510,7 @@ func TestCherryPickConflictInProgress(t *testing.T) {
 	dir := e.restore()
 	compareRepos(t, repo, dir)
 	for _, d := range []string{repo, dir} {
-		write(t, d, "f", "resolved\n")
-		git(t, d, "add", "f")
-		git(t, d, "cherry-pick", "--continue")
+		gittest.ContinueCherryPick(t, d)
 	}
 	compareRepos(t, repo, dir)
 	if got := git(t, dir, "log", "-1", "--format=%s"); got != "side change\n" {
@@ -663,15 +519,8 @@ func TestCherryPickConflictInProgress(t *testing.T) {
 }
 
 func TestIntentToAdd(t *testing.T) {
-	repo := newRepo(t)
-	write(t, repo, "f", "x\n")
-	git(t, repo, "add", "f")
-	git(t, repo, "commit", "-q", "-m", "one")
-	write(t, repo, "new file.txt", "intent\n")
-	write(t, repo, "dir/other", "intent 2\n")
-	write(t, repo, "empty-staged", "")
-	git(t, repo, "add", "empty-staged")
-	git(t, repo, "add", "-N", "new file.txt", "dir/other")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.IntentToAdd(t, repo)
 	e := newEnv(t)
 	res := e.capture(repo)
 	if fmt.Sprint(res.State.IntentToAdd) != "[dir/other new file.txt]" {

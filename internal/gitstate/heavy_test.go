@@ -2,54 +2,28 @@ package gitstate
 
 import (
 	"context"
-	"fmt"
-	"math/rand"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// manyFiles fills repo with n committed files of about size bytes each in
-// nested directories.
-func manyFiles(t testing.TB, repo string, n, size int) {
-	t.Helper()
-	// Random hex lines compress about as well as source code does not:
-	// the reference bundle is not flattered by repetition.
-	rng := rand.New(rand.NewSource(1))
-	raw := make([]byte, 30)
-	for i := 0; i < n; i++ {
-		var b strings.Builder
-		fmt.Fprintf(&b, "// file %d\n", i)
-		for b.Len() < size {
-			rng.Read(raw)
-			fmt.Fprintf(&b, "%x\n", raw)
-		}
-		write(t, repo, fmt.Sprintf("pkg%02d/sub%02d/file%05d.go", i%50, (i/50)%20, i), b.String())
-	}
-	git(t, repo, "add", "-A")
-	git(t, repo, "commit", "-q", "-m", "many files")
-	git(t, repo, "gc", "-q")
-}
+	"github.com/tether-dev/tether/internal/gitstate/gittest"
+)
 
 func TestLargeRepo10kFiles(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("large repository test skipped in -short mode")
 	}
-	repo := newRepo(t)
-	manyFiles(t, repo, 10000, 1000)
-	write(t, repo, "untracked-notes.txt", "notes\n")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.TenKFiles(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 	full := e.took
 	fullSize := fileSize(e.bundles[0])
 
 	// One-line edit of a tracked file.
-	p := filepath.Join(repo, "pkg07/sub03/file01157.go")
-	b, _ := os.ReadFile(p)
-	os.WriteFile(p, append(b, []byte("// one more line\n")...), 0o644)
+	gittest.OneLineEdit(t, repo)
 	res := e.capture(repo)
 	incr := e.took
 	if res.Full || res.Bundle == "" {
@@ -84,21 +58,11 @@ func TestBigBinaryOneByteChange(t *testing.T) {
 	if testing.Short() {
 		t.Skip("50 MiB test skipped in -short mode")
 	}
-	repo := newRepo(t)
-	data := make([]byte, 50<<20)
-	rand.New(rand.NewSource(2)).Read(data)
-	p := filepath.Join(repo, "model.bin")
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	git(t, repo, "add", ".")
-	git(t, repo, "commit", "-q", "-m", "big")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.BigBinary(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
-	data[25<<20] ^= 0xff
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	gittest.FlipByte(t, repo)
 	res := e.capture(repo)
 	took := e.took
 	size := fileSize(e.bundles[len(e.bundles)-1])
@@ -115,40 +79,25 @@ func TestBigBinaryOneByteChange(t *testing.T) {
 // TestGCAndRebaseBetweenCaptures rewrites the user's history and prunes the
 // old commits (which the earlier snapshots reference) between captures.
 func TestGCAndRebaseBetweenCaptures(t *testing.T) {
-	repo := newRepo(t)
-	for i := 1; i <= 3; i++ {
-		write(t, repo, fmt.Sprintf("c%d", i), fmt.Sprintf("%d\n", i))
-		write(t, repo, "f", fmt.Sprintf("version %d\n", i))
-		git(t, repo, "add", ".")
-		git(t, repo, "commit", "-q", "-m", fmt.Sprintf("commit %d", i))
-	}
-	write(t, repo, "untracked", "u1\n")
+	repo := filepath.Join(t.TempDir(), "repo")
+	gittest.ThreeCommits(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 
 	// Amend commit 2 and rebase commit 3 onto it, then forget and prune the
 	// old commits.
-	git(t, repo, "checkout", "-q", "--detach", "HEAD~1")
-	write(t, repo, "c2", "2 amended\n")
-	git(t, repo, "commit", "-q", "-a", "--amend", "-m", "commit 2 amended")
-	amended := strings.TrimSpace(git(t, repo, "rev-parse", "HEAD"))
-	git(t, repo, "checkout", "-q", "main")
-	git(t, repo, "rebase", "-q", "--onto", amended, "HEAD~1", "main")
-	git(t, repo, "reflog", "expire", "--expire=now", "--all")
-	git(t, repo, "gc", "-q", "--prune=now", "--aggressive")
+	gittest.RewriteAndPrune(t, repo)
 	old := e.states[0].Head.Commit
 	if _, err := gitErr(repo, nil, "cat-file", "-e", old); err == nil {
 		t.Fatal("the old HEAD survived gc; the test would prove nothing")
 	}
-	write(t, repo, "untracked", "u2\n")
 	res := e.capture(repo)
 	if res.Full {
 		t.Fatal("capture after a rebase and gc was full; the previous snapshot is still in the private object directory")
 	}
 	compareRepos(t, repo, e.restore())
 
-	write(t, repo, "f", "after gc\n")
-	git(t, repo, "gc", "-q", "--prune=now")
+	gittest.GCAfterEdit(t, repo)
 	e.capture(repo)
 	compareRepos(t, repo, e.restore())
 
@@ -169,7 +118,7 @@ func TestGCAndRebaseBetweenCaptures(t *testing.T) {
 // commit is found in the restored repository, so the bundle is incremental.
 func TestCaptureOfRestoredRepo(t *testing.T) {
 	repo := newRepo(t)
-	ordinaryChanges(t, repo)
+	gittest.OrdinaryChanges(t, repo)
 	e := newEnv(t)
 	e.capture(repo)
 	dir := e.restore()

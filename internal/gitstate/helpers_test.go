@@ -1,7 +1,6 @@
 package gitstate
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,11 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// testGlobalConfig is the global git config of the "user" in tests: an
-// identity and the file protocol for submodules. Captures ignore it.
-var testGlobalConfig string
+	"github.com/tether-dev/tether/internal/gitstate/gittest"
+)
 
 func TestMain(m *testing.M) {
 	if _, err := exec.LookPath("git"); err != nil {
@@ -33,71 +30,17 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(childMain())
 	}
-	dir, err := os.MkdirTemp("", "gitstate-test-home-")
-	if err != nil {
-		panic(err)
-	}
-	testGlobalConfig = filepath.Join(dir, "gitconfig")
-	cfg := "[user]\n\tname = Test User\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n"
-	if err := os.WriteFile(testGlobalConfig, []byte(cfg), 0o644); err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
-// userEnv is the environment of the "user" running git in tests.
-func userEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GIT_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL="+testGlobalConfig, "LC_ALL=C",
-		"GIT_AUTHOR_DATE=2026-01-02T03:04:05Z", "GIT_COMMITTER_DATE=2026-01-02T03:04:05Z", "GIT_EDITOR=true")
-}
-
-// git runs git as the user in dir and returns stdout; it fails the test on error.
-func git(t testing.TB, dir string, args ...string) string {
-	t.Helper()
-	out, err := gitErr(dir, nil, args...)
-	if err != nil {
-		t.Fatalf("git %s in %s: %v", strings.Join(args, " "), dir, err)
-	}
-	return out
-}
-
-func gitErr(dir string, env []string, args ...string) (string, error) {
-	c := exec.Command("git", args...)
-	c.Dir = dir
-	c.Env = append(userEnv(), env...)
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	if err := c.Run(); err != nil {
-		return out.String(), fmt.Errorf("%v: %s", err, errb.String())
-	}
-	return out.String(), nil
-}
-
-func write(t testing.TB, dir, rel, content string) {
-	t.Helper()
-	p := filepath.Join(dir, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func newRepo(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "repo")
-	git(t, filepath.Dir(dir), "init", "-q", dir)
-	return dir
-}
+// The user's git, files and repositories in tests: see package gittest.
+var (
+	git          = gittest.Git
+	gitErr       = gittest.GitErr
+	write        = gittest.Write
+	newRepo      = gittest.NewRepo
+	compareRepos = gittest.CompareRepos
+)
 
 // env is one test's private dirs for captures.
 type env struct {
@@ -254,110 +197,4 @@ func diffFingerprints(t testing.TB, a, b map[string]string) {
 	if len(diffs) > 0 {
 		t.Fatalf("the capture modified the user's repository:\n%s", strings.Join(diffs, "\n"))
 	}
-}
-
-// compareRepos fails the test unless restored is indistinguishable from
-// orig: git's view of status, diffs, index, history, refs, stash and every
-// file's bytes, exec bit and symlink target.
-func compareRepos(t testing.TB, orig, restored string) {
-	t.Helper()
-	views := [][]string{
-		{"status", "--porcelain=v2", "--branch"},
-		{"status", "--porcelain=v2", "--branch", "--untracked-files=all"},
-		{"status", "--long"},
-		{"diff", "--binary"},
-		{"diff", "--cached", "--binary"},
-		{"ls-files", "-s"},
-		{"log", "--all", "--format=%H %P %T %an %ae %at %cn %ce %ct %D %s"},
-		{"for-each-ref", "--format=%(objectname) %(refname) %(symref)"},
-		{"stash", "list"},
-		{"rev-parse", "--symbolic-full-name", "HEAD"},
-		{"config", "--get-regexp", `^(remote|branch|submodule|user|pull|alias|core\.autocrlf)`},
-	}
-	for _, v := range views {
-		a, errA := gitErr(orig, nil, v...)
-		b, errB := gitErr(restored, nil, v...)
-		if a != b || (errA == nil) != (errB == nil) {
-			t.Errorf("git %s differs:\noriginal:\n%s%v\nrestored:\n%s%v", strings.Join(v, " "), a, errA, b, errB)
-		}
-	}
-	fa, fb := worktreeFiles(t, orig), worktreeFiles(t, restored)
-	for k, v := range fa {
-		if fb[k] != v {
-			t.Errorf("file %s: original %s, restored %s", k, v, fb[k])
-		}
-	}
-	for k, v := range fb {
-		if _, ok := fa[k]; !ok {
-			t.Errorf("file %s only in restored: %s", k, v)
-		}
-	}
-}
-
-// worktreeFiles describes the files git would capture: everything outside
-// .git that is not ignored, not descending into nested repositories.
-func worktreeFiles(t testing.TB, repo string) map[string]string {
-	t.Helper()
-	ignored := map[string]bool{}
-	out := git(t, repo, "status", "--ignored", "--porcelain=v1", "-z", "--untracked-files=all")
-	for _, e := range strings.Split(out, "\x00") {
-		if strings.HasPrefix(e, "!! ") {
-			ignored[strings.TrimSuffix(e[3:], "/")] = true
-		}
-	}
-	files := map[string]string{}
-	err := filepath.WalkDir(repo, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel := filepath.ToSlash(strings.TrimPrefix(p, repo+string(filepath.Separator)))
-		if p == repo {
-			return nil
-		}
-		if rel == ".git" {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if ignored[rel] {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			if d.Name() == ".git" {
-				return filepath.SkipDir
-			}
-			if _, err := os.Lstat(filepath.Join(p, ".git")); err == nil {
-				files[rel] = "nested repository"
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			files[rel] = "symlink " + target
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			files[rel] = fmt.Sprintf("file exec=%v %x", fi.Mode()&0o100 != 0, sum[:8])
-		default:
-			files[rel] = fi.Mode().String()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tether-dev/tether/internal/gitstate/gittest"
 )
 
 // childEnv makes the test binary a capture loop, for the kill test.
@@ -49,7 +51,7 @@ func TestKilledCaptureLeavesRepoUntouched(t *testing.T) {
 		t.Skip("kill test skipped in -short mode")
 	}
 	repo := newRepo(t)
-	manyFiles(t, repo, 2000, 500)
+	gittest.ManyFiles(t, repo, 2000, 500)
 	e := newEnv(t)
 	e.capture(repo)
 	// Changes that make a capture take a while: a large untracked file.
@@ -101,7 +103,7 @@ func TestCaptureRacingCommits(t *testing.T) {
 		t.Skip("race test skipped in -short mode")
 	}
 	repo := newRepo(t)
-	manyFiles(t, repo, 300, 200)
+	gittest.ManyFiles(t, repo, 300, 200)
 	e := newEnv(t)
 	e.concurrent = true
 	var wg sync.WaitGroup
@@ -196,7 +198,7 @@ func TestRepoOwnedByAnotherUser(t *testing.T) {
 		t.Skip("needs root to give the repository to another user")
 	}
 	repo := newRepo(t)
-	ordinaryChanges(t, repo)
+	gittest.OrdinaryChanges(t, repo)
 	chown := func(uid int) {
 		if err := filepath.Walk(repo, func(p string, _ os.FileInfo, err error) error {
 			if err != nil {
