@@ -598,10 +598,21 @@ func TestSuspendResume(t *testing.T) {
 	ns := newNamespace(t)
 	create(t, newSession(ns, "sus"))
 	pod0 := waitPod(t, ns, "sus-0")
+	bindPod(t, ns, "sus-0")
 	runPod(t, ns, "sus-0")
 	waitPhase(t, ns, "sus", tetherv1.PhaseRunning)
 
 	setSuspend(t, ns, "sus", true)
+	// Suspending while the pod takes its final snapshot (graceful delete)...
+	waitPhase(t, ns, "sus", tetherv1.PhaseSuspending)
+	time.Sleep(500 * time.Millisecond)
+	if p := getSession(t, ns, "sus").Status.Phase; p != tetherv1.PhaseSuspending || !podExists(t, ns, "sus-0") {
+		t.Fatalf("phase %s before the pod finished, want Suspending", p)
+	}
+	// ...and Suspended once the kubelet confirms the pod is gone.
+	if err := k8s.Delete(context.Background(), pod0, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
 	waitPodGone(t, ns, "sus-0")
 	got := waitPhase(t, ns, "sus", tetherv1.PhaseSuspended)
 	if got.Status.RestartCount != 0 {
@@ -842,4 +853,66 @@ func TestInactivitySuspends(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// bindPod schedules a pod onto a node, as the scheduler would. A bound pod is
+// deleted gracefully: it stays, Terminating, until its kubelet (the test)
+// confirms, which is how the final snapshot gets its time.
+func bindPod(t *testing.T, ns, name string) {
+	t.Helper()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Target: corev1.ObjectReference{Kind: "Node", Name: "node-1"}}
+	if err := k8s.SubResource("binding").Create(context.Background(), pod, binding); err != nil {
+		t.Fatalf("bind %s: %v", name, err)
+	}
+}
+
+// The new pod waits until the old one has finished (its sidecar's final
+// snapshot), and the old one is given the grace the final snapshot needs.
+func TestRecoveryWaitsForFinalSnapshot(t *testing.T) {
+	needEnvtest(t)
+	t.Parallel()
+	ns := newNamespace(t)
+	create(t, newSession(ns, "fin"))
+	waitPod(t, ns, "fin-0")
+	bindPod(t, ns, "fin-0")
+	runPod(t, ns, "fin-0")
+	waitPhase(t, ns, "fin", tetherv1.PhaseRunning)
+	killRunner(t, ns, "fin-0", 137, "OOMKilled")
+
+	var old corev1.Pod
+	eventually(t, 10*time.Second, "old pod terminating", func() string {
+		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "fin-0"}, &old); err != nil {
+			return err.Error()
+		}
+		if old.DeletionTimestamp == nil {
+			return "not being deleted"
+		}
+		return ""
+	})
+	want := int64(GracePeriod(newSession(ns, "fin")).Seconds())
+	if old.DeletionGracePeriodSeconds == nil || *old.DeletionGracePeriodSeconds != want {
+		t.Fatalf("deletion grace %v, want %ds (runner stop + final budget + margin)", old.DeletionGracePeriodSeconds, want)
+	}
+	// The backoff (200ms) passes; the old pod is still finishing its final
+	// snapshot, so no new pod may start (hydrate would miss that snapshot).
+	time.Sleep(1500 * time.Millisecond)
+	if podExists(t, ns, "fin-1") {
+		t.Fatal("new pod created while the old one was still taking its final snapshot")
+	}
+	if p := getSession(t, ns, "fin").Status.Phase; p != tetherv1.PhaseRecovering {
+		t.Fatalf("phase %s while the old pod finishes, want Recovering", p)
+	}
+	// The kubelet: the sidecar's final snapshot is done, the pod is gone.
+	kubelet(t, ns, "fin-0", func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodFailed
+		p.Status.InitContainerStatuses[2] = exited(ContainerSync, 0, "Completed")
+	})
+	if err := k8s.Delete(context.Background(), &old, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, ns, "fin-1")
+	runPod(t, ns, "fin-1")
+	waitPhase(t, ns, "fin", tetherv1.PhaseRunning)
 }
