@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -79,5 +80,29 @@ func TestStatusConflictRecomputes(t *testing.T) {
 	err = c.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("old pod not deleted after the status write: %v", err)
+	}
+}
+
+// A pod on a lost node never confirms its deletion: past its deadline plus
+// podGoneBound the next pod is started anyway (it has a new name, so the two
+// never collide).
+func TestWaitPodGoneIsBounded(t *testing.T) {
+	r := &Reconciler{}
+	now := time.Now()
+	deleting := func(deadline time.Time) *corev1.Pod {
+		dt := metav1.NewTime(deadline)
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", DeletionTimestamp: &dt}}
+	}
+	if d, err := r.waitPodGone(context.Background(), nil, now); d != 0 || err != nil {
+		t.Fatalf("gone pod: wait %s %v", d, err)
+	}
+	if d, _ := r.waitPodGone(context.Background(), deleting(now.Add(30*time.Second)), now); d <= 0 {
+		t.Fatal("did not wait for a pod inside its grace period")
+	}
+	if d, _ := r.waitPodGone(context.Background(), deleting(now.Add(-podGoneBound+time.Second)), now); d <= 0 {
+		t.Fatal("gave up before the bound")
+	}
+	if d, _ := r.waitPodGone(context.Background(), deleting(now.Add(-podGoneBound-time.Second)), now); d != 0 {
+		t.Fatalf("still waiting %s past the bound", d)
 	}
 }
