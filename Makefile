@@ -45,9 +45,9 @@ generate: $(GENERATE_TARGETS)
 
 ## check-generated: fails when generated files differ from what `make generate` produces.
 check-generated: generate
-	@if [ -n "$$(git status --porcelain -- api config 2>/dev/null)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config charts 2>/dev/null)" ]; then \
 		echo "generated files are out of date; run 'make generate' and commit:"; \
-		git status --porcelain -- api config; git diff --stat -- api config; exit 1; fi
+		git status --porcelain -- api config charts; git diff --stat -- api config charts; exit 1; fi
 
 ## bench: benchmarks, printed as tables of ratios against a baseline measured in the same run.
 bench: $(TEST_DEPS) build
