@@ -206,7 +206,7 @@ func restoreRepos(ctx context.Context, repo *Repo, m *Manifest, dir string) erro
 	}
 	repos := append([]RepoEntry(nil), m.Repos...)
 	sort.Slice(repos, func(i, j int) bool { return repos[i].Path < repos[j].Path })
-	scratch := filepath.Join(dir, ".tether-bundles")
+	scratch := filepath.Join(dir, stagingName) // never a snapshot entry (builtinExcludes), unlike any other name
 	if err := os.Mkdir(scratch, 0o700); err != nil {
 		return err
 	}
