@@ -123,3 +123,61 @@ func compareGitCase(t *testing.T, what string, c gittest.Case, orig, restored st
 		}
 	})
 }
+
+// TestGitReposBesideOtherThings: repositories whose directory names have
+// spaces and non-ASCII letters, a directory under repos/ that is not a
+// repository, and workspace entries whose names restore uses for its own
+// scratch files, all round-trip together.
+func TestGitReposBesideOtherThings(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the git CLI is required")
+		}
+		t.Skip("the git CLI is not on PATH")
+	}
+	ctx := context.Background()
+	ws := t.TempDir()
+	odd := filepath.Join(ws, "repos", "odd name ü")
+	gittest.Ordinary(t, odd)
+	merging := filepath.Join(ws, "repos", "merging")
+	gittest.MergeConflict(t, merging)
+	gittest.Write(t, ws, "repos/plain/notes.txt", "not a repository\n")
+	gittest.Write(t, ws, ".tether-bundles/mine.txt", "a user's file with restore's scratch name\n")
+	gittest.Write(t, ws, "notes.txt", "outside repos\n")
+
+	repo := openRepo(t, storetest.FileURL(t.TempDir()))
+	st := save(t, repo, ws, SaveOptions{CacheDir: t.TempDir()})
+	if st.Repos != 2 {
+		t.Fatalf("save holds %d repositories, want 2", st.Repos)
+	}
+	out := filepath.Join(t.TempDir(), "restored")
+	if _, err := Restore(ctx, repo, out, RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gittest.CompareRepos(t, odd, filepath.Join(out, "repos", "odd name ü"))
+	gittest.CompareRepos(t, merging, filepath.Join(out, "repos", "merging"))
+	// Nothing of restore's own is left behind.
+	if a, b := dirNames(t, ws), dirNames(t, out); a != b {
+		t.Errorf("restored workspace holds %s, want %s", b, a)
+	}
+	for _, f := range []string{"repos/plain/notes.txt", ".tether-bundles/mine.txt", "notes.txt"} {
+		a, _ := os.ReadFile(filepath.Join(ws, f))
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil || string(a) != string(b) {
+			t.Errorf("%s restored as %q (%v), want %q", f, b, err, a)
+		}
+	}
+}
+
+func dirNames(t *testing.T, dir string) string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return fmt.Sprint(names)
+}

@@ -567,3 +567,50 @@ var ChainSteps = []func(t testing.TB, repo string){
 		Git(t, repo, "add", "c.txt")
 	},
 }
+
+// EmbeddedRepoPath is where EmbeddedRepo puts its embedded repository.
+const EmbeddedRepoPath = "tools/born"
+
+// EmbeddedRepo creates a repository at dir holding, at EmbeddedRepoPath and
+// not registered as a submodule, another repository with a commit and
+// changes of its own, and an untracked file of the outer one.
+func EmbeddedRepo(t testing.TB, dir string) {
+	t.Helper()
+	Init(t, dir)
+	Write(t, dir, "f", "x\n")
+	inner := filepath.Join(dir, EmbeddedRepoPath)
+	Init(t, inner)
+	Write(t, inner, "x", "x\n")
+	Git(t, inner, "add", ".")
+	Git(t, inner, "commit", "-q", "-m", "x")
+	Write(t, inner, "x", "changed\n")
+	Write(t, inner, "y", "untracked\n")
+}
+
+// NestedSubmodulePath is where NestedSubmodules puts the submodule of its
+// submodule, relative to the outer repository.
+const NestedSubmodulePath = SubmodulePath + "/" + "deps/inner"
+
+// NestedSubmodules creates a repository at dir with a submodule at
+// SubmodulePath that itself has a submodule (at NestedSubmodulePath), each
+// with a change in its working tree.
+func NestedSubmodules(t testing.TB, dir string) {
+	t.Helper()
+	inner := NewRepo(t)
+	Write(t, inner, "inner.go", "package inner\n")
+	Commit(t, inner, "inner")
+	lib := NewRepo(t)
+	Write(t, lib, "lib.go", "package lib\n")
+	Commit(t, lib, "lib")
+	Git(t, lib, "submodule", "-q", "add", inner, "deps/inner")
+	Git(t, lib, "commit", "-q", "-m", "add inner")
+	Init(t, dir)
+	Write(t, dir, "main.go", "package main\n")
+	Commit(t, dir, "app")
+	Git(t, dir, "submodule", "-q", "add", lib, SubmodulePath)
+	Git(t, dir, "submodule", "-q", "update", "--init", "--recursive")
+	Git(t, dir, "commit", "-q", "-m", "add lib")
+	Write(t, filepath.Join(dir, NestedSubmodulePath), "inner.go", "package inner // changed\n")
+	Write(t, filepath.Join(dir, SubmodulePath), "lib.go", "package lib // changed\n")
+	Write(t, dir, "main.go", "package main // changed\n")
+}

@@ -48,6 +48,8 @@ func Cases() []Case {
 		{Name: "cherry-pick-conflict", Steps: steps(CherryPickConflict), Then: ContinueCherryPick},
 		{Name: "bisect", Steps: steps(Bisect), Then: BisectStep},
 		{Name: "submodule", Steps: steps(Submodule), Nested: []string{SubmodulePath}},
+		{Name: "nested-submodules", Steps: steps(NestedSubmodules), Nested: []string{SubmodulePath, NestedSubmodulePath}},
+		{Name: "embedded-repo", Steps: steps(EmbeddedRepo), Nested: []string{EmbeddedRepoPath}},
 		{Name: "credentials", Steps: steps(Credentials), Compare: []Option{IgnoreRemoteURLs()},
 			Check: func(t testing.TB, _, restored string) { CheckCredentialsRestored(t, restored) }},
 		{Name: "local-config", Steps: steps(LocalConfig)},
