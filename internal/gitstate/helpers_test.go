@@ -2,16 +2,11 @@ package gitstate
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +35,15 @@ var (
 	write        = gittest.Write
 	newRepo      = gittest.NewRepo
 	compareRepos = gittest.CompareRepos
+	fingerprint  = gittest.Fingerprint
 )
+
+func diffFingerprints(t testing.TB, before, after map[string]string) {
+	t.Helper()
+	if d := gittest.DiffFingerprints(before, after); d != "" {
+		t.Fatalf("the capture modified the user's repository:\n%s", d)
+	}
+}
 
 // env is one test's private dirs for captures.
 type env struct {
@@ -129,72 +132,4 @@ func fileSize(p string) int64 {
 		return -1
 	}
 	return fi.Size()
-}
-
-// fingerprint hashes every file of the git dir and records mode, size and
-// time of every working tree file, so any write by a capture shows. Modification times of object files
-// are left out: git may freshen an existing object it finds while writing.
-func fingerprint(t testing.TB, repo string) map[string]string {
-	t.Helper()
-	fp := map[string]string{}
-	err := filepath.WalkDir(repo, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(repo, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		v := fi.Mode().String()
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			v += " -> " + target
-		case d.Type().IsRegular() && !strings.HasPrefix(filepath.ToSlash(rel), ".git/"):
-			// Working tree files: any write changes size or time.
-			v += fmt.Sprintf(" %d %s", fi.Size(), fi.ModTime())
-		case d.Type().IsRegular() && strings.HasPrefix(filepath.ToSlash(rel), ".git/objects/") && !strings.Contains(rel, "info"):
-			// Object and pack files are named by their content; a write
-			// shows as a new name or a new size.
-			v += fmt.Sprintf(" %d", fi.Size())
-		case d.Type().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			v += " " + hex.EncodeToString(sum[:8])
-			// Git freshens (touches) objects and a split index's shared
-			// index file when it uses them; contents must not change.
-			if !strings.Contains(filepath.ToSlash(rel), "objects/") && !strings.HasPrefix(filepath.Base(rel), "sharedindex.") {
-				v += " " + fi.ModTime().String()
-			}
-		}
-		fp[rel] = v
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fp
-}
-
-func diffFingerprints(t testing.TB, a, b map[string]string) {
-	t.Helper()
-	var diffs []string
-	for k, v := range a {
-		if b[k] != v {
-			diffs = append(diffs, fmt.Sprintf("%s: %q -> %q", k, v, b[k]))
-		}
-	}
-	for k, v := range b {
-		if _, ok := a[k]; !ok {
-			diffs = append(diffs, fmt.Sprintf("%s: new %q", k, v))
-		}
-	}
-	sort.Strings(diffs)
-	if len(diffs) > 0 {
-		t.Fatalf("the capture modified the user's repository:\n%s", strings.Join(diffs, "\n"))
-	}
 }

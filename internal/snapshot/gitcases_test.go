@@ -22,10 +22,10 @@ type gitCaseTarget struct {
 }
 
 // TestGitCasesRoundTrip saves a workspace holding each of gittest's edge
-// cases at repos/<case> to every backend after every step of the case, and
-// restores each snapshot into a fresh directory: the restored repository
-// (and its submodules) must be indistinguishable from the original at that
-// moment. The heavy cases (10k files, 50 MiB) run on file:// and MinIO only
+// cases at repos/<case> to every backend after every step of the case
+// (which must leave the repository untouched), and restores each snapshot
+// into a fresh directory: the restored repository (and its submodules) must
+// be indistinguishable from the original at that moment. The heavy cases (10k files, 50 MiB) run on file:// and MinIO only
 // and are restored after their last step only.
 func TestGitCasesRoundTrip(t *testing.T) {
 	if _, err := exec.LookPath("git"); err != nil {
@@ -71,13 +71,18 @@ func testGitCase(t *testing.T, c gittest.Case) {
 		t.Logf("step %d built in %v", i+1, time.Since(start).Round(time.Millisecond))
 		last := i == len(c.Steps)-1
 		for _, tg := range targets {
+			before := gittest.Fingerprint(t, dir)
 			start := time.Now()
 			st, err := tg.saver.Save(ctx)
 			if err != nil {
 				t.Fatalf("%s: save after step %d: %v", tg.name, i+1, err)
 			}
+			took := time.Since(start)
+			if d := gittest.DiffFingerprints(before, gittest.Fingerprint(t, dir)); d != "" {
+				t.Fatalf("%s: save after step %d modified the repository:\n%s", tg.name, i+1, d)
+			}
 			t.Logf("%s: save after step %d: %v, %d repos (%d captured), %d bytes uploaded in %d objects",
-				tg.name, i+1, time.Since(start).Round(time.Millisecond), st.Repos, st.ReposCaptured, st.BytesUploaded, st.ObjectsUploaded)
+				tg.name, i+1, took.Round(time.Millisecond), st.Repos, st.ReposCaptured, st.BytesUploaded, st.ObjectsUploaded)
 			if want := 1 + len(c.Nested); st.Repos != want {
 				t.Errorf("%s: save after step %d holds %d repositories, want %d", tg.name, i+1, st.Repos, want)
 			}
