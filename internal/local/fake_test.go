@@ -98,6 +98,10 @@ func fakeRunner(ws string) {
 			c := exec.Command(os.Args[0])
 			c.Env = append(os.Environ(), "TETHER_TEST_ROLE="+role, "TETHER_TEST_HOG_MB=2048")
 			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if role == "hog" {
+				// The CLI starts its tools detached, in sessions of their own.
+				c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			}
 			c.Stderr = os.Stderr
 			c.Start()
 			go c.Wait()

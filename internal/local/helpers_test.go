@@ -31,13 +31,17 @@ func TestMain(m *testing.M) {
 
 // family plays a runner with its CLI and tools: it starts a sleeper in a
 // process group of its own (as the runner starts the CLI) and, when
-// TETHER_TEST_HOG_MB is set, a memory hog; it prints the children's pids and
+// TETHER_TEST_HOG_MB is set, a memory hog in a session of its own (as the
+// CLI starts its Bash tool, detached); it prints the children's pids and
 // waits.
 func family() {
 	start := func(role string) int {
 		c := exec.Command(os.Args[0])
 		c.Env = append(os.Environ(), "TETHER_TEST_ROLE="+role)
 		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if role == "hog" {
+			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		}
 		c.Stdout, c.Stderr = os.Stderr, os.Stderr
 		if err := c.Start(); err != nil {
 			fmt.Fprintln(os.Stderr, err)

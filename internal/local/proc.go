@@ -2,9 +2,12 @@ package local
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // procStat is what the supervisor reads of /proc/<pid>/stat.
@@ -12,6 +15,7 @@ type procStat struct {
 	pid, ppid, pgid, sid int
 	state                byte
 	rssPages             int64
+	start                uint64 // clock ticks after boot: with pid, names a process across pid reuse
 }
 
 // readProcStat parses /proc/<pid>/stat. The command name is in parentheses
@@ -36,6 +40,7 @@ func readProcStat(pid int) (procStat, bool) {
 	st.pgid, _ = strconv.Atoi(f[2])
 	st.sid, _ = strconv.Atoi(f[3])
 	st.rssPages, _ = strconv.ParseInt(f[21], 10, 64)
+	st.start, _ = strconv.ParseUint(f[19], 10, 64)
 	return st, true
 }
 
@@ -85,4 +90,77 @@ func sessionProcs(sid int) ([]procStat, error) {
 		}
 	}
 	return out, nil
+}
+
+// tree follows the processes of a group without a cgroup: the session of its
+// leader, every descendant of a member (the agent CLI starts its tools with
+// setsid, in sessions of their own), and every process once seen as a
+// member, even after it was orphaned and adopted by init.
+type tree struct {
+	sid   int
+	known map[int]uint64 // pid -> start time
+}
+
+func newTree(leader int) *tree { return &tree{sid: leader, known: map[int]uint64{}} }
+
+// members returns the live members now, and remembers them.
+func (t *tree) members() []procStat {
+	pids, err := allPIDs()
+	if err != nil {
+		return nil
+	}
+	all := make(map[int]procStat, len(pids))
+	children := map[int][]int{}
+	for _, p := range pids {
+		st, ok := readProcStat(p)
+		if !ok || st.state == 'Z' || st.state == 'X' {
+			continue
+		}
+		all[p] = st
+		children[st.ppid] = append(children[st.ppid], p)
+	}
+	in := map[int]bool{}
+	var queue []int
+	for p, st := range all {
+		if st.sid == t.sid || (t.known[p] != 0 && t.known[p] == st.start) {
+			in[p] = true
+			queue = append(queue, p)
+		}
+	}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !in[c] {
+				in[c] = true
+				queue = append(queue, c)
+			}
+		}
+	}
+	out := make([]procStat, 0, len(in))
+	known := make(map[int]uint64, len(in))
+	for p := range in {
+		out = append(out, all[p])
+		known[p] = all[p].start
+	}
+	t.known = known
+	return out
+}
+
+// kill SIGKILLs the members until none is left or wait elapses.
+func (t *tree) kill(wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		ms := t.members()
+		if len(ms) == 0 {
+			return nil
+		}
+		for _, m := range ms {
+			syscall.Kill(m.pid, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes of the runner's group survive SIGKILL", len(ms))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -10,9 +10,9 @@ import (
 const defaultWatchdogInterval = 50 * time.Millisecond
 
 // watchdog enforces the limit where no cgroup is writable: it sums the RSS
-// of every process in the runner's session (the runner is a session leader,
-// so its CLI and tools are in it even in process groups of their own) and
-// kills the session when the sum passes the limit. It is weaker than the
+// of the runner's process tree (its session, every descendant, and every
+// process once seen in it: see tree) and kills the whole tree when the sum
+// passes the limit. It is weaker than the
 // kernel: an allocation faster than one poll can overshoot, and memory is
 // not refused, only punished; that is why it is announced at start.
 type watchdog struct {
@@ -21,7 +21,7 @@ type watchdog struct {
 	mu    sync.Mutex
 	limit int64
 	peak  int64
-	sid   int
+	tree  *tree
 	latch oomLatch
 }
 
@@ -32,7 +32,7 @@ func newWatchdog(limit int64, interval time.Duration) *watchdog {
 func (w *watchdog) Mode() string { return ModeWatchdog }
 
 func (w *watchdog) Describe() string {
-	return fmt.Sprintf("memory limit %s enforced by tether's RSS watchdog (every %s over the runner's process session): no memory cgroup is writable here, so the kernel does not enforce it and a very fast allocation can overshoot before it is killed",
+	return fmt.Sprintf("memory limit %s enforced by tether's RSS watchdog (every %s over the runner's process tree): no memory cgroup is writable here, so the kernel does not enforce it and a very fast allocation can overshoot before it is killed",
 		FormatSize(w.Limit()), w.interval)
 }
 
@@ -57,12 +57,8 @@ func (w *watchdog) Peak() int64 {
 	return w.peak
 }
 
-// rss sums the resident memory of the session.
-func (w *watchdog) rss(sid int) int64 {
-	ps, err := sessionProcs(sid)
-	if err != nil {
-		return 0
-	}
+// rss sums the resident memory of the group.
+func rss(ps []procStat) int64 {
 	var sum int64
 	for _, p := range ps {
 		sum += p.rssPages
@@ -71,8 +67,9 @@ func (w *watchdog) rss(sid int) int64 {
 }
 
 func (w *watchdog) Begin(pid int) <-chan OOMEvent {
+	tr := newTree(pid)
 	w.mu.Lock()
-	w.sid, w.peak = pid, 0
+	w.tree, w.peak = tr, 0
 	w.mu.Unlock()
 	ch := w.latch.begin()
 	done := w.latch.done
@@ -87,7 +84,7 @@ func (w *watchdog) Begin(pid int) <-chan OOMEvent {
 				return
 			case <-t.C:
 			}
-			used := w.rss(pid)
+			used := rss(tr.members())
 			w.mu.Lock()
 			if used > w.peak {
 				w.peak = used
@@ -96,9 +93,9 @@ func (w *watchdog) Begin(pid int) <-chan OOMEvent {
 			w.mu.Unlock()
 			if used > limit {
 				at := time.Now()
-				killSession(pid, 5*time.Second)
+				tr.kill(5 * time.Second)
 				w.latch.fire(OOMEvent{By: ModeWatchdog, At: at, KilledAt: time.Now(), Usage: used, Limit: limit,
-					Detail: fmt.Sprintf("RSS of the runner's session %s > limit %s", FormatSize(used), FormatSize(limit))})
+					Detail: fmt.Sprintf("RSS of the runner and its descendants %s > limit %s", FormatSize(used), FormatSize(limit))})
 				return
 			}
 		}
@@ -109,12 +106,12 @@ func (w *watchdog) Begin(pid int) <-chan OOMEvent {
 func (w *watchdog) End() (*OOMEvent, error) {
 	ev := w.latch.stop()
 	w.mu.Lock()
-	sid := w.sid
+	tr := w.tree
 	w.mu.Unlock()
-	if sid == 0 {
+	if tr == nil {
 		return ev, nil
 	}
-	return ev, killSession(sid, 5*time.Second)
+	return ev, tr.kill(5 * time.Second)
 }
 
 func (w *watchdog) Close() error {

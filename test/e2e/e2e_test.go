@@ -132,17 +132,21 @@ func TestRunBadInput(t *testing.T) {
 func TestDemo(t *testing.T) {
 	needCommand(t, "demo")
 	claude := modelserver.ClaudeBin(t)
-	for _, fresh := range []bool{false, true} {
-		name := "intact"
-		if fresh {
-			name = "fresh-workspace"
-		}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"intact", nil, ""},
+		{"fresh-workspace", []string{"--fresh-workspace"}, "fresh workspace    wiped, then restored"},
+		// The watchdog, forced: the agent's Bash tool runs detached (a
+		// session of its own); the watchdog must still count and kill it.
+		{"watchdog", []string{"--memory-enforcement", "watchdog"}, "oom-watchdog"},
+	} {
+		name := tc.name
 		t.Run(name, func(t *testing.T) {
 			tmp := t.TempDir()
-			args := []string{"demo", "--workspace", filepath.Join(tmp, "ws"), "--store", "file://" + filepath.Join(tmp, "store")}
-			if fresh {
-				args = append(args, "--fresh-workspace")
-			}
+			args := append([]string{"demo", "--workspace", filepath.Join(tmp, "ws"), "--store", "file://" + filepath.Join(tmp, "store")}, tc.args...)
 			start := time.Now()
 			r := tether(t, []string{"TETHER_CLAUDE_BIN=" + claude, "CACHE=" + tmp}, args...)
 			t.Logf("demo %s: exit %d in %v\n%s", name, r.code, time.Since(start).Round(time.Millisecond), r.stdout)
@@ -151,6 +155,9 @@ func TestDemo(t *testing.T) {
 			}
 			if !strings.Contains(r.stdout, "oom-kernel") && !strings.Contains(r.stdout, "oom-watchdog") {
 				t.Errorf("the report does not name an OOM cause")
+			}
+			if !strings.Contains(r.stdout, tc.want) {
+				t.Errorf("the report lacks %q", tc.want)
 			}
 		})
 	}

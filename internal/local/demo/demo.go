@@ -321,7 +321,11 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "memory             limit %s, peak %s\n", local.FormatSize(d.MemoryLimit), local.FormatSize(d.MemoryPeak))
 		fmt.Fprintf(w, "detected by        %s\n", d.Detail)
 		if d.OOMDetectedAt != nil && d.GroupKilledAt != nil {
-			fmt.Fprintf(w, "whole group dead   %s after detection (runner, CLI, tools), detection polls every 20 ms\n", ms(d.GroupKilledAt.Sub(*d.OOMDetectedAt)))
+			poll := "the kernel's oom_kill counter, read every 20 ms"
+			if d.Cause == local.CauseOOMWatchdog {
+				poll = "the RSS watchdog, every 50 ms"
+			}
+			fmt.Fprintf(w, "whole group dead   %s after detection (runner, CLI, tools); detection: %s\n", ms(d.GroupKilledAt.Sub(*d.OOMDetectedAt)), poll)
 		}
 		if r.Hydrate != nil {
 			fmt.Fprintf(w, "fresh workspace    wiped, then restored from snapshot %s: %d files, %s in %d ms\n", r.Hydrate.Snapshot, r.Hydrate.Files, local.FormatSize(r.Hydrate.Bytes), r.Hydrate.DurationMs)
