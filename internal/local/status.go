@@ -69,7 +69,10 @@ type ChildStatus struct {
 
 // Death is one runner death, classified.
 type Death struct {
-	Life      int       `json:"life"`
+	// Supervisor is the pid of the `tether run` that saw it: deaths of
+	// earlier runs on the workspace are kept as history.
+	Supervisor int       `json:"supervisor_pid"`
+	Life       int       `json:"life"`
 	PID       int       `json:"pid"`
 	StartedAt time.Time `json:"started_at"`
 	DiedAt    time.Time `json:"died_at"`

@@ -263,6 +263,10 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		return err
 	}
 	s.status.Hydrate = hr.Outcome
+	if prev, err := ReadStatus(cfg.Workspace); err == nil {
+		// Earlier runs' deaths stay on record (the newest 100).
+		s.status.Deaths = append(s.status.Deaths, prev.Deaths[max(0, len(prev.Deaths)-100):]...)
+	}
 
 	jail, why, err := NewJail(cfg.MemoryMode, cfg.Session, cfg.MemoryLimit)
 	if err != nil {
@@ -360,7 +364,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		oomCh := jail.Begin(rc.pid)
 		s.status.Runner = ChildStatus{PID: rc.pid, Life: life, StartedAt: rc.started.UTC(), Log: runnerLog.Name()}
 		s.status.State = StateRunning
-		if n := len(s.status.Deaths); n > 0 {
+		if n := len(s.status.Deaths); n > 0 && s.status.Deaths[n-1].Supervisor == os.Getpid() {
 			t := rc.started.UTC()
 			s.status.Deaths[n-1].RestartedAt = &t
 		}
@@ -580,7 +584,7 @@ func (s *Supervisor) noteReady(st runner.Status) {
 		s.cfg.OnReady(st)
 	}
 	n := len(s.status.Deaths)
-	if n == 0 || s.status.Deaths[n-1].RecoveredAt != nil {
+	if n == 0 || s.status.Deaths[n-1].RecoveredAt != nil || s.status.Deaths[n-1].Supervisor != os.Getpid() {
 		return
 	}
 	d := &s.status.Deaths[n-1]
@@ -604,7 +608,7 @@ func (s *Supervisor) noteReady(st runner.Status) {
 
 // classify turns a runner's end into a Death.
 func (s *Supervisor) classify(rc *child, ev *OOMEvent, limit int64) Death {
-	d := Death{Life: rc.life, PID: rc.pid, StartedAt: rc.started.UTC(), MemoryLimit: limit, MemoryPeak: s.jail.Peak()}
+	d := Death{Supervisor: os.Getpid(), Life: rc.life, PID: rc.pid, StartedAt: rc.started.UTC(), MemoryLimit: limit, MemoryPeak: s.jail.Peak()}
 	diedAt := time.Now()
 	cause, sig, code := describeExit(rc.state)
 	d.Signal, d.ExitCode = sig, code

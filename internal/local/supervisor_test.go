@@ -160,6 +160,13 @@ func TestSupervisorMaxRestarts(t *testing.T) {
 	if sl := fakeSyncLog(t, cfg.Workspace); !strings.HasSuffix(sl, "final\n") {
 		t.Errorf("no final snapshot: %s", sl)
 	}
+	// Run again on the same workspace: the earlier deaths stay on record,
+	// the new run's are added after them.
+	cfg.MaxRestarts = 0
+	st2, err := runSupervisor(t, cfg)
+	if err == nil || len(st2.Deaths) != 5 || st2.Deaths[0].Supervisor != st.Deaths[0].Supervisor || st2.Restarts != 0 {
+		t.Errorf("second run: err %v, %d deaths, restarts %d", err, len(st2.Deaths), st2.Restarts)
+	}
 }
 
 // A usage error of the runner (exit 2) is not retried: it would fail the
