@@ -228,8 +228,12 @@ func runSupervisor(cfg local.Config) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// A terminal that goes away (ssh drops: SIGHUP, then EPIPE on every
+	// write) must not kill the supervisor before it has stopped the runner
+	// and taken the final snapshot.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	go func() {
 		n := 0
