@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -236,13 +237,17 @@ func runSupervisor(cfg local.Config) error {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	go func() {
-		n := 0
+		var first time.Time
 		for range sigs {
-			n++
-			if n == 1 {
+			switch {
+			case first.IsZero():
+				first = time.Now()
 				fmt.Fprintln(cfg.Out, "\ntether: stopping gracefully: the runner, then a final snapshot (Ctrl-C again to force)")
 				cancel()
-			} else {
+			case time.Since(first) < 100*time.Millisecond:
+				// One stop sent twice (e.g. to the process and to its
+				// process group, as timeout(1) does), not a second Ctrl-C.
+			default:
 				fmt.Fprintln(cfg.Out, "\ntether: forcing: killing the runner and the sync")
 				sup.Force()
 			}
