@@ -16,7 +16,7 @@ TEST_DEPS :=
 GENERATE_TARGETS :=
 include $(wildcard mk/*.mk)
 
-.PHONY: build test test-unit lint vet staticcheck generate check-generated bench demo clean
+.PHONY: build test test-unit lint vet staticcheck generate check-generated bench demo chaos clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tether
@@ -59,10 +59,10 @@ bench: $(TEST_DEPS) build
 	@echo; echo "data-loss window, 50 kills of a writer while tether sync runs:"
 	TETHER_HARNESS_KILLS=50 $(GO) test -count=1 -run 'TestDataLossWindow' -v ./internal/statesync | grep -E 'window|^(ok|FAIL|---)'
 
-## demo: the main job, on the embedded default store.
-demo:
-	@echo "make demo: not yet — the one-machine demo ('tether run') lands with issue 6."
-	@echo "Meanwhile try: make build && bin/tether snapshot --help"
+## demo: the main job, on the embedded default store: a real Claude Code CLI
+## killed by a real kernel OOM mid-turn comes back resumed, twice (workspace
+## intact, then restored from the store alone). See demo-run in mk/local.mk.
+demo: demo-run
 
 clean:
 	rm -rf bin
