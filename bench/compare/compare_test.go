@@ -8,6 +8,30 @@ import (
 	"time"
 )
 
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "measure" { // run() re-executes the test binary
+		os.Exit(measureChild())
+	}
+	os.Exit(m.Run())
+}
+
+// TestRunPeakRSS checks that a small child's peak RSS is its own, not this
+// process's: Linux charges the peak of the process that execs into the child.
+func TestRunPeakRSS(t *testing.T) {
+	ballast := make([]byte, 256<<20)
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	u, err := run(t.Context(), nil, "sh", "-c", "true")
+	must(t, err)
+	if u.MaxRSS <= 0 || u.MaxRSS > 100<<20 {
+		t.Errorf("peak RSS of sh -c true = %d bytes; want a small positive figure, not this process's %d MiB", u.MaxRSS, len(ballast)>>20)
+	}
+	if _, err := run(t.Context(), nil, "sh", "-c", "exit 3"); err == nil {
+		t.Error("a failing child reported no error")
+	}
+}
+
 func TestComputedWindowsSteadyState(t *testing.T) {
 	tr, rp := computedWindows(time.Hour, 2*time.Hour)
 	// Uniform over one 60 s sync period and one 300 s repo-backup period.

@@ -36,6 +36,9 @@ type config struct {
 }
 
 func main() {
+	if os.Getenv(childEnv) == "measure" {
+		os.Exit(measureChild())
+	}
 	if os.Getenv(childEnv) == "writer" {
 		// The writer runs until it is killed; it returns only on failure.
 		fmt.Fprintln(os.Stderr, "writer:", childWriter())
