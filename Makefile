@@ -49,15 +49,17 @@ check-generated: generate
 		echo "generated files are out of date; run 'make generate' and commit:"; \
 		git status --porcelain -- api config charts; git diff --stat -- api config charts; exit 1; fi
 
-## bench: benchmarks, printed as tables of ratios against a baseline measured in the same run.
+## bench: benchmarks, printed as tables of ratios against a baseline measured in the
+## same run; bench-compare (mk/bench.mk) measures tether against the reference
+## platform's method, data-loss windows included, and rewrites docs/benchmarks.md.
 bench: $(TEST_DEPS) build
 	$(GO) run ./bench/snapshotbench
 	@echo
 	$(GO) run ./bench/syncidle -tether $(BIN)
 	@echo
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./internal/runner ./internal/agent
-	@echo; echo "data-loss window, 50 kills of a writer while tether sync runs:"
-	TETHER_HARNESS_KILLS=50 $(GO) test -count=1 -run 'TestDataLossWindow' -v ./internal/statesync | grep -E 'window|^(ok|FAIL|---)'
+	@echo
+	$(MAKE) bench-compare
 
 ## demo: the main job, on the embedded default store: a real Claude Code CLI
 ## killed by a real kernel OOM mid-turn comes back resumed, twice (workspace
