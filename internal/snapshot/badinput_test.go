@@ -141,14 +141,31 @@ func TestInterruptedMoveIsFinished(t *testing.T) {
 	// Build the staging directory completely, then move only one entry, as a
 	// crash during moveIntoPlace would leave it.
 	staging := filepath.Join(target, stagingName)
-	must(t, os.MkdirAll(staging, 0o700))
+	tree := filepath.Join(staging, stagingTree)
+	must(t, os.MkdirAll(tree, 0o700))
 	m, err := repo.LoadManifest(ctx, FormatID(1))
 	must(t, err)
-	must(t, build(ctx, repo, m, staging, 4))
+	must(t, build(ctx, repo, m, tree, filepath.Join(staging, stagingScratch), 4))
 	must(t, os.WriteFile(filepath.Join(staging, completeMarker), []byte(m.ID), 0o600))
-	must(t, os.Rename(filepath.Join(staging, "artifacts"), filepath.Join(target, "artifacts")))
+	must(t, os.Rename(filepath.Join(tree, "artifacts"), filepath.Join(target, "artifacts")))
 
 	_, err = Restore(ctx, repo, target, RestoreOptions{})
 	must(t, err)
 	assertSameTree(t, ws, target)
+}
+
+// TestReservedLookingNames: user files whose names look like restore's own
+// scratch names are saved and restored like any other.
+func TestReservedLookingNames(t *testing.T) {
+	ctx := context.Background()
+	repo := openRepo(t, "file://"+t.TempDir())
+	ws := t.TempDir()
+	for _, n := range []string{".tether-restore-complete", ".tether-bundles", "complete", "tree", "scratch", ".tether-restore-x"} {
+		writeFile(t, filepath.Join(ws, n), []byte("user file "+n), 0o644)
+	}
+	save(t, repo, ws, SaveOptions{})
+	out := filepath.Join(t.TempDir(), "out")
+	_, err := Restore(ctx, repo, out, RestoreOptions{})
+	must(t, err)
+	assertSameTree(t, ws, out)
 }

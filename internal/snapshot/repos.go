@@ -200,13 +200,12 @@ func (s *Saver) Close() error {
 
 // restoreRepos fetches each repository's bundle chain and lets gitstate
 // rebuild it under dir, parents before their submodules.
-func restoreRepos(ctx context.Context, repo *Repo, m *Manifest, dir string) error {
+func restoreRepos(ctx context.Context, repo *Repo, m *Manifest, dir, scratch string) error {
 	if len(m.Repos) == 0 {
 		return nil
 	}
 	repos := append([]RepoEntry(nil), m.Repos...)
 	sort.Slice(repos, func(i, j int) bool { return repos[i].Path < repos[j].Path })
-	scratch := filepath.Join(dir, stagingName) // never a snapshot entry (builtinExcludes), unlike any other name
 	if err := os.Mkdir(scratch, 0o700); err != nil {
 		return err
 	}

@@ -103,8 +103,8 @@ func TestRepoInWorkspace(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(out, "notes.txt")); string(b) != "outside the repo\n" {
 			t.Fatal("file outside the repo not restored")
 		}
-		if _, err := os.Stat(filepath.Join(out, ".tether-bundles")); !os.IsNotExist(err) {
-			t.Fatal("bundle scratch dir left in the restored workspace")
+		if _, err := os.Stat(filepath.Join(out, stagingName)); !os.IsNotExist(err) {
+			t.Fatal("restore's staging and bundle scratch dir left in the restored workspace")
 		}
 		rep, err := Verify(ctx, repo, VerifyOptions{})
 		must(t, err)

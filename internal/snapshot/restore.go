@@ -17,11 +17,15 @@ import (
 )
 
 // stagingName is the directory, inside the target, in which a restore builds
-// the snapshot before moving it into place. completeMarker inside it says the
-// build finished and was verified, so an interrupted move can be finished.
+// the snapshot (in its "tree" subdirectory) before moving it into place. The
+// file "complete" beside the tree says the build finished and was verified,
+// so an interrupted move can be finished. Save never includes this name, so
+// no entry of a snapshot can collide with any of it.
 const (
 	stagingName    = ".tether-restore"
-	completeMarker = ".tether-restore-complete"
+	stagingTree    = "tree"
+	stagingScratch = "scratch"
+	completeMarker = "complete"
 )
 
 // RestoreOptions configure Restore.
@@ -95,13 +99,17 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return nil, err
 	}
+	tree := filepath.Join(staging, stagingTree)
+	if err := os.Mkdir(tree, 0o700); err != nil {
+		return nil, err
+	}
 	ok := false
 	defer func() {
 		if !ok {
 			os.RemoveAll(staging)
 		}
 	}()
-	if err := build(ctx, repo, m, staging, opts.Fetches); err != nil {
+	if err := build(ctx, repo, m, tree, filepath.Join(staging, stagingScratch), opts.Fetches); err != nil {
 		return nil, fmt.Errorf("restore %s snapshot %s: %w", repo, id, err)
 	}
 	if err := syncFS(staging); err != nil {
@@ -141,18 +149,16 @@ func readDirNames(dir string) ([]string, error) {
 	return out, nil
 }
 
-// moveIntoPlace renames every top-level entry of staging into target, then
-// removes staging. Each step can be repeated after a crash.
+// moveIntoPlace renames every top-level entry of the staged tree into
+// target, then removes staging. Each step can be repeated after a crash.
 func moveIntoPlace(staging, target string) error {
-	names, err := readDirNames(staging)
+	tree := filepath.Join(staging, stagingTree)
+	names, err := readDirNames(tree)
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
-		if n == completeMarker {
-			continue
-		}
-		if err := os.Rename(filepath.Join(staging, n), filepath.Join(target, n)); err != nil {
+		if err := os.Rename(filepath.Join(tree, n), filepath.Join(target, n)); err != nil {
 			return fmt.Errorf("restore: move %s into place: %w", n, err)
 		}
 	}
@@ -165,7 +171,7 @@ func moveIntoPlace(staging, target string) error {
 // build writes every entry of m under dir: directories first, then files
 // (fetched in parallel), then symlinks (last, so nothing is ever written
 // through one), then directory modes and times, deepest first.
-func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int) error {
+func build(ctx context.Context, repo *Repo, m *Manifest, dir, scratch string, fetches int) error {
 	var files []*Entry
 	for i := range m.Entries {
 		e := &m.Entries[i]
@@ -197,7 +203,7 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 			}
 		}
 	}
-	if err := restoreRepos(ctx, repo, m, dir); err != nil {
+	if err := restoreRepos(ctx, repo, m, dir, scratch); err != nil {
 		return err
 	}
 	for i := len(m.Entries) - 1; i >= 0; i-- {

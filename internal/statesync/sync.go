@@ -122,7 +122,7 @@ func (s *Syncer) note(c change) {
 
 // ignored: events under tether's own scratch areas and excluded paths.
 func (s *Syncer) ignored(rel string) bool {
-	if rel == ".tether/cache" || strings.HasPrefix(rel, ".tether/cache/") || strings.HasPrefix(rel, ".tether-restore") {
+	if rel == ".tether/cache" || strings.HasPrefix(rel, ".tether/cache/") || rel == ".tether-restore" || strings.HasPrefix(rel, ".tether-restore/") {
 		return true
 	}
 	for p := rel; p != "." && p != "/" && p != ""; p = path.Dir(p) {

@@ -60,7 +60,7 @@ func (w *watcher) skipDir(rel string) bool {
 			return true
 		}
 	}
-	if rel == ".tether/cache" || strings.HasPrefix(rel, ".tether-restore") {
+	if rel == ".tether/cache" || rel == ".tether-restore" {
 		return true
 	}
 	return w.exclude.Match(rel, true)
