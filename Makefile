@@ -23,7 +23,7 @@ build:
 
 ## test: everything CI runs: generated code up to date, vet, staticcheck, all tests with -race.
 test: $(TEST_DEPS) check-generated lint
-	$(GO) test -race -timeout 45m ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
 
 ## test-unit: the fast tests only (no external servers).
 test-unit:
