@@ -7,9 +7,10 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tether-dev/tether/internal/iox"
 )
 
 // child is one process the supervisor runs: the sync or one life of the
@@ -22,7 +23,7 @@ type child struct {
 	started time.Time
 	done    chan struct{} // closed once Wait returned
 	state   *os.ProcessState
-	tail    *tailBuffer // the last lines it logged
+	tail    *iox.TailBuffer // the last lines it logged
 }
 
 // startChild starts self with args in a session (and so a process group) of
@@ -34,7 +35,7 @@ func startChild(name string, life int, self string, args, env []string, log io.W
 	cmd := exec.Command(self, args...)
 	cmd.Env = env
 	cmd.Stdin = nil
-	tail := newTailBuffer(4 << 10)
+	tail := iox.NewTailBuffer(4 << 10)
 	w := io.MultiWriter(log, tail)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: pdeath}
@@ -111,31 +112,4 @@ func signalName(s syscall.Signal) string {
 		return n
 	}
 	return fmt.Sprintf("signal %d", int(s))
-}
-
-// tailBuffer keeps the last n bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	n   int
-	buf []byte
-}
-
-func newTailBuffer(n int) *tailBuffer { return &tailBuffer{n: n} }
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.n {
-		t.buf = t.buf[len(t.buf)-t.n:]
-	}
-	return len(p), nil
-}
-
-// lastLine is the last non-empty line written.
-func (t *tailBuffer) lastLine() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	lines := strings.Split(strings.TrimSpace(string(t.buf)), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
 }

@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tether-dev/tether/internal/iox"
 )
 
 // cliProc is one running CLI process.
@@ -23,7 +24,7 @@ type cliProc struct {
 	lines  chan cliLine // closed when stdout ends
 	done   chan struct{}
 	err    error // Wait's result, set before done is closed
-	stderr *tailBuffer
+	stderr *iox.TailBuffer
 }
 
 type cliLine struct {
@@ -70,7 +71,7 @@ func (r *Runner) launch(resume string) (*cliProc, error) {
 	cmd.Dir = r.cfg.Cwd
 	cmd.Env = r.cliEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	p := &cliProc{cmd: cmd, lines: make(chan cliLine, 256), done: make(chan struct{}), stderr: newTailBuffer(8 << 10)}
+	p := &cliProc{cmd: cmd, lines: make(chan cliLine, 256), done: make(chan struct{}), stderr: iox.NewTailBuffer(8 << 10)}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -226,29 +227,4 @@ func (r *Runner) handshake(p *cliProc, resume string) (handshake, error) {
 				r.cfg.ClaudeBin, r.cfg.StartTimeout, p.stderr.String(), garbage)
 		}
 	}
-}
-
-// tailBuffer keeps the last n bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	n   int
-	buf []byte
-}
-
-func newTailBuffer(n int) *tailBuffer { return &tailBuffer{n: n} }
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.n {
-		t.buf = t.buf[len(t.buf)-t.n:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }
