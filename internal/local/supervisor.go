@@ -474,7 +474,7 @@ func (s *Supervisor) watchLife(ctx context.Context, rc *child, oomCh <-chan OOME
 		case <-(*syncC).done:
 			old := *syncC
 			_, sig, code := describeExit(old.state)
-			s.printf("the sync exited unexpectedly (%s%s; last log line: %s); restarting it", sig, codeString(code), old.tail.lastLine())
+			s.printf("the sync exited unexpectedly (%s%s; last log line: %s); restarting it", sig, codeString(code), old.tail.LastLine())
 			time.Sleep(time.Second)
 			c, err := startSync()
 			if err != nil {
@@ -629,7 +629,7 @@ func (s *Supervisor) classify(rc *child, ev *OOMEvent, limit int64) Death {
 		}
 	default:
 		d.Cause = cause
-		d.Detail = rc.tail.lastLine()
+		d.Detail = rc.tail.LastLine()
 	}
 	d.DiedAt = diedAt.UTC()
 	d.UptimeMs = diedAt.Sub(rc.started).Milliseconds()
@@ -696,7 +696,7 @@ func (s *Supervisor) stopSync(c *child) error {
 	killSession(c.pid, 2*time.Second)
 	if !c.state.Success() {
 		_, sig, code := describeExit(c.state)
-		return fmt.Errorf("the final snapshot failed (sync %s%s: %s); the workspace still holds everything, see %s", sig, codeString(code), c.tail.lastLine(), s.status.Sync.Log)
+		return fmt.Errorf("the final snapshot failed (sync %s%s: %s); the workspace still holds everything, see %s", sig, codeString(code), c.tail.LastLine(), s.status.Sync.Log)
 	}
 	s.printf("final snapshot done in %d ms", time.Since(start).Milliseconds())
 	return nil
