@@ -33,6 +33,7 @@ type config struct {
 	dir           string
 	out, png      string
 	keep          bool
+	onlyWorkspace string
 }
 
 func main() {
@@ -57,7 +58,15 @@ func main() {
 	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "markdown report to write")
 	flag.StringVar(&c.png, "png", "docs/benchmarks.png", "chart to write (linked from the report by its base name)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory")
+	flag.StringVar(&c.onlyWorkspace, "only-workspace", "", "generate the reference workspace into this (new) directory and exit: for profiling tether on it by hand")
 	flag.Parse()
+	if c.onlyWorkspace != "" {
+		if err := generateWorkspace(context.Background(), c.onlyWorkspace, referenceSizes(c.scale)); err != nil {
+			fmt.Fprintln(os.Stderr, "compare:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if err := run1(ctx, c); err != nil {
