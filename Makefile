@@ -20,6 +20,7 @@ include $(wildcard mk/*.mk)
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tether
+	$(GO) build -o $(dir $(BIN))tether-operator ./cmd/tether-operator
 
 ## test: everything CI runs: generated code up to date, vet, staticcheck, all tests with -race.
 test: $(TEST_DEPS) check-generated lint

@@ -23,6 +23,6 @@ the session back, resumed.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{err}
 	})
-	root.AddCommand(newSnapshotCmd(), newSyncCmd(), newHydrateCmd(), newRunnerCmd(), newSendCmd(), newOperatorCmd(), newRunCmd(), newDemoCmd())
+	root.AddCommand(newSnapshotCmd(), newSyncCmd(), newHydrateCmd(), newRunnerCmd(), newSendCmd(), newOperatorCmd(), newCopySelfCmd(), newRunCmd(), newDemoCmd())
 	return root
 }

@@ -160,8 +160,9 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 		Image:           cfg.TetherImage,
 		ImagePullPolicy: cfg.TetherImagePullPolicy,
 		// The tether image's ENTRYPOINT is tether; copy-self needs no shell or cp,
-		// so the image can be distroless.
-		Args:            []string{"operator", "copy-self", tetherBinDir + "/tether"},
+		// so the image can be distroless. It is a command of the lean tether
+		// itself, never of tether-operator: the copy is the binary that runs.
+		Args:            []string{"copy-self", tetherBinDir + "/tether"},
 		VolumeMounts:    []corev1.VolumeMount{{Name: volumeTetherBin, MountPath: tetherBinDir}},
 		SecurityContext: containerSecurity(true),
 		Resources:       smallResources("100m", "32Mi", "128Mi"),

@@ -102,7 +102,7 @@ func TestBuildPodLayout(t *testing.T) {
 
 	install := container(t, pod.Spec.InitContainers, ContainerInstall)
 	runner := container(t, pod.Spec.Containers, ContainerRunner)
-	if install.Image != cfg.TetherImage || !slices.Equal(install.Args, []string{"operator", "copy-self", "/opt/tether/tether"}) {
+	if install.Image != cfg.TetherImage || !slices.Equal(install.Args, []string{"copy-self", "/opt/tether/tether"}) {
 		t.Errorf("install: %s %q", install.Image, install.Args)
 	}
 	if runner.Image != "ghcr.io/acme/agent:1" || !slices.Equal(runner.Command, []string{"/opt/tether/tether"}) {

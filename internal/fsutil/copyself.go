@@ -1,4 +1,4 @@
-package operator
+package fsutil
 
 import (
 	"fmt"
@@ -9,9 +9,10 @@ import (
 
 // CopySelf copies the running executable to dst (mode 0755), atomically: a
 // temp file in dst's directory, fsync, rename. The session pod's first init
-// container runs it from the tether image, so the user's agent image can run
-// `tether runner` without containing tether, and the tether image needs no
-// shell or cp.
+// container runs it (`tether copy-self`) from the tether image, so the user's
+// agent image can run `tether runner` without containing tether, and the
+// tether image needs no shell or cp. It lives here, not with the operator, so
+// the lean tether binary that runs it carries no Kubernetes code.
 func CopySelf(dst string) error {
 	self, err := os.Executable()
 	if err != nil {
