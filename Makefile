@@ -34,6 +34,7 @@ lint: vet staticcheck
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags tether_gcs,tether_azblob ./internal/store/
 
 staticcheck: $(CACHE)/bin/staticcheck-$(STATICCHECK_VERSION)
 	$(CACHE)/bin/staticcheck-$(STATICCHECK_VERSION) ./...

@@ -16,10 +16,8 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/azureblob" // azblob://
-	_ "gocloud.dev/blob/gcsblob"   // gs://
-	_ "gocloud.dev/blob/memblob"   // mem://
-	_ "gocloud.dev/blob/s3blob"    // s3://
+	_ "gocloud.dev/blob/memblob" // mem://
+	_ "gocloud.dev/blob/s3blob"  // s3://; gs:// and azblob:// are behind build tags (drivers.go)
 	"gocloud.dev/gcerrors"
 )
 
@@ -32,7 +30,8 @@ const maxSinglePut = 5 << 30
 // connection under a client still sending.
 const headFirstSize = 256 << 10
 
-// blobStore serves s3://, gs://, azblob:// and mem:// through gocloud.dev/blob.
+// blobStore serves s3://, mem:// and, in binaries built with their tags,
+// gs:// and azblob:// through gocloud.dev/blob.
 //
 // S3 writes bypass gocloud and go to PutObject directly. gocloud's S3 writer
 // switches to a multipart upload above 16 MiB, and If-None-Match on the

@@ -6,9 +6,12 @@ import "context"
 //
 //	file:///abs/dir                 plain files under dir (the embedded default, see DefaultURL)
 //	s3://bucket?endpoint=http://127.0.0.1:9000&use_path_style=true&region=us-east-1
-//	gs://bucket                     Google Cloud Storage
-//	azblob://container              Azure Blob Storage
+//	gs://bucket                     Google Cloud Storage (only built with -tags tether_gcs)
+//	azblob://container              Azure Blob Storage (only built with -tags tether_azblob)
 //	mem://                          in memory, for tests; every Open is a new empty store
+//
+// A gs:// or azblob:// URL in a binary built without its tag fails here with
+// one line saying how to rebuild (or, for GCS, the S3-compatible URL to use).
 //
 // Every scheme takes prefix=p/ to scope the store under a key prefix. s3://
 // also takes the query parameters of gocloud.dev/aws (region, endpoint,
@@ -30,8 +33,21 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// On error, return a nil Store rather than a nil *fileStore or
+	// *blobStore inside one: a caller's st != nil must mean a store.
 	if p.scheme == "file" {
-		return openFile(p)
+		s, err := openFile(p)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
-	return openBlob(ctx, p)
+	if err := missingDriver(p); err != nil {
+		return nil, err
+	}
+	s, err := openBlob(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
