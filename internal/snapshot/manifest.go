@@ -4,12 +4,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"reflect"
+	"sort"
 	"strings"
 	"time"
 )
 
 // FormatVersion is the manifest format this code writes. Readers refuse newer ones.
-const FormatVersion = 1
+//
+// Version 1 manifests list every entry and repository. Version 2 manifests
+// name a base object (a content-addressed object, stored and verified like a
+// chunk, holding the entries and repositories of an earlier save) and list
+// only what differs from it: the entries changed or added since, the paths
+// removed since, and each repository with the bundles it adds to the base's
+// chain. A save after a 1 KiB append then uploads the append and a manifest
+// of about one entry, instead of re-listing every file of the workspace. A
+// save writes a new base when its differences outgrow an eighth of the base.
+const FormatVersion = 2
 
 // Entry types.
 const (
@@ -27,12 +38,163 @@ type Manifest struct {
 	Time      time.Time `json:"time"`
 	Host      string    `json:"host,omitempty"`
 	// Parent is the snapshot this one was saved incrementally against ("" for a first save).
-	Parent  string  `json:"parent,omitempty"`
-	Entries []Entry `json:"entries"`
+	Parent string `json:"parent,omitempty"`
+	// Base (format 2) is the object this manifest is a delta against; it
+	// stays set once LoadManifest has resolved the delta.
+	Base *Ref `json:"base,omitempty"`
+	// Entries lists every entry. A stored format-2 manifest leaves it out and
+	// has Changed and Removed instead; LoadManifest fills it in.
+	Entries []Entry `json:"entries,omitempty"`
+	// Changed and Removed (format 2, stored form only) are the entries that
+	// differ from the base's and the base's paths that are gone.
+	Changed []Entry  `json:"changed,omitempty"`
+	Removed []string `json:"removed,omitempty"`
 	// Repos are the git repositories under repos/ and their submodules,
-	// captured by gitstate rather than file by file.
+	// captured by gitstate rather than file by file. In a stored format-2
+	// manifest a repository's bundle chain may start with the first FromBase
+	// bundles of the base's repository at the same path.
 	Repos   []RepoEntry `json:"repos,omitempty"`
 	Summary Summary     `json:"summary"`
+
+	// from is the decoded base, kept so that the next save can diff against it.
+	from *baseState
+}
+
+// baseState is the content of a base object: a workspace's entries and
+// repositories, in full.
+type baseState struct {
+	Entries []Entry     `json:"entries"`
+	Repos   []RepoEntry `json:"repos,omitempty"`
+	// ref names the object; size is the length of its JSON, which decides
+	// when a delta has grown too large and a new base is due.
+	ref Ref
+}
+
+func marshalBase(b *baseState) ([]byte, error) { return json.Marshal(b) }
+
+func unmarshalBase(data []byte, ref Ref) (*baseState, error) {
+	var b baseState
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("base object is not valid JSON: %w", err)
+	}
+	b.ref = ref
+	return &b, nil
+}
+
+// resolve turns a stored format-2 manifest into the full form, using its
+// decoded base. Entries come out sorted by path, as the saver wrote them.
+func (m *Manifest) resolve(b *baseState) error {
+	if m.Base == nil {
+		return nil
+	}
+	if b.ref.ID != m.Base.ID {
+		return fmt.Errorf("manifest names base object %s but was given %s", m.Base.ID, b.ref.ID)
+	}
+	removed := make(map[string]bool, len(m.Removed))
+	for _, p := range m.Removed {
+		removed[p] = true
+	}
+	changed := make(map[string]bool, len(m.Changed))
+	for _, e := range m.Changed {
+		changed[e.Path] = true
+	}
+	entries := make([]Entry, 0, len(b.Entries)+len(m.Changed))
+	for _, e := range b.Entries {
+		if !removed[e.Path] && !changed[e.Path] {
+			entries = append(entries, e)
+		}
+	}
+	entries = append(entries, m.Changed...)
+	sort.SliceStable(entries, func(i, j int) bool { return entryLess(entries[i].Path, entries[j].Path) })
+	baseRepos := make(map[string]*RepoEntry, len(b.Repos))
+	for i := range b.Repos {
+		baseRepos[b.Repos[i].Path] = &b.Repos[i]
+	}
+	repos := make([]RepoEntry, len(m.Repos))
+	for i, r := range m.Repos {
+		if r.FromBase > 0 {
+			br := baseRepos[r.Path]
+			if br == nil || len(br.Bundles) < r.FromBase {
+				return fmt.Errorf("repository %q takes %d bundles from the base object, which has fewer", r.Path, r.FromBase)
+			}
+			r.Bundles = append(append([]Blob(nil), br.Bundles[:r.FromBase]...), r.Bundles...)
+			r.FromBase = 0
+		}
+		repos[i] = r
+	}
+	m.Entries, m.Repos, m.Changed, m.Removed, m.from = entries, repos, nil, nil, b
+	return nil
+}
+
+// delta returns the stored form of a full manifest m against base b.
+func (m *Manifest) delta(b *baseState) *Manifest {
+	d := *m
+	d.Base = &Ref{ID: b.ref.ID, Len: b.ref.Len}
+	d.Entries, d.from = nil, nil
+	d.Changed, d.Removed = nil, nil
+	old := make(map[string]*Entry, len(b.Entries))
+	for i := range b.Entries {
+		old[b.Entries[i].Path] = &b.Entries[i]
+	}
+	seen := make(map[string]bool, len(m.Entries))
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		seen[e.Path] = true
+		if o := old[e.Path]; o == nil || !sameEntry(o, e) {
+			d.Changed = append(d.Changed, *e)
+		}
+	}
+	for _, e := range b.Entries {
+		if !seen[e.Path] {
+			d.Removed = append(d.Removed, e.Path)
+		}
+	}
+	baseRepos := make(map[string]*RepoEntry, len(b.Repos))
+	for i := range b.Repos {
+		baseRepos[b.Repos[i].Path] = &b.Repos[i]
+	}
+	d.Repos = make([]RepoEntry, len(m.Repos))
+	for i, r := range m.Repos {
+		if br := baseRepos[r.Path]; br != nil && len(br.Bundles) > 0 && len(br.Bundles) <= len(r.Bundles) &&
+			reflect.DeepEqual(br.Bundles, r.Bundles[:len(br.Bundles)]) {
+			r.FromBase = len(br.Bundles)
+			r.Bundles = r.Bundles[len(br.Bundles):]
+		}
+		d.Repos[i] = r
+	}
+	return &d
+}
+
+// entryLess is the order of a save's walk (directory by directory, names
+// sorted): paths compared component by component, which is byte order with
+// '/' below every other byte.
+func entryLess(a, b string) bool {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		ca, cb := a[i], b[i]
+		if ca == cb {
+			continue
+		}
+		if ca == '/' {
+			return true
+		}
+		if cb == '/' {
+			return false
+		}
+		return ca < cb
+	}
+	return len(a) < len(b)
+}
+
+func sameEntry(a, b *Entry) bool {
+	if a.Path != b.Path || a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Target != b.Target || len(a.Chunks) != len(b.Chunks) {
+		return false
+	}
+	for i := range a.Chunks {
+		if a.Chunks[i] != b.Chunks[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Summary is what `snapshot ls` shows of a snapshot.

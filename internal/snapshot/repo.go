@@ -28,6 +28,11 @@ type Repo struct {
 	Namespace string
 	Session   string
 	base      string
+
+	// lastBase is the newest base object read: consecutive manifests
+	// usually share it (verify and prune read every manifest).
+	mu       sync.Mutex
+	lastBase *baseState
 }
 
 // OpenRepo validates the names and returns the session's area of st.
@@ -252,7 +257,39 @@ func (r *Repo) LoadManifest(ctx context.Context, id string) (*Manifest, error) {
 	if m.ID != id {
 		return nil, &CorruptError{Key: key, Reason: fmt.Sprintf("it says it is snapshot %s", m.ID)}
 	}
+	if m.Base != nil {
+		b, err := r.loadBase(ctx, *m.Base, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.resolve(b); err != nil {
+			return nil, &CorruptError{Key: key, Reason: err.Error()}
+		}
+	}
 	return m, nil
+}
+
+// loadBase reads and decodes a base object, checked against its name like
+// every chunk.
+func (r *Repo) loadBase(ctx context.Context, ref Ref, snapshotID string) (*baseState, error) {
+	r.mu.Lock()
+	if b := r.lastBase; b != nil && b.ref == ref {
+		r.mu.Unlock()
+		return b, nil
+	}
+	r.mu.Unlock()
+	data, err := r.readChunk(ctx, ref.ID, snapshotID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := unmarshalBase(data, ref)
+	if err != nil {
+		return nil, &CorruptError{Key: r.objectKey(ref.ID), Reason: err.Error()}
+	}
+	r.mu.Lock()
+	r.lastBase = b
+	r.mu.Unlock()
+	return b, nil
 }
 
 // parallel runs fn for every item with at most n at once and returns the first error.

@@ -27,6 +27,9 @@ type RepoEntry struct {
 	Path    string          `json:"path"`
 	State   *gitstate.State `json:"state"`
 	Bundles []Blob          `json:"bundles"`
+	// FromBase (stored format-2 manifests only) is how many bundles of the
+	// base's repository at the same path come before Bundles.
+	FromBase int `json:"fromBase,omitempty"`
 }
 
 // Blob is a stored byte stream, such as a bundle file.
@@ -37,6 +40,9 @@ type Blob struct {
 
 // eachChunk calls fn with every chunk a snapshot references.
 func (m *Manifest) eachChunk(fn func(Ref)) {
+	if m.Base != nil {
+		fn(*m.Base)
+	}
 	for _, e := range m.Entries {
 		for _, c := range e.Chunks {
 			fn(c)

@@ -105,6 +105,7 @@ type Saver struct {
 	opts      SaveOptions
 
 	base       *Manifest // newest snapshot this Saver knows, nil before the first
+	baseRaw    []byte    // JSON of base.from, the base object of base (nil when it has none)
 	baseByPath map[string]*Entry
 	stats      map[string]statKey // stat of files whose content equals base's entry
 	cache      *statCache
@@ -175,7 +176,7 @@ const racyWindow = 100 * time.Millisecond
 // files once more, but uploads only what the store lacks.
 func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	if latest == "" {
-		s.base, s.baseByPath, s.stats = nil, nil, nil
+		s.base, s.baseByPath, s.stats, s.baseRaw = nil, nil, nil, nil
 		return nil
 	}
 	if s.base != nil && s.base.ID == latest {
@@ -183,8 +184,8 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	}
 	if s.cache != nil {
 		if oi, err := s.repo.st.Stat(ctx, s.repo.manifestKey(latest)); err == nil {
-			if m, stats, ok := s.cache.load(latest, oi.Size); ok {
-				s.setBase(m, stats)
+			if m, stats, baseRaw, ok := s.cache.load(latest, oi.Size); ok {
+				s.setBase(m, stats, baseRaw)
 				return nil
 			}
 		}
@@ -193,12 +194,12 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	if err != nil {
 		return err
 	}
-	s.setBase(m, nil)
+	s.setBase(m, nil, nil)
 	return nil
 }
 
-func (s *Saver) setBase(m *Manifest, stats map[string]statKey) {
-	s.base = m
+func (s *Saver) setBase(m *Manifest, stats map[string]statKey, baseRaw []byte) {
+	s.base, s.baseRaw = m, baseRaw
 	s.baseByPath = make(map[string]*Entry, len(m.Entries))
 	for i := range m.Entries {
 		s.baseByPath[m.Entries[i].Path] = &m.Entries[i]
@@ -287,9 +288,9 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 			return st, nil
 		}
 	}
-	raw, err := marshalManifest(m)
+	raw, baseRaw, err := s.storedForm(ctx, m, w)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("save %s: %w", s.repo, err)
 	}
 	// Every chunk durable before the manifest that makes them a snapshot.
 	if err := store.Sync(ctx, s.repo.st); err != nil {
@@ -314,12 +315,58 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	st.ObjectsUploaded = int(w.up.objects.Load()) + 1
 	st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
 
-	s.setBase(m, w.newStats)
+	s.setBase(m, w.newStats, baseRaw)
 	if s.cache != nil {
 		// Best effort: a lost cache costs one re-read of the files, nothing else.
-		_ = s.cache.store(raw, m.ID, int64(len(obj)), w.newStats)
+		_ = s.cache.store(raw, baseRaw, m.ID, int64(len(obj)), w.newStats)
 	}
 	return st, nil
+}
+
+// storedForm returns the manifest as stored, a delta against the base of the
+// previous save, and the base object's JSON. When there is no base yet, or
+// the delta would exceed an eighth of the base (and 1 KiB), it stores a new
+// base object first (counted in w's upload figures) and m becomes a delta
+// against that. It leaves m resolved, with m.Base and m.from set.
+func (s *Saver) storedForm(ctx context.Context, m *Manifest, w *saveRun) (raw, baseRaw []byte, err error) {
+	var from *baseState
+	if s.base != nil {
+		from, baseRaw = s.base.from, s.baseRaw
+	}
+	if from != nil {
+		if baseRaw == nil {
+			// Loaded from the store: the same JSON again, for the stat cache.
+			if baseRaw, err = marshalBase(from); err != nil {
+				return nil, nil, err
+			}
+		}
+		raw, err = marshalManifest(m.delta(from))
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(raw) <= 1024 || int64(len(raw))*8 <= from.ref.Len {
+			m.Base, m.from = &Ref{ID: from.ref.ID, Len: from.ref.Len}, from
+			return raw, baseRaw, nil
+		}
+	}
+	from = &baseState{Entries: m.Entries, Repos: m.Repos}
+	if baseRaw, err = marshalBase(from); err != nil {
+		return nil, nil, err
+	}
+	from.ref = Ref{ID: hashID(baseRaw), Len: int64(len(baseRaw))}
+	n, err := s.repo.writeChunk(ctx, from.ref.ID, baseRaw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("write base object: %w", err)
+	}
+	if n > 0 {
+		w.up.bytes.Add(n)
+		w.up.objects.Add(1)
+	}
+	if raw, err = marshalManifest(m.delta(from)); err != nil {
+		return nil, nil, err
+	}
+	m.Base, m.from = &Ref{ID: from.ref.ID, Len: from.ref.Len}, from
+	return raw, baseRaw, nil
 }
 
 // saveRun is the state of one Save.
@@ -577,10 +624,19 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 
 	var chunks []Ref
 	var offset int64
-	if prev != nil && prev.Type == TypeFile && prev.Size > 0 && key.Size > prev.Size {
+	if prev != nil && prev.Type == TypeFile && prev.Size > 0 && key.Size >= prev.Size {
 		ok, err := w.verifyPrefix(f, prev.Chunks)
 		if err != nil {
 			return false, fmt.Errorf("read %s: %w", p, err)
+		}
+		if ok && key.Size == prev.Size {
+			// Same content, but its stat could not be trusted (it was racy
+			// last time, or touched): keep its chunks as they are. Chunking
+			// it afresh could cut an appended file differently and upload
+			// its tail again for nothing.
+			e.Size, e.Chunks = prev.Size, prev.Chunks
+			w.rememberIfSettled(f, rel, key, prev.Size)
+			return true, nil
 		}
 		if ok {
 			var keep int
@@ -609,14 +665,19 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 		return false, fmt.Errorf("read %s: %w", p, err)
 	}
 	e.Size, e.Chunks = size, chunks
-	// Trust this stat next time only if what we read is what it describes and
-	// the file is not "racy" (see racyWindow).
+	w.rememberIfSettled(f, rel, key, size)
+	return true, nil
+}
+
+// rememberIfSettled trusts key (the stat taken before reading f) next time
+// only if what was read, size bytes, is what it describes and the file is not
+// "racy" (see racyWindow).
+func (w *saveRun) rememberIfSettled(f *os.File, rel string, key statKey, size int64) {
 	if size == key.Size && time.Unix(0, key.MTime).Before(w.start.Add(-racyWindow)) {
 		if after, err := f.Stat(); err == nil && statKeyOf(after) == key {
 			w.remember(rel, key)
 		}
 	}
-	return true, nil
 }
 
 func (w *saveRun) remember(rel string, k statKey) { w.newStats[rel] = k }
