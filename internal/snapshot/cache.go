@@ -26,6 +26,8 @@ type statCacheFile struct {
 	// was wiped and refilled under the same ids does not match it.
 	ObjectSize int64              `json:"objectSize"`
 	Stats      map[string]statKey `json:"stats"`
+	// Repos holds the fingerprint of each repository (see repoFingerprint).
+	Repos map[string]string `json:"repos,omitempty"`
 }
 
 func newStatCache(root string, repo *Repo, workspace string) *statCache {
@@ -33,41 +35,40 @@ func newStatCache(root string, repo *Repo, workspace string) *statCache {
 	return &statCache{dir: filepath.Join(root, "snapshot", hex.EncodeToString(sum[:12]))}
 }
 
-func (c *statCache) load(latest string, objectSize int64) (*Manifest, map[string]statKey, []byte, bool) {
+func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats map[string]statKey, repoFP map[string]string, baseRaw []byte, ok bool) {
 	data, err := os.ReadFile(filepath.Join(c.dir, "stats.json"))
 	if err != nil {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
 	var f statCacheFile
 	if json.Unmarshal(data, &f) != nil || f.Base != latest || f.ObjectSize != objectSize {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
 	raw, err := os.ReadFile(filepath.Join(c.dir, "manifest.json"))
 	if err != nil {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
-	m, err := unmarshalManifest(raw)
+	m, err = unmarshalManifest(raw)
 	if err != nil || m.ID != latest {
-		return nil, nil, nil, false
+		return nil, nil, nil, nil, false
 	}
-	var baseRaw []byte
 	if m.Base != nil {
 		// The base object as the store holds it, checked against its name.
 		baseRaw, err = os.ReadFile(filepath.Join(c.dir, "base.json"))
 		if err != nil || int64(len(baseRaw)) != m.Base.Len || hashID(baseRaw) != m.Base.ID {
-			return nil, nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 		b, err := unmarshalBase(baseRaw, *m.Base)
 		if err != nil || m.resolve(b) != nil {
-			return nil, nil, nil, false
+			return nil, nil, nil, nil, false
 		}
 	}
-	return m, f.Stats, baseRaw, true
+	return m, f.Stats, f.Repos, baseRaw, true
 }
 
 // store records a saved snapshot: its manifest as stored (a delta), the
 // JSON of its base object (nil for a format-1 manifest) and the stats.
-func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64, stats map[string]statKey) error {
+func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64, stats map[string]statKey, repoFP map[string]string) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
 	}
@@ -82,7 +83,7 @@ func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64,
 	if err := fsutil.WriteFileAtomic(filepath.Join(c.dir, "manifest.json"), manifest, 0o600); err != nil {
 		return err
 	}
-	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: stats})
+	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: stats, Repos: repoFP})
 	if err != nil {
 		return err
 	}

@@ -78,6 +78,19 @@ func (w *saveRun) captureRepo(rel string) error {
 	}
 	if prev != nil && w.s.opts.CaptureRepo != nil && !w.s.opts.CaptureRepo(rel) {
 		w.repos = append(w.repos, *prev)
+		w.keepFingerprints(rel)
+		return w.keepSubmodules(rel)
+	}
+	// Taken before the capture: a change made while it runs makes the next
+	// fingerprint differ, and the next save captures again.
+	fp, fpOK, err := repoFingerprint(abs, w.start)
+	if err != nil {
+		return fmt.Errorf("fingerprint of git repository %s: %w", abs, err)
+	}
+	if prev != nil && fpOK && w.s.repoFP[rel] == fp {
+		w.repos = append(w.repos, *prev)
+		w.stats.ReposUnchanged++
+		w.keepFingerprints(rel)
 		return w.keepSubmodules(rel)
 	}
 	objDir, unlock, err := w.s.gitObjectDir(rel)
@@ -118,6 +131,9 @@ func (w *saveRun) captureRepo(rel string) error {
 		w.stats.ReposCaptured++
 	}
 	w.repos = append(w.repos, entry)
+	if fpOK {
+		w.newRepoFP[rel] = fp
+	}
 	for _, sm := range st.Submodules {
 		sub := path.Join(rel, sm.Path)
 		if gitstate.IsRepo(filepath.Join(w.s.workspace, filepath.FromSlash(sub))) {
@@ -127,6 +143,16 @@ func (w *saveRun) captureRepo(rel string) error {
 		}
 	}
 	return nil
+}
+
+// keepFingerprints carries the fingerprints of rel and its submodules over
+// from the base, whose captures this save keeps.
+func (w *saveRun) keepFingerprints(rel string) {
+	for p, fp := range w.s.repoFP {
+		if p == rel || strings.HasPrefix(p, rel+"/") {
+			w.newRepoFP[p] = fp
+		}
+	}
 }
 
 // keepSubmodules carries the base's entries of rel's submodules over unchanged.

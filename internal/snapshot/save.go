@@ -64,20 +64,23 @@ type SaveOptions struct {
 
 // SaveStats reports what one save did.
 type SaveStats struct {
-	ID              string `json:"id"`
-	Parent          string `json:"parent,omitempty"`
-	Files           int    `json:"files"`
-	Dirs            int    `json:"dirs"`
-	Symlinks        int    `json:"symlinks"`
-	Skipped         int    `json:"skipped"`       // sockets, devices and other entries a snapshot cannot hold
-	Repos           int    `json:"repos"`         // git repositories in the snapshot
-	ReposCaptured   int    `json:"reposCaptured"` // of which a new bundle was stored
-	BytesScanned    int64  `json:"bytesScanned"`
-	BytesRead       int64  `json:"bytesRead"`
-	BytesUploaded   int64  `json:"bytesUploaded"`
-	ObjectsUploaded int    `json:"objectsUploaded"`
-	CacheHits       int    `json:"cacheHits"`
-	DurationMs      int64  `json:"durationMs"`
+	ID            string `json:"id"`
+	Parent        string `json:"parent,omitempty"`
+	Files         int    `json:"files"`
+	Dirs          int    `json:"dirs"`
+	Symlinks      int    `json:"symlinks"`
+	Skipped       int    `json:"skipped"`       // sockets, devices and other entries a snapshot cannot hold
+	Repos         int    `json:"repos"`         // git repositories in the snapshot
+	ReposCaptured int    `json:"reposCaptured"` // of which a new bundle was stored
+	// ReposUnchanged counts repositories whose fingerprint (see
+	// repoFingerprint) was that of the previous capture: not captured again.
+	ReposUnchanged  int   `json:"reposUnchanged,omitempty"`
+	BytesScanned    int64 `json:"bytesScanned"`
+	BytesRead       int64 `json:"bytesRead"`
+	BytesUploaded   int64 `json:"bytesUploaded"`
+	ObjectsUploaded int   `json:"objectsUploaded"`
+	CacheHits       int   `json:"cacheHits"`
+	DurationMs      int64 `json:"durationMs"`
 	// SQLite counts the databases saved through ConsistentCopy.
 	SQLite int `json:"sqlite,omitempty"`
 	// Warnings are things a person should know about this save.
@@ -108,6 +111,7 @@ type Saver struct {
 	baseRaw    []byte    // JSON of base.from, the base object of base (nil when it has none)
 	baseByPath map[string]*Entry
 	stats      map[string]statKey // stat of files whose content equals base's entry
+	repoFP     map[string]string  // fingerprint of each repository when base's capture of it began
 	cache      *statCache
 	tmpGit     string // git object dirs when there is no CacheDir
 }
@@ -184,8 +188,9 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	}
 	if s.cache != nil {
 		if oi, err := s.repo.st.Stat(ctx, s.repo.manifestKey(latest)); err == nil {
-			if m, stats, baseRaw, ok := s.cache.load(latest, oi.Size); ok {
+			if m, stats, repoFP, baseRaw, ok := s.cache.load(latest, oi.Size); ok {
 				s.setBase(m, stats, baseRaw)
+				s.repoFP = repoFP
 				return nil
 			}
 		}
@@ -199,7 +204,7 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 }
 
 func (s *Saver) setBase(m *Manifest, stats map[string]statKey, baseRaw []byte) {
-	s.base, s.baseRaw = m, baseRaw
+	s.base, s.baseRaw, s.repoFP = m, baseRaw, nil
 	s.baseByPath = make(map[string]*Entry, len(m.Entries))
 	for i := range m.Entries {
 		s.baseByPath[m.Entries[i].Path] = &m.Entries[i]
@@ -234,7 +239,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		return nil, fmt.Errorf("save %s: load previous snapshot: %w", s.repo, err)
 	}
 
-	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]statKey{}}
+	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]statKey{}, newRepoFP: map[string]string{}}
 	w.stats.Parent = latest
 	if s.base != nil {
 		s.base.eachChunk(func(c Ref) { w.known[c.ID] = true })
@@ -284,7 +289,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 			st.ObjectsUploaded = int(w.up.objects.Load())
 			st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
 			// Keep the fresher stats: they may now trust files that were racy.
-			s.stats = w.newStats
+			s.stats, s.repoFP = w.newStats, w.newRepoFP
 			return st, nil
 		}
 	}
@@ -316,9 +321,10 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
 
 	s.setBase(m, w.newStats, baseRaw)
+	s.repoFP = w.newRepoFP
 	if s.cache != nil {
 		// Best effort: a lost cache costs one re-read of the files, nothing else.
-		_ = s.cache.store(raw, baseRaw, m.ID, int64(len(obj)), w.newStats)
+		_ = s.cache.store(raw, baseRaw, m.ID, int64(len(obj)), w.newStats, w.newRepoFP)
 	}
 	return st, nil
 }
@@ -376,11 +382,14 @@ type saveRun struct {
 	start    time.Time
 	known    map[string]bool // chunks the store is known to have
 	newStats map[string]statKey
-	stats    SaveStats
-	up       *uploader
-	split    *splitter
-	buf      []byte
-	repos    []RepoEntry
+	// newRepoFP holds the fingerprints of the repositories this save
+	// captured (or found unchanged), for the next save.
+	newRepoFP map[string]string
+	stats     SaveStats
+	up        *uploader
+	split     *splitter
+	buf       []byte
+	repos     []RepoEntry
 }
 
 func (w *saveRun) excluded(rel string, isDir bool) bool {
