@@ -158,17 +158,30 @@ var cases = []kase{
 type caseResult struct {
 	kase
 	Tether, Baseline series
+	// Sidecar is a running `tether sync` noticing and saving the same
+	// change by itself (nil when the run left it out).
+	Sidecar series
 }
 
 // measureCases applies each case's change runs times; after each change both
 // methods capture the same workspace, in alternating order so neither always
 // finds the page cache warmed by the other.
-func measureCases(ctx context.Context, e *env, runs int, logf func(string, ...any)) ([]caseResult, error) {
+func measureCases(ctx context.Context, e *env, runs int, sc *sidecar, logf func(string, ...any)) ([]caseResult, error) {
 	var out []caseResult
 	for _, k := range cases {
 		res := caseResult{kase: k}
 		for r := 0; r < runs; r++ {
-			if err := k.change(e.ws, r); err != nil {
+			change := func() error { return k.change(e.ws, r) }
+			if sc != nil {
+				// The sidecar sees the change first and saves it by itself;
+				// the one-shot save and the baseline run once it is quiet.
+				s, err := sc.measure(change, k.Key != "a")
+				if err != nil {
+					return nil, fmt.Errorf("case %s run %d: sidecar: %w", k.Key, r, err)
+				}
+				res.Sidecar = append(res.Sidecar, s)
+				logf("  case (%s) run %d: sidecar cpu %s up %s in %s", k.Key, r, s.CPU.Round(time.Millisecond), human(s.Uploaded), s.Wall.Round(time.Millisecond))
+			} else if err := change(); err != nil {
 				return nil, fmt.Errorf("case %s run %d: %w", k.Key, r, err)
 			}
 			b := func() error {

@@ -186,7 +186,14 @@ func run1(ctx context.Context, c config) error {
 	logf("first capture: tether %s cpu %s up %s | baseline %s cpu %s up %s", res.initialT.Wall.Round(time.Millisecond), res.initialT.CPU.Round(time.Millisecond), human(res.initialT.Uploaded),
 		res.initialB.Wall.Round(time.Millisecond), res.initialB.CPU.Round(time.Millisecond), human(res.initialB.Uploaded))
 
-	if res.cases, err = measureCases(ctx, e, c.runs, logf); err != nil {
+	logf("starting a tether sync sidecar on the workspace (its first snapshot uploads everything)")
+	sc, err := e.startSidecar(ctx)
+	if err != nil {
+		return err
+	}
+	res.cases, err = measureCases(ctx, e, c.runs, sc, logf)
+	sc.stop()
+	if err != nil {
 		return err
 	}
 	lap("MinIO start, first captures, the four cases")
