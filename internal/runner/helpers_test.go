@@ -16,12 +16,13 @@ import (
 	"time"
 
 	"github.com/tether-dev/tether/internal/agent"
+	"github.com/tether-dev/tether/test/claudecli"
 	"github.com/tether-dev/tether/test/modelserver"
 )
 
 // testConfig is a Config for the real CLI talking to srv, in workspace ws.
 func testConfig(t testing.TB, srv *modelserver.Server, ws string) Config {
-	bin := modelserver.ClaudeBin(t)
+	bin := claudecli.Bin(t)
 	// An empty HOME: the CLI's Bash tool sources ~/.bashrc, and a
 	// developer's rc files must not slow or break the tests.
 	env := []string{"ANTHROPIC_BASE_URL=" + srv.URL(), "ANTHROPIC_API_KEY=test", "HOME=" + t.TempDir()}

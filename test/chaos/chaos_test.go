@@ -29,6 +29,7 @@ import (
 	"github.com/tether-dev/tether/internal/runner"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/store"
+	"github.com/tether-dev/tether/test/claudecli"
 	"github.com/tether-dev/tether/test/modelserver"
 )
 
@@ -147,7 +148,7 @@ const (
 func TestChaos(t *testing.T) {
 	n := envInt("CHAOS_N", 5)
 	bin := tetherBin(t)
-	claude := modelserver.ClaudeBin(t)
+	claude := claudecli.Bin(t)
 	root := t.TempDir()
 	ws := filepath.Join(root, "ws")
 	storeURL := "file://" + filepath.Join(root, "store")

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tether-dev/tether/test/modelserver"
+	"github.com/tether-dev/tether/test/claudecli"
 )
 
 var tetherBin string
@@ -131,7 +131,7 @@ func TestRunBadInput(t *testing.T) {
 // again with the workspace wiped and restored from the store.
 func TestDemo(t *testing.T) {
 	needCommand(t, "demo")
-	claude := modelserver.ClaudeBin(t)
+	claude := claudecli.Bin(t)
 	for _, tc := range []struct {
 		name string
 		args []string

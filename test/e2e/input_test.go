@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tether-dev/tether/internal/local"
+	"github.com/tether-dev/tether/test/claudecli"
 	"github.com/tether-dev/tether/test/modelserver"
 )
 
@@ -18,7 +19,7 @@ import (
 // runner's API on a private loopback port, with the real runner and CLI.
 func TestTypedMessages(t *testing.T) {
 	needCommand(t, "runner")
-	claude := modelserver.ClaudeBin(t)
+	claude := claudecli.Bin(t)
 	srv := modelserver.Start(t.Logf,
 		modelserver.Step{Cue: "[typed-1]", Reply: []modelserver.Block{modelserver.Text("answer one")}},
 		modelserver.Step{Cue: "[typed-2]", Reply: []modelserver.Block{modelserver.Text("answer two")}},

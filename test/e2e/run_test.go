@@ -9,6 +9,7 @@ import (
 
 	"github.com/tether-dev/tether/internal/local"
 	"github.com/tether-dev/tether/internal/runner"
+	"github.com/tether-dev/tether/test/claudecli"
 	"github.com/tether-dev/tether/test/modelserver"
 )
 
@@ -18,7 +19,7 @@ import (
 // message, and the CLI session is resumed, not replaced.
 func TestRunPromptThenContinue(t *testing.T) {
 	needCommand(t, "run")
-	claude := modelserver.ClaudeBin(t)
+	claude := claudecli.Bin(t)
 	srv := modelserver.Start(t.Logf,
 		modelserver.Step{Cue: "[e2e-first]", Reply: []modelserver.Block{modelserver.Text("first answer")}},
 		modelserver.Step{Cue: "[e2e-second]", Reply: []modelserver.Block{modelserver.Text("second answer")}},

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tether-dev/tether/test/claudecli"
 	"github.com/tether-dev/tether/test/modelserver"
 )
 
@@ -26,7 +27,7 @@ type cliSession struct {
 
 func startCLI(t *testing.T, srv *modelserver.Server, dir string, extra ...string) *cliSession {
 	t.Helper()
-	bin := modelserver.ClaudeBin(t)
+	bin := claudecli.Bin(t)
 	args := append([]string{"-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json",
 		"--allowedTools", "Bash,Write,Edit,Read"}, extra...)
 	cmd := exec.Command(bin, args...)
