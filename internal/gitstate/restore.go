@@ -1,9 +1,12 @@
 package gitstate
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -11,27 +14,62 @@ import (
 	"strings"
 )
 
+// BundleSource opens one bundle of a chain for reading. Restore reads each
+// bundle once, from start to end, and closes it. A read error (a corrupt or
+// missing piece of the bundle, say) fails the restore and is returned
+// wrapped, so the caller can still match it with errors.As.
+type BundleSource func(ctx context.Context) (io.ReadCloser, error)
+
+// restoreConfig is the configuration of every git command of a restore, on
+// top of gitConfigArgs. Nothing is fsynced (the caller syncs the result
+// once, which costs one syncfs instead of an fsync per pack, ref and
+// index), and the working tree is written by as many processes as there
+// are cores.
+var restoreConfig = []string{
+	"GIT_CONFIG_COUNT=2",
+	"GIT_CONFIG_KEY_0=core.fsync", "GIT_CONFIG_VALUE_0=none",
+	"GIT_CONFIG_KEY_1=checkout.workers", "GIT_CONFIG_VALUE_1=0",
+}
+
 // Restore recreates in repoDir the repository state st was captured from.
 // bundles is the chain that produced st, oldest (full) first. repoDir must
-// be missing or empty.
-//
-// The bundles are fetched into the new repository's own object store (the
-// snapshot commits stay there, unreferenced, so a later incremental capture
-// of the restored repository finds its previous snapshot). Then refs,
-// upstream and remote config, HEAD (branch, detached or unborn), the working
-// tree (the snapshot's tree), the index (the staged tree plus any unmerged
-// entries) and the state files of an operation in progress are recreated.
-// What cannot be recreated exactly is listed in st.Warnings. On error
-// repoDir is left partly restored: restore into a staging directory and move
-// it into place (nothing in the restored .git names its own path).
+// be missing or empty. It is RestoreFrom with bundle files.
 func Restore(ctx context.Context, repoDir string, st *State, bundles []string) error {
+	srcs := make([]BundleSource, len(bundles))
+	for i, b := range bundles {
+		srcs[i] = func(context.Context) (io.ReadCloser, error) { return os.Open(b) }
+	}
+	return RestoreFrom(ctx, repoDir, st, srcs)
+}
+
+// RestoreFrom recreates in repoDir the repository state st was captured
+// from, reading the chain of bundles that produced it (oldest, full, first)
+// from bundles, each streamed into git as it is read. repoDir must be
+// missing or empty.
+//
+// The bundles' objects go into the new repository's own object store (the
+// snapshot commits stay there, unreferenced, so a later incremental capture
+// of the restored repository finds its previous snapshot), checked like
+// `git fetch` checks a bundle: every object hashed by index-pack, the
+// prerequisites of each bundle present, and everything reachable from the
+// bundles' refs present. Then refs, upstream and remote config, HEAD
+// (branch, detached or unborn), the working tree (the snapshot's tree), the
+// index (the staged tree plus any unmerged entries) and the state files of
+// an operation in progress are recreated. What cannot be recreated exactly
+// is listed in st.Warnings.
+//
+// Nothing is fsynced: make the result durable (one syncfs of the file
+// system) before relying on it. On error repoDir is left partly restored:
+// restore into a staging directory and move it into place (nothing in the
+// restored .git names its own path).
+func RestoreFrom(ctx context.Context, repoDir string, st *State, bundles []BundleSource) error {
 	if err := restore(ctx, repoDir, st, bundles); err != nil {
 		return fmt.Errorf("restore of git repository into %s: %w", repoDir, err)
 	}
 	return nil
 }
 
-func restore(ctx context.Context, repoDir string, st *State, bundles []string) error {
+func restore(ctx context.Context, repoDir string, st *State, bundles []BundleSource) error {
 	if st == nil || st.Version != StateVersion {
 		return fmt.Errorf("state has format version %d, this tether reads %d: use a matching tether", versionOf(st), StateVersion)
 	}
@@ -54,40 +92,42 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 		return err
 	}
 	initArgs := []string{"init", "-q"}
-	if st.ObjectFormat != "" && st.ObjectFormat != "sha1" {
-		initArgs = append(initArgs, "--object-format="+st.ObjectFormat)
+	format := st.ObjectFormat
+	if format == "" {
+		format = "sha1"
 	}
-	if _, err := (gitCmd{dir: top}).run(ctx, nil, append(initArgs, top)...); err != nil {
+	if format != "sha1" {
+		initArgs = append(initArgs, "--object-format="+format)
+	}
+	if _, err := (gitCmd{dir: top, env: restoreConfig}).run(ctx, nil, append(initArgs, top)...); err != nil {
 		return err
 	}
 	gitDir := filepath.Join(top, ".git")
-	g := gitCmd{dir: top, env: append([]string{"GIT_DIR=" + gitDir, "GIT_WORK_TREE=" + top}, identity...)}
+	g := gitCmd{dir: top, env: append(append([]string{"GIT_DIR=" + gitDir, "GIT_WORK_TREE=" + top}, identity...), restoreConfig...)}
 
 	if len(st.Shallow) > 0 {
 		if err := os.WriteFile(filepath.Join(gitDir, "shallow"), []byte(strings.Join(st.Shallow, "\n")+"\n"), 0o644); err != nil {
 			return err
 		}
 	}
-	// Fetch (rather than unbundle) for its connectivity check; each bundle's
-	// refs go to a private namespace so the next bundle's prerequisites are
-	// reachable, and the namespace is dropped at the end.
-	for i, b := range bundles {
-		abs, err := filepath.Abs(b)
+	// Each bundle's pack goes straight into index-pack as it is read, which
+	// is what `git fetch` does with a bundle file; its refs are only needed
+	// for the connectivity check below, so none are created.
+	var tips []string
+	for i, open := range bundles {
+		t, err := unbundle(ctx, g, gitDir, format, open)
 		if err != nil {
-			return err
+			return fmt.Errorf("bundle %d of %d: %w", i+1, len(bundles), err)
 		}
-		_, err = g.run(ctx, nil, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-			abs, fmt.Sprintf("+refs/*:refs/tether/restore/%d/*", i))
-		if err != nil {
-			return fmt.Errorf("bundle %d of %d (%s): %w", i+1, len(bundles), b, err)
-		}
+		tips = append(tips, t...)
 	}
-	out, err := g.run(ctx, nil, "for-each-ref", "--format=delete %(refname)", "refs/tether/")
-	if err != nil {
-		return err
+	// As `git fetch` checks a bundle's refs: everything they reach is here.
+	var in bytes.Buffer
+	for _, t := range tips {
+		in.WriteString(t + "\n")
 	}
-	if _, err := g.run(ctx, out, "update-ref", "--stdin"); err != nil {
-		return err
+	if _, err := g.run(ctx, in.Bytes(), "rev-list", "--objects", "--stdin", "--quiet"); err != nil {
+		return fmt.Errorf("the bundles do not hold every object their refs reach (pass the whole chain, oldest first): %w", err)
 	}
 	if _, err := g.run(ctx, nil, "cat-file", "-e", st.Snapshot+"^{commit}"); err != nil {
 		return fmt.Errorf("the bundles do not contain snapshot %s: pass the whole chain, oldest first", st.Snapshot)
@@ -294,6 +334,232 @@ func writeOperation(gitDir string, op *Operation) error {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// maxBundleHeaderLine bounds one line of a bundle's header (a ref, or a
+// prerequisite with its commit subject).
+const maxBundleHeaderLine = 1 << 20
+
+// unbundle reads one bundle from open: it parses the header, checks that the
+// prerequisites are in the repository, and streams the pack into
+// `git index-pack --fix-thin --stdin`, as `git fetch` does with a bundle
+// file. It returns the object ids the bundle's refs name.
+func unbundle(ctx context.Context, g gitCmd, gitDir, format string, open BundleSource) ([]string, error) {
+	rc, err := open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	src := &readErr{r: rc}
+	br := bufio.NewReaderSize(src, 64<<10)
+	hdr, err := readBundleHeader(br, format)
+	if err != nil {
+		if src.err != nil {
+			return nil, src.err
+		}
+		return nil, err
+	}
+	if len(hdr.prereqs) > 0 {
+		var in bytes.Buffer
+		for _, p := range hdr.prereqs {
+			in.WriteString(p + "\n")
+		}
+		out, err := g.run(ctx, in.Bytes(), "cat-file", "--batch-check=%(objectname)")
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if id, ok := strings.CutSuffix(line, " missing"); ok {
+				return nil, fmt.Errorf("it needs commit %s, which the bundles before it do not hold: pass the whole chain, oldest first", id)
+			}
+		}
+	}
+	if len(hdr.prereqs) == 0 {
+		if err := indexPackFile(ctx, g, gitDir, br); err != nil {
+			if src.err != nil {
+				return nil, src.err
+			}
+			return nil, err
+		}
+		return hdr.tips, nil
+	}
+	c := g.cmd(ctx, nil, "index-pack", "--fix-thin", "--stdin")
+	c.Stdin = br
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Run(); err != nil {
+		switch {
+		case src.err != nil:
+			return nil, src.err
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		}
+		return nil, &gitError{args: []string{"index-pack", "--fix-thin", "--stdin"}, stderr: stderr.String(), err: err}
+	}
+	if src.err != nil {
+		// index-pack had the whole pack; the error came after it.
+		return nil, src.err
+	}
+	return hdr.tips, nil
+}
+
+// readErr remembers the first error of r other than io.EOF, so that a
+// failure to read a bundle is reported as itself rather than as the
+// truncated pack git then complains about.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+type bundleHeader struct {
+	prereqs []string // object ids the bundle's pack may refer to without holding
+	tips    []string // object ids its refs name
+}
+
+// readBundleHeader parses a v2 or v3 bundle header (see gitformat-bundle(5))
+// up to the blank line before the pack, refusing a bundle of another object
+// format or with capabilities restore cannot honor.
+func readBundleHeader(br *bufio.Reader, format string) (*bundleHeader, error) {
+	line := func() (string, error) {
+		var b []byte
+		for {
+			frag, err := br.ReadSlice('\n')
+			b = append(b, frag...)
+			if err == nil {
+				return strings.TrimSuffix(string(b), "\n"), nil
+			}
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return "", fmt.Errorf("truncated bundle header: %w", err)
+			}
+			if len(b) > maxBundleHeaderLine {
+				return "", fmt.Errorf("not a git bundle: a header line is longer than %d bytes", maxBundleHeaderLine)
+			}
+		}
+	}
+	sig, err := line()
+	if err != nil {
+		return nil, err
+	}
+	bundleFormat := "sha1"
+	switch sig {
+	case "# v2 git bundle", "# v3 git bundle":
+	default:
+		return nil, fmt.Errorf("not a git bundle (it starts with %q)", truncate(sig, 40))
+	}
+	hashLen := 40
+	h := &bundleHeader{}
+	for {
+		l, err := line()
+		if err != nil {
+			return nil, err
+		}
+		if l == "" {
+			break
+		}
+		if capab, ok := strings.CutPrefix(l, "@"); ok && sig == "# v3 git bundle" {
+			key, val, _ := strings.Cut(capab, "=")
+			if key != "object-format" {
+				return nil, fmt.Errorf("the bundle has capability %q, which restore does not support", truncate(capab, 80))
+			}
+			bundleFormat = val
+			if val == "sha256" {
+				hashLen = 64
+			}
+			continue
+		}
+		if bundleFormat != format {
+			return nil, fmt.Errorf("the bundle holds %s objects, the state says %s", bundleFormat, format)
+		}
+		prereq := strings.HasPrefix(l, "-")
+		l = strings.TrimPrefix(l, "-")
+		if len(l) < hashLen || !isHex(l[:hashLen]) || (len(l) > hashLen && l[hashLen] != ' ') {
+			return nil, fmt.Errorf("not a git bundle: unexpected header line %q", truncate(l, 80))
+		}
+		if prereq {
+			h.prereqs = append(h.prereqs, l[:hashLen])
+		} else {
+			h.tips = append(h.tips, l[:hashLen])
+		}
+	}
+	if len(h.tips) == 0 {
+		return nil, fmt.Errorf("not a git bundle: its header names no refs")
+	}
+	return h, nil
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// indexPackFile writes a self-contained pack (a bundle without
+// prerequisites) from r into the repository's pack directory and has
+// `git index-pack` check it and write its index in place. Unlike
+// `index-pack --stdin`, which copies what it reads into a new pack file, this
+// writes the pack once.
+func indexPackFile(ctx context.Context, g gitCmd, gitDir string, r io.Reader) (err error) {
+	packDir := filepath.Join(gitDir, "objects", "pack")
+	f, err := os.CreateTemp(packDir, "tmp_tether_*.pack")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	tmpIdx := strings.TrimSuffix(tmp, ".pack") + ".idx"
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+			os.Remove(tmpIdx)
+		}
+	}()
+	buf := make([]byte, 1<<20)
+	_, err = io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{r}, buf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	out, err := g.run(ctx, nil, "index-pack", tmp)
+	if err != nil {
+		return err
+	}
+	sum := strings.TrimSpace(string(out))
+	if !isHex(sum) || (len(sum) != 40 && len(sum) != 64) {
+		return fmt.Errorf("git index-pack printed %q, not a pack checksum", truncate(sum, 80))
+	}
+	// The pack before its index: git finds packs by their index.
+	final := filepath.Join(packDir, "pack-"+sum)
+	if err := os.Rename(tmp, final+".pack"); err != nil {
+		return err
+	}
+	if err := os.Rename(tmpIdx, final+".idx"); err != nil {
+		os.Remove(final + ".pack")
+		return err
 	}
 	return nil
 }

@@ -1,14 +1,12 @@
 package snapshot
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -228,56 +226,6 @@ func (s *Saver) Close() error {
 		return os.RemoveAll(s.tmpGit)
 	}
 	return nil
-}
-
-// restoreRepos fetches each repository's bundle chain and lets gitstate
-// rebuild it under dir, parents before their submodules.
-func restoreRepos(ctx context.Context, repo *Repo, m *Manifest, dir, scratch string) error {
-	if len(m.Repos) == 0 {
-		return nil
-	}
-	repos := append([]RepoEntry(nil), m.Repos...)
-	sort.Slice(repos, func(i, j int) bool { return repos[i].Path < repos[j].Path })
-	if err := os.Mkdir(scratch, 0o700); err != nil {
-		return err
-	}
-	defer os.RemoveAll(scratch)
-	for _, r := range repos {
-		var paths []string
-		for i, b := range r.Bundles {
-			p := filepath.Join(scratch, fmt.Sprintf("%d.bundle", i))
-			if err := writeBlob(ctx, repo, m.ID, b, p); err != nil {
-				return fmt.Errorf("repository %s: %w", r.Path, err)
-			}
-			paths = append(paths, p)
-		}
-		target := filepath.Join(dir, filepath.FromSlash(r.Path))
-		if err := gitstate.Restore(ctx, target, r.State, paths); err != nil {
-			return err
-		}
-		for _, p := range paths {
-			os.Remove(p)
-		}
-	}
-	return nil
-}
-
-func writeBlob(ctx context.Context, repo *Repo, snapshotID string, b Blob, p string) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, c := range b.Chunks {
-		data, err := repo.readChunk(ctx, c.ID, snapshotID)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(data); err != nil {
-			return err
-		}
-	}
-	return f.Close()
 }
 
 // validateRepos checks repository entries like file entries: clean relative

@@ -4,16 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-dev/tether/internal/fsutil"
+	"github.com/tether-dev/tether/internal/gitstate"
 )
 
 // stagingName is the directory, inside the target, in which a restore builds
@@ -24,7 +27,6 @@ import (
 const (
 	stagingName    = ".tether-restore"
 	stagingTree    = "tree"
-	stagingScratch = "scratch"
 	completeMarker = "complete"
 )
 
@@ -32,7 +34,8 @@ const (
 type RestoreOptions struct {
 	// Snapshot is the id to restore; "" or "latest" means the newest.
 	Snapshot string
-	// Fetches is how many chunks are fetched at once (default 8).
+	// Fetches is how many chunks are fetched at once, for files and for each
+	// bundle of a git repository (default 8).
 	Fetches int
 }
 
@@ -109,7 +112,7 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 			os.RemoveAll(staging)
 		}
 	}()
-	if err := build(ctx, repo, m, tree, filepath.Join(staging, stagingScratch), opts.Fetches); err != nil {
+	if err := build(ctx, repo, m, tree, opts.Fetches); err != nil {
 		return nil, fmt.Errorf("restore %s snapshot %s: %w", repo, id, err)
 	}
 	if err := syncFS(staging); err != nil {
@@ -169,9 +172,11 @@ func moveIntoPlace(staging, target string) error {
 }
 
 // build writes every entry of m under dir: directories first, then files
-// (fetched in parallel), then symlinks (last, so nothing is ever written
-// through one), then directory modes and times, deepest first.
-func build(ctx context.Context, repo *Repo, m *Manifest, dir, scratch string, fetches int) error {
+// (fetched in parallel) and git repositories at the same time (a
+// repository's directory holds no file entry; validate checks), then
+// symlinks (last, so nothing is ever written through one), then directory
+// modes and times, deepest first.
+func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int) error {
 	var files []*Entry
 	for i := range m.Entries {
 		e := &m.Entries[i]
@@ -184,9 +189,27 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir, scratch string, fe
 			files = append(files, e)
 		}
 	}
-	err := parallel(ctx, fetches, files, func(ctx context.Context, e *Entry) error {
-		return restoreFile(ctx, repo, m.ID, e, filepath.Join(dir, filepath.FromSlash(e.Path)))
-	})
+	// The first repository's bundles are fetched before any file: git
+	// can only start once they are in, and its first step, index-pack,
+	// keeps one core busy while the files are restored on the others.
+	fetched := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(fetched) }) }
+	err := both(ctx,
+		func(ctx context.Context) error {
+			select {
+			case <-fetched:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return parallel(ctx, fetches, files, func(ctx context.Context, e *Entry) error {
+				return restoreFile(ctx, repo, m.ID, e, filepath.Join(dir, filepath.FromSlash(e.Path)))
+			})
+		},
+		func(ctx context.Context) error {
+			defer release()
+			return restoreGitRepos(ctx, repo, m, dir, fetches, release)
+		})
 	if err != nil {
 		return err
 	}
@@ -203,9 +226,6 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir, scratch string, fe
 			}
 		}
 	}
-	if err := restoreRepos(ctx, repo, m, dir, scratch); err != nil {
-		return err
-	}
 	for i := len(m.Entries) - 1; i >= 0; i-- {
 		e := &m.Entries[i]
 		if e.Type != TypeDir {
@@ -220,6 +240,133 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir, scratch string, fe
 			return err
 		}
 	}
+	return nil
+}
+
+// both runs a and b at the same time and returns the first error; the
+// other one's context is then cancelled.
+func both(ctx context.Context, a, b func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	for _, fn := range []func(context.Context) error{a, b} {
+		go func() {
+			err := fn(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range 2 {
+		// The first failure is the cause; the other may only say it was
+		// cancelled because of it.
+		if err := <-errs; err != nil && (first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			first = err
+		}
+	}
+	return first
+}
+
+// restoreGitRepos lets gitstate rebuild each repository under dir, parents
+// before their submodules, streaming every bundle of its chain straight
+// from the store into git. It calls fetched once the first repository's
+// bundles have been read.
+func restoreGitRepos(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int, fetched func()) error {
+	repos := append([]RepoEntry(nil), m.Repos...)
+	sort.Slice(repos, func(i, j int) bool { return repos[i].Path < repos[j].Path })
+	for ri, r := range repos {
+		srcs := make([]gitstate.BundleSource, len(r.Bundles))
+		for i, b := range r.Bundles {
+			srcs[i] = func(ctx context.Context) (io.ReadCloser, error) {
+				br := newBlobReader(ctx, repo, m.ID, b, fetches)
+				if ri == 0 && i == len(r.Bundles)-1 {
+					br.atEOF = fetched
+				}
+				return br, nil
+			}
+		}
+		if err := gitstate.RestoreFrom(ctx, filepath.Join(dir, filepath.FromSlash(r.Path)), r.State, srcs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blobReader reads a stored blob (a bundle) in order while fetching up to n
+// of its chunks ahead, in parallel. No byte of a chunk is returned before
+// the whole chunk has been checked against its hash and its length.
+type blobReader struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	slots  []chan chunkResult // chunk i's result, sent once
+	ahead  chan struct{}      // one token per chunk fetched but not yet read
+	next   int                // the chunk Read takes next
+	cur    []byte             // what Read has not returned of chunk next-1
+	err    error
+	atEOF  func() // called once all of the blob has been read
+}
+
+type chunkResult struct {
+	data []byte
+	err  error
+}
+
+func newBlobReader(ctx context.Context, repo *Repo, snapshotID string, b Blob, n int) *blobReader {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &blobReader{ctx: ctx, cancel: cancel, slots: make([]chan chunkResult, len(b.Chunks)), ahead: make(chan struct{}, n)}
+	for i := range r.slots {
+		r.slots[i] = make(chan chunkResult, 1)
+	}
+	go func() {
+		for i, c := range b.Chunks {
+			select {
+			case r.ahead <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				data, err := repo.readChunk(ctx, c.ID, snapshotID)
+				if err == nil && int64(len(data)) != c.Len {
+					err = fmt.Errorf("chunk %s holds %d bytes, the manifest says %d", c.ID, len(data), c.Len)
+				}
+				r.slots[i] <- chunkResult{data, err}
+			}()
+		}
+	}()
+	return r
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.next == len(r.slots) {
+			if r.atEOF != nil {
+				r.atEOF()
+				r.atEOF = nil
+			}
+			return 0, io.EOF
+		}
+		select {
+		case res := <-r.slots[r.next]:
+			<-r.ahead
+			r.next++
+			r.cur, r.err = res.data, res.err
+		case <-r.ctx.Done():
+			r.err = r.ctx.Err()
+		}
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// Close stops the fetches still under way.
+func (r *blobReader) Close() error {
+	r.cancel()
 	return nil
 }
 
