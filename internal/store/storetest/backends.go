@@ -135,8 +135,8 @@ func MinIO(t testing.TB) (u string, ok bool) {
 		t.Fatalf("minio: %v", err)
 	}
 	bucket := newBucketName()
-	if err := srv.createBucket(context.Background(), bucket); err != nil {
+	if err := srv.CreateBucket(context.Background(), bucket); err != nil {
 		t.Fatalf("minio: %v", err)
 	}
-	return S3URL(srv.endpoint, bucket), true
+	return S3URL(srv.Endpoint, bucket), true
 }

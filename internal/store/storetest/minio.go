@@ -46,8 +46,12 @@ func (e *minioMissingError) Error() string {
 	return fmt.Sprintf("MinIO binary %s not found; run hack/install-minio.sh (or set TETHER_MINIO_BIN)", e.path)
 }
 
-type minio struct {
-	endpoint string
+// MinioServer is a MinIO server on 127.0.0.1, started by StartMinio. It
+// takes the store tests' credentials (MinioAccessKey, MinioSecretKey,
+// MinioRegion), which only ever protect a server that lives as long as the
+// process that started it.
+type MinioServer struct {
+	Endpoint string // http://127.0.0.1:PORT
 	cmd      *exec.Cmd
 	stdin    io.WriteCloser // closing it stops the server (see watchdog)
 	exited   chan struct{}
@@ -57,36 +61,49 @@ type minio struct {
 
 var (
 	minioOnce sync.Once
-	minioSrv  *minio
+	minioSrv  *MinioServer
 	minioErr  error
 )
 
-func minioServer() (*minio, error) {
-	minioOnce.Do(func() {
-		bin := MinioBinary()
-		if _, err := os.Stat(bin); err != nil {
-			minioErr = &minioMissingError{bin}
-			return
-		}
-		// A free port can be taken between probing and MinIO binding it;
-		// try a few times before giving up.
-		for range 3 {
-			minioSrv, minioErr = startMinio(bin)
-			if minioErr == nil {
-				return
-			}
-		}
-	})
+func minioServer() (*MinioServer, error) {
+	minioOnce.Do(func() { minioSrv, minioErr = StartMinio("") })
 	return minioSrv, minioErr
 }
+
+// StartMinio starts the pinned MinIO (MinioBinary) on 127.0.0.1 with its data
+// in dataDir, or in a temporary directory removed when it stops if dataDir is
+// "". The server dies with this process however it ends (see watchdog).
+func StartMinio(dataDir string) (*MinioServer, error) {
+	bin := MinioBinary()
+	if _, err := os.Stat(bin); err != nil {
+		return nil, &minioMissingError{bin}
+	}
+	// A free port can be taken between probing and MinIO binding it; try a
+	// few times before giving up.
+	var err error
+	for range 3 {
+		var m *MinioServer
+		if m, err = startMinio(bin, dataDir); err == nil {
+			return m, nil
+		}
+	}
+	return nil, err
+}
+
+// Credentials of every server StartMinio starts.
+const (
+	MinioAccessKey = testAccessKey
+	MinioSecretKey = testSecretKey
+	MinioRegion    = testRegion
+)
 
 // watchdog runs MinIO under sh so the server dies with the test binary
 // however the binary ends (a test timeout's panic or SIGKILL skip every
 // cleanup): sh holds the read end of a pipe whose write end only the test
 // binary has, and end-of-file on it means the test binary is gone. It also
-// removes the data directory after the server exits.
+// removes the data directory after the server exits when $5 is "remove".
 const watchdog = `
-bin="$1"; addr="$2"; console="$3"; data="$4"
+bin="$1"; addr="$2"; console="$3"; data="$4"; cleanup="$5"
 exec 3<&0
 "$bin" server --quiet --address "$addr" --console-address "$console" "$data" </dev/null &
 pid=$!
@@ -94,7 +111,7 @@ pid=$!
 reader=$!
 wait "$pid"; st=$?
 kill "$reader" 2>/dev/null
-rm -rf "$data"
+[ "$cleanup" = remove ] && rm -rf "$data"
 exit $st
 `
 
@@ -107,7 +124,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startMinio(bin string) (*minio, error) {
+func startMinio(bin, data string) (*MinioServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -116,13 +133,16 @@ func startMinio(bin string) (*minio, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.MkdirTemp("", "tether-minio-")
-	if err != nil {
-		return nil, err
+	cleanup := "keep"
+	if data == "" {
+		if data, err = os.MkdirTemp("", "tether-minio-"); err != nil {
+			return nil, err
+		}
+		cleanup = "remove"
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	m := &minio{endpoint: "http://" + addr, exited: make(chan struct{}), log: &syncBuffer{}}
-	m.cmd = exec.Command("sh", "-c", watchdog, "minio-watchdog", bin, addr, "127.0.0.1:"+strconv.Itoa(consolePort), data)
+	m := &MinioServer{Endpoint: "http://" + addr, exited: make(chan struct{}), log: &syncBuffer{}}
+	m.cmd = exec.Command("sh", "-c", watchdog, "minio-watchdog", bin, addr, "127.0.0.1:"+strconv.Itoa(consolePort), data, cleanup)
 	m.cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+testAccessKey,
 		"MINIO_ROOT_PASSWORD="+testSecretKey,
@@ -147,7 +167,7 @@ func startMinio(bin string) (*minio, error) {
 			return nil, fmt.Errorf("MinIO exited during start-up: %s", m.log.String())
 		default:
 		}
-		resp, err := http.Get(m.endpoint + "/minio/health/live")
+		resp, err := http.Get(m.Endpoint + "/minio/health/live")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -155,13 +175,13 @@ func startMinio(bin string) (*minio, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			m.stop()
-			return nil, fmt.Errorf("MinIO not ready at %s after %s: %s", m.endpoint, time.Since(start).Round(time.Millisecond), m.log.String())
+			m.Stop()
+			return nil, fmt.Errorf("MinIO not ready at %s after %s: %s", m.Endpoint, time.Since(start).Round(time.Millisecond), m.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	m.client = s3.New(s3.Options{
-		BaseEndpoint: aws.String(m.endpoint),
+		BaseEndpoint: aws.String(m.Endpoint),
 		Region:       testRegion,
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(testAccessKey, testSecretKey, ""),
@@ -169,17 +189,18 @@ func startMinio(bin string) (*minio, error) {
 	return m, nil
 }
 
-func (m *minio) createBucket(ctx context.Context, name string) error {
+// CreateBucket creates a bucket on the server.
+func (m *MinioServer) CreateBucket(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := m.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		return fmt.Errorf("create bucket %s on %s: %w", name, m.endpoint, err)
+		return fmt.Errorf("create bucket %s on %s: %w", name, m.Endpoint, err)
 	}
 	return nil
 }
 
-// stop ends the server and waits for it (and its data dir removal).
-func (m *minio) stop() {
+// Stop ends the server and waits for it (and its data dir removal).
+func (m *MinioServer) Stop() {
 	_ = m.stdin.Close()
 	select {
 	case <-m.exited:
@@ -199,7 +220,7 @@ func (m *minio) stop() {
 func Main(m *testing.M) {
 	code := m.Run()
 	if minioSrv != nil {
-		minioSrv.stop()
+		minioSrv.Stop()
 	}
 	os.Exit(code)
 }
