@@ -73,13 +73,13 @@ type Death struct {
 	// earlier runs on the workspace are kept as history.
 	Supervisor int       `json:"supervisor_pid"`
 	Life       int       `json:"life"`
-	PID       int       `json:"pid"`
-	StartedAt time.Time `json:"started_at"`
-	DiedAt    time.Time `json:"died_at"`
-	UptimeMs  int64     `json:"uptime_ms"`
-	Cause     string    `json:"cause"`
-	Signal    string    `json:"signal,omitempty"`
-	ExitCode  *int      `json:"exit_code,omitempty"`
+	PID        int       `json:"pid"`
+	StartedAt  time.Time `json:"started_at"`
+	DiedAt     time.Time `json:"died_at"`
+	UptimeMs   int64     `json:"uptime_ms"`
+	Cause      string    `json:"cause"`
+	Signal     string    `json:"signal,omitempty"`
+	ExitCode   *int      `json:"exit_code,omitempty"`
 	// Detail is what was seen: the kernel counter, the watchdog's sum, the
 	// last line the runner logged.
 	Detail        string     `json:"detail"`
