@@ -17,8 +17,11 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/tether-dev/tether/test/agentwriter"
 )
 
 type config struct {
@@ -42,7 +45,8 @@ func main() {
 	}
 	if os.Getenv(childEnv) == "writer" {
 		// The writer runs until it is killed; it returns only on failure.
-		fmt.Fprintln(os.Stderr, "writer:", childWriter())
+		seq, _ := strconv.Atoi(os.Getenv("CHILD_SEQ"))
+		fmt.Fprintln(os.Stderr, "writer:", agentwriter.Run(os.Getenv("CHILD_WORKSPACE"), os.Getenv("CHILD_LOG"), seq))
 		os.Exit(1)
 	}
 	var c config

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tether-dev/tether/test/agentwriter"
 )
 
 // windows are data-loss windows by kind of state: the age, at the kill, of
@@ -181,31 +181,34 @@ func (h *baselineHarness) run(ctx context.Context) (windows, error) {
 		loop.Wait()
 		writer.Wait()
 
-		entries, err := readLog(logPath)
+		entries, err := agentwriter.ReadLog(logPath)
 		if err != nil {
 			return w, err
 		}
 		if len(entries) > 0 {
-			seq = entries[len(entries)-1].seq
+			seq = entries[len(entries)-1].Seq
 		}
 		dest := filepath.Join(root, "restored")
 		os.RemoveAll(dest)
 		if _, err := run(ctx, benv, "bash", h.e.script, "restore", dest); err != nil {
 			return w, fmt.Errorf("kill %d: baseline restore: %w", i, err)
 		}
-		got := restoredState(dest)
-		win := func(kind string, has func(logEntry) bool) time.Duration {
+		got, err := agentwriter.ReadState(dest)
+		if err != nil {
+			return w, fmt.Errorf("kill %d: baseline restore: %w", i, err)
+		}
+		win := func(kind string) time.Duration {
 			for _, e := range entries {
-				if e.kind == kind && !e.at.Before(start) && !has(e) {
-					return time.Duration(float64(killedAt.Sub(e.at)) * h.scale)
+				if e.Kind == kind && !e.At.Before(start) && !got.Has(e) {
+					return time.Duration(float64(killedAt.Sub(e.At)) * h.scale)
 				}
 			}
 			return 0
 		}
-		w.Transcript = append(w.Transcript, win("T", func(e logEntry) bool { return got.transcript[e.seq] }))
-		w.SessionID = append(w.SessionID, win("S", func(e logEntry) bool { return e.seq <= got.sessionSeq }))
-		w.Commits = append(w.Commits, win("C", func(e logEntry) bool { return got.commits[e.seq] }))
-		w.Files = append(w.Files, win("R", func(e logEntry) bool { return got.untracked[e.seq] }))
+		w.Transcript = append(w.Transcript, win(agentwriter.KindTranscript))
+		w.SessionID = append(w.SessionID, win(agentwriter.KindSessionID))
+		w.Commits = append(w.Commits, win(agentwriter.KindCommit))
+		w.Files = append(w.Files, win(agentwriter.KindUntracked))
 		w.Kills++
 		h.logf("  baseline kill %d/%d after %s (x%.0f = %s): lost transcript %s, session id %s, commits %s, untracked files %s",
 			i+1, h.trials, killedAt.Sub(start).Round(time.Millisecond), h.scale, (time.Duration(float64(killedAt.Sub(start)) * h.scale)).Round(time.Second),
@@ -222,121 +225,6 @@ func last(ds []time.Duration) time.Duration { return ds[len(ds)-1].Round(time.Se
 
 // The writer child, as in internal/statesync's harness.
 const childEnv = "BENCH_COMPARE_CHILD"
-
-func childWriter() error {
-	ws := os.Getenv("CHILD_WORKSPACE")
-	logf, err := os.OpenFile(os.Getenv("CHILD_LOG"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	seq, _ := strconv.Atoi(os.Getenv("CHILD_SEQ"))
-	record := func(kind string, n int) { fmt.Fprintf(logf, "%s %d %d\n", kind, n, time.Now().UnixNano()) }
-	tr := filepath.Join(ws, ".claude/projects/-ws/t.jsonl")
-	app := filepath.Join(ws, "repos/app")
-	rng := rand.New(rand.NewSource(int64(seq)))
-	for i := 0; ; i++ {
-		seq++
-		f, err := os.OpenFile(tr, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(f, `{"seq":%d,"text":"%x"}`+"\n", seq, rng.Int63())
-		f.Close()
-		record("T", seq)
-		if i%5 == 0 {
-			p := filepath.Join(ws, ".tether/session-ids.json")
-			if err := os.WriteFile(p+".tmp", fmt.Appendf(nil, `{"main":"id-%d"}`, seq), 0o644); err != nil {
-				return err
-			}
-			if err := os.Rename(p+".tmp", p); err != nil {
-				return err
-			}
-			record("S", seq)
-		}
-		if i%7 == 0 {
-			if err := os.WriteFile(filepath.Join(app, fmt.Sprintf("untracked-%d.bin", seq)), []byte{byte(seq), 0, 1, 2, 0xff}, 0o644); err != nil {
-				return err
-			}
-			record("R", seq)
-		}
-		if i%20 == 0 {
-			if err := git(context.Background(), app, "add", "-A"); err != nil {
-				return err
-			}
-			if err := git(context.Background(), app, "commit", "-q", "--allow-empty", "-m", fmt.Sprintf("commit %d", seq)); err != nil {
-				return err
-			}
-			record("C", seq)
-		}
-		time.Sleep(time.Duration(10+rng.Intn(40)) * time.Millisecond)
-	}
-}
-
-type logEntry struct {
-	kind string
-	seq  int
-	at   time.Time
-}
-
-func readLog(p string) ([]logEntry, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []logEntry
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var e logEntry
-		var ns int64
-		if _, err := fmt.Sscanf(sc.Text(), "%s %d %d", &e.kind, &e.seq, &ns); err != nil {
-			continue // a line cut by the kill
-		}
-		e.at = time.Unix(0, ns)
-		out = append(out, e)
-	}
-	return out, sc.Err()
-}
-
-type restored struct {
-	transcript map[int]bool
-	sessionSeq int
-	untracked  map[int]bool
-	commits    map[int]bool
-}
-
-func restoredState(dir string) restored {
-	r := restored{transcript: map[int]bool{}, untracked: map[int]bool{}, commits: map[int]bool{}}
-	if data, err := os.ReadFile(filepath.Join(dir, ".claude/projects/-ws/t.jsonl")); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			var v struct{ Seq int }
-			if json.Unmarshal([]byte(line), &v) == nil {
-				r.transcript[v.Seq] = true
-			}
-		}
-	}
-	if data, err := os.ReadFile(filepath.Join(dir, ".tether/session-ids.json")); err == nil {
-		var v map[string]string
-		if json.Unmarshal(data, &v) == nil {
-			r.sessionSeq, _ = strconv.Atoi(strings.TrimPrefix(v["main"], "id-"))
-		}
-	}
-	app := filepath.Join(dir, "repos/app")
-	ents, _ := os.ReadDir(app)
-	for _, e := range ents {
-		if n, ok := strings.CutPrefix(e.Name(), "untracked-"); ok {
-			k, _ := strconv.Atoi(strings.TrimSuffix(n, ".bin"))
-			r.untracked[k] = true
-		}
-	}
-	for _, line := range strings.Split(gitOut(app, "log", "--format=%s"), "\n") {
-		if k, ok := strings.CutPrefix(line, "commit "); ok {
-			n, _ := strconv.Atoi(k)
-			r.commits[n] = true
-		}
-	}
-	return r
-}
 
 var recoveryRe = regexp.MustCompile(`recovery time\s+p50 (-?\d+) ms, p99 (-?\d+) ms, max (-?\d+) ms`)
 var chaosKillsRe = regexp.MustCompile(`chaos: (\d+) kills in (\S+), memory enforcement (\S+)`)

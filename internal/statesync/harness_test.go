@@ -1,9 +1,7 @@
 package statesync
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand"
@@ -13,15 +11,14 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/tether-dev/tether/internal/fsutil"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/store"
 	"github.com/tether-dev/tether/internal/store/storetest"
+	"github.com/tether-dev/tether/test/agentwriter"
 )
 
 // The harness runs the sync loop and a writer as child processes (this test
@@ -34,7 +31,8 @@ func childMain() int {
 	case "sync":
 		err = childSync()
 	case "writer":
-		err = childWriter()
+		seq, _ := strconv.Atoi(os.Getenv("CHILD_SEQ"))
+		err = agentwriter.Run(os.Getenv("CHILD_WORKSPACE"), os.Getenv("CHILD_LOG"), seq)
 	default:
 		err = fmt.Errorf("unknown child %q", os.Getenv(childEnv))
 	}
@@ -65,87 +63,6 @@ func childSync() error {
 		return err
 	}
 	return s.Run(ctx)
-}
-
-// childWriter works like an agent until killed: appends to a transcript,
-// rewrites the session-id file atomically, writes untracked and binary files
-// in a repository and commits. After each operation it appends a line to the
-// log "<kind> <seq> <unixnano>"; the log is outside the workspace.
-func childWriter() error {
-	ws := os.Getenv("CHILD_WORKSPACE")
-	logf, err := os.OpenFile(os.Getenv("CHILD_LOG"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	seq, _ := strconv.Atoi(os.Getenv("CHILD_SEQ"))
-	record := func(kind string, n int) { fmt.Fprintf(logf, "%s %d %d\n", kind, n, time.Now().UnixNano()) }
-	tr := filepath.Join(ws, ".claude/projects/-ws/t.jsonl")
-	app := filepath.Join(ws, "repos/app")
-	rng := rand.New(rand.NewSource(int64(seq)))
-	for i := 0; ; i++ {
-		seq++
-		f, err := os.OpenFile(tr, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(f, `{"seq":%d,"text":"%x"}`+"\n", seq, rng.Int63())
-		f.Close()
-		record("T", seq)
-		if i%5 == 0 {
-			if err := fsutil.WriteFileAtomic(filepath.Join(ws, ".tether/session-ids.json"), []byte(fmt.Sprintf(`{"main":"id-%d"}`, seq)), 0o644); err != nil {
-				return err
-			}
-			record("S", seq)
-		}
-		if i%7 == 0 {
-			if err := os.WriteFile(filepath.Join(app, fmt.Sprintf("untracked-%d.bin", seq)), []byte{byte(seq), 0, 1, 2, 0xff}, 0o644); err != nil {
-				return err
-			}
-			record("R", seq)
-		}
-		if i%20 == 0 {
-			git := exec.Command("git", "-C", app, "add", "-A")
-			git.Env = gitEnv()
-			if out, err := git.CombinedOutput(); err != nil {
-				return fmt.Errorf("git add: %v %s", err, out)
-			}
-			git = exec.Command("git", "-C", app, "commit", "-q", "--allow-empty", "-m", fmt.Sprintf("commit %d", seq))
-			git.Env = gitEnv()
-			if out, err := git.CombinedOutput(); err != nil {
-				return fmt.Errorf("git commit: %v %s", err, out)
-			}
-			record("C", seq)
-		}
-		time.Sleep(time.Duration(10+rng.Intn(40)) * time.Millisecond)
-	}
-}
-
-func gitEnv() []string {
-	return append(os.Environ(), "GIT_AUTHOR_NAME=w", "GIT_AUTHOR_EMAIL=w@example.com", "GIT_COMMITTER_NAME=w", "GIT_COMMITTER_EMAIL=w@example.com", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-}
-
-type logEntry struct {
-	kind string
-	seq  int
-	at   time.Time
-}
-
-func readLog(t *testing.T, p string) []logEntry {
-	f, err := os.Open(p)
-	must(t, err)
-	defer f.Close()
-	var out []logEntry
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var e logEntry
-		var ns int64
-		if _, err := fmt.Sscanf(sc.Text(), "%s %d %d", &e.kind, &e.seq, &ns); err != nil {
-			continue // a line cut by the kill
-		}
-		e.at = time.Unix(0, ns)
-		out = append(out, e)
-	}
-	return out
 }
 
 func child(t *testing.T, kind string, env ...string) *exec.Cmd {
@@ -189,7 +106,7 @@ func TestDataLossWindow(t *testing.T) {
 	app := filepath.Join(ws, "repos/app")
 	must(t, os.MkdirAll(app, 0o755))
 	g := exec.Command("git", "init", "-q", "-b", "main", app)
-	g.Env = gitEnv()
+	g.Env = agentwriter.GitEnv()
 	if out, err := g.CombinedOutput(); err != nil {
 		t.Fatalf("git init: %v %s", err, out)
 	}
@@ -214,29 +131,29 @@ func TestDataLossWindow(t *testing.T) {
 		must(t, err)
 		time.Sleep(2 * time.Second)
 
-		entries := readLog(t, logPath)
+		entries, err := agentwriter.ReadLog(logPath)
+		must(t, err)
 		if len(entries) > 0 {
-			seq = entries[len(entries)-1].seq
+			seq = entries[len(entries)-1].Seq
 		}
 		windows := func(id string) (tr, sid, rp time.Duration) {
 			out := filepath.Join(t.TempDir(), "restored")
 			defer os.RemoveAll(out)
 			_, err := snapshot.Restore(context.Background(), repo, out, snapshot.RestoreOptions{Snapshot: id})
 			must(t, err)
-			present := restoredState(t, out)
-			win := func(kind string, has func(logEntry) bool) time.Duration {
+			present, err := agentwriter.ReadState(out)
+			must(t, err)
+			win := func(kind string) time.Duration {
 				for _, e := range entries {
-					if e.kind == kind && !has(e) {
-						return killedAt.Sub(e.at)
+					if e.Kind == kind && !present.Has(e) {
+						return killedAt.Sub(e.At)
 					}
 				}
 				return 0
 			}
-			tr = win("T", func(e logEntry) bool { return present.transcript[e.seq] })
-			sid = win("S", func(e logEntry) bool { return e.seq <= present.sessionSeq })
-			rp = max(
-				win("R", func(e logEntry) bool { return present.untracked[e.seq] }),
-				win("C", func(e logEntry) bool { return present.commits[e.seq] }))
+			tr = win(agentwriter.KindTranscript)
+			sid = win(agentwriter.KindSessionID)
+			rp = max(win(agentwriter.KindUntracked), win(agentwriter.KindCommit))
 			return
 		}
 		a, b, c := windows("")
@@ -268,52 +185,6 @@ func TestDataLossWindow(t *testing.T) {
 	}
 }
 
-type restored struct {
-	transcript map[int]bool
-	sessionSeq int
-	untracked  map[int]bool
-	commits    map[int]bool
-}
-
-func restoredState(t *testing.T, dir string) restored {
-	r := restored{transcript: map[int]bool{}, untracked: map[int]bool{}, commits: map[int]bool{}}
-	if data, err := os.ReadFile(filepath.Join(dir, ".claude/projects/-ws/t.jsonl")); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			var v struct{ Seq int }
-			if json.Unmarshal([]byte(line), &v) == nil {
-				r.transcript[v.Seq] = true
-			}
-		}
-	}
-	if data, err := os.ReadFile(filepath.Join(dir, ".tether/session-ids.json")); err == nil {
-		var v map[string]string
-		if err := json.Unmarshal(data, &v); err != nil {
-			t.Fatalf("restored session-ids.json is torn: %q", data)
-		}
-		r.sessionSeq, _ = strconv.Atoi(strings.TrimPrefix(v["main"], "id-"))
-	}
-	app := filepath.Join(dir, "repos/app")
-	ents, _ := os.ReadDir(app)
-	for _, e := range ents {
-		if n, ok := strings.CutPrefix(e.Name(), "untracked-"); ok {
-			k, _ := strconv.Atoi(strings.TrimSuffix(n, ".bin"))
-			r.untracked[k] = true
-		}
-	}
-	if _, err := os.Stat(filepath.Join(app, ".git")); err == nil {
-		g := exec.Command("git", "-C", app, "log", "--format=%s")
-		g.Env = gitEnv()
-		out, _ := g.Output()
-		for _, line := range strings.Split(string(out), "\n") {
-			if k, ok := strings.CutPrefix(line, "commit "); ok {
-				n, _ := strconv.Atoi(k)
-				r.commits[n] = true
-			}
-		}
-	}
-	return r
-}
-
 // TestSyncKilledMidSave kills the sync process itself at random moments while
 // a writer keeps changing the workspace: after every kill the newest
 // snapshot restores and verify finds nothing wrong.
@@ -327,7 +198,7 @@ func TestSyncKilledMidSave(t *testing.T) {
 	app := filepath.Join(ws, "repos/app")
 	must(t, os.MkdirAll(app, 0o755))
 	g := exec.Command("git", "init", "-q", "-b", "main", app)
-	g.Env = gitEnv()
+	g.Env = agentwriter.GitEnv()
 	if out, err := g.CombinedOutput(); err != nil {
 		t.Fatalf("git init: %v %s", err, out)
 	}

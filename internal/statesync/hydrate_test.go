@@ -12,6 +12,7 @@ import (
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/store"
 	"github.com/tether-dev/tether/internal/store/storetest"
+	"github.com/tether-dev/tether/test/agentwriter"
 )
 
 func readHydrateFile(t *testing.T, ws string) HydrateResult {
@@ -103,7 +104,7 @@ func TestHydrateClonesRepos(t *testing.T) {
 		{"clone", "-q", "--bare", work, src},
 	} {
 		g := exec.Command("git", args...)
-		g.Env = gitEnv()
+		g.Env = agentwriter.GitEnv()
 		if out, err := g.CombinedOutput(); err != nil {
 			t.Fatalf("git %v: %v %s", args, err, out)
 		}
