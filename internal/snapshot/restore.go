@@ -189,9 +189,9 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 			files = append(files, e)
 		}
 	}
-	// The first repository's bundles are fetched before any file: git
-	// can only start once they are in, and its first step, index-pack,
-	// keeps one core busy while the files are restored on the others.
+	// The first repository's full bundle is fetched before any file: git
+	// can only start once it is in, and its first step, index-pack, keeps
+	// one core busy while the files are restored on the others.
 	fetched := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(fetched) }) }
@@ -202,9 +202,15 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			return parallel(ctx, fetches, files, func(ctx context.Context, e *Entry) error {
+			err := parallel(ctx, fetches, files, func(ctx context.Context, e *Entry) error {
 				return restoreFile(ctx, repo, m.ID, e, filepath.Join(dir, filepath.FromSlash(e.Path)))
 			})
+			if err != nil {
+				return err
+			}
+			// Write the files out while git still works: the syncfs that
+			// counts, before the completion marker, then has less to do.
+			return syncFS(dir)
 		},
 		func(ctx context.Context) error {
 			defer release()
@@ -271,8 +277,9 @@ func both(ctx context.Context, a, b func(context.Context) error) error {
 
 // restoreGitRepos lets gitstate rebuild each repository under dir, parents
 // before their submodules, streaming every bundle of its chain straight
-// from the store into git. It calls fetched once the first repository's
-// bundles have been read.
+// from the store into git. It calls fetched once the first bundle (the
+// full one, usually most of the chain) of the first repository has been
+// read.
 func restoreGitRepos(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int, fetched func()) error {
 	repos := append([]RepoEntry(nil), m.Repos...)
 	sort.Slice(repos, func(i, j int) bool { return repos[i].Path < repos[j].Path })
@@ -281,7 +288,7 @@ func restoreGitRepos(ctx context.Context, repo *Repo, m *Manifest, dir string, f
 		for i, b := range r.Bundles {
 			srcs[i] = func(ctx context.Context) (io.ReadCloser, error) {
 				br := newBlobReader(ctx, repo, m.ID, b, fetches)
-				if ri == 0 && i == len(r.Bundles)-1 {
+				if ri == 0 && i == 0 {
 					br.atEOF = fetched
 				}
 				return br, nil
