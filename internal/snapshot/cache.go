@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -35,39 +34,39 @@ func newStatCache(root string, repo *Repo, workspace string) *statCache {
 	return &statCache{dir: filepath.Join(root, "snapshot", hex.EncodeToString(sum[:12]))}
 }
 
-func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats map[string]statKey, repoFP map[string]string, baseRaw []byte, ok bool) {
+func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats map[string]statKey, repoFP map[string]string, ok bool) {
 	data, err := os.ReadFile(filepath.Join(c.dir, "stats.json"))
 	if err != nil {
-		return nil, nil, nil, nil, false
+		return nil, nil, nil, false
 	}
 	var f statCacheFile
 	if json.Unmarshal(data, &f) != nil || f.Base != latest || f.ObjectSize != objectSize {
-		return nil, nil, nil, nil, false
+		return nil, nil, nil, false
 	}
 	raw, err := os.ReadFile(filepath.Join(c.dir, "manifest.json"))
 	if err != nil {
-		return nil, nil, nil, nil, false
+		return nil, nil, nil, false
 	}
 	m, err = unmarshalManifest(raw)
 	if err != nil || m.ID != latest {
-		return nil, nil, nil, nil, false
+		return nil, nil, nil, false
 	}
 	if m.Base != nil {
 		// The base object as the store holds it, checked against its name.
-		baseRaw, err = os.ReadFile(filepath.Join(c.dir, "base.json"))
+		baseRaw, err := os.ReadFile(filepath.Join(c.dir, "base.json"))
 		if err != nil || int64(len(baseRaw)) != m.Base.Len || hashID(baseRaw) != m.Base.ID {
-			return nil, nil, nil, nil, false
+			return nil, nil, nil, false
 		}
 		b, err := unmarshalBase(baseRaw, *m.Base)
 		if err != nil || m.resolve(b) != nil {
-			return nil, nil, nil, nil, false
+			return nil, nil, nil, false
 		}
 	}
-	return m, f.Stats, f.Repos, baseRaw, true
+	return m, f.Stats, f.Repos, true
 }
 
 // store records a saved snapshot: its manifest as stored (a delta), the
-// JSON of its base object (nil for a format-1 manifest) and the stats.
+// JSON of its base object (nil when base.json already holds it) and the stats.
 func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64, stats map[string]statKey, repoFP map[string]string) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
@@ -75,7 +74,7 @@ func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64,
 	// The base and the manifest first: stats.json names the manifest, so a
 	// crash between the writes leaves a stats file that does not match and
 	// is ignored; the base is checked against the manifest's hash.
-	if old, _ := os.ReadFile(filepath.Join(c.dir, "base.json")); baseRaw != nil && !bytes.Equal(old, baseRaw) {
+	if baseRaw != nil {
 		if err := fsutil.WriteFileAtomic(filepath.Join(c.dir, "base.json"), baseRaw, 0o600); err != nil {
 			return err
 		}

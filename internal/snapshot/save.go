@@ -108,7 +108,9 @@ type Saver struct {
 	opts      SaveOptions
 
 	base       *Manifest // newest snapshot this Saver knows, nil before the first
-	baseRaw    []byte    // JSON of base.from, the base object of base (nil when it has none)
+	// baseCached is the id of the base object whose JSON the stat cache's
+	// base.json holds: the JSON is written there once, never kept in memory.
+	baseCached string
 	baseByPath map[string]*Entry
 	stats      map[string]statKey // stat of files whose content equals base's entry
 	repoFP     map[string]string  // fingerprint of each repository when base's capture of it began
@@ -180,7 +182,7 @@ const racyWindow = 100 * time.Millisecond
 // files once more, but uploads only what the store lacks.
 func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	if latest == "" {
-		s.base, s.baseByPath, s.stats, s.baseRaw = nil, nil, nil, nil
+		s.base, s.baseByPath, s.stats, s.baseCached = nil, nil, nil, ""
 		return nil
 	}
 	if s.base != nil && s.base.ID == latest {
@@ -188,8 +190,11 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	}
 	if s.cache != nil {
 		if oi, err := s.repo.st.Stat(ctx, s.repo.manifestKey(latest)); err == nil {
-			if m, stats, repoFP, baseRaw, ok := s.cache.load(latest, oi.Size); ok {
-				s.setBase(m, stats, baseRaw)
+			if m, stats, repoFP, ok := s.cache.load(latest, oi.Size); ok {
+				s.setBase(m, stats)
+				if m.Base != nil {
+					s.baseCached = m.Base.ID
+				}
 				s.repoFP = repoFP
 				return nil
 			}
@@ -199,12 +204,12 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	if err != nil {
 		return err
 	}
-	s.setBase(m, nil, nil)
+	s.setBase(m, nil)
 	return nil
 }
 
-func (s *Saver) setBase(m *Manifest, stats map[string]statKey, baseRaw []byte) {
-	s.base, s.baseRaw, s.repoFP = m, baseRaw, nil
+func (s *Saver) setBase(m *Manifest, stats map[string]statKey) {
+	s.base, s.repoFP = m, nil
 	s.baseByPath = make(map[string]*Entry, len(m.Entries))
 	for i := range m.Entries {
 		s.baseByPath[m.Entries[i].Path] = &m.Entries[i]
@@ -320,39 +325,39 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	st.ObjectsUploaded = int(w.up.objects.Load()) + 1
 	st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
 
-	s.setBase(m, w.newStats, baseRaw)
+	s.setBase(m, w.newStats)
 	s.repoFP = w.newRepoFP
 	if s.cache != nil {
 		// Best effort: a lost cache costs one re-read of the files, nothing else.
-		_ = s.cache.store(raw, baseRaw, m.ID, int64(len(obj)), w.newStats, w.newRepoFP)
+		if s.baseCached != m.Base.ID && baseRaw == nil {
+			baseRaw, _ = marshalBase(m.from) // loaded from the store: the same JSON again
+		}
+		if err := s.cache.store(raw, baseRaw, m.ID, int64(len(obj)), w.newStats, w.newRepoFP); err == nil {
+			s.baseCached = m.Base.ID
+		}
 	}
 	return st, nil
 }
 
 // storedForm returns the manifest as stored, a delta against the base of the
-// previous save, and the base object's JSON. When there is no base yet, or
+// previous save, and the JSON of a base object it wrote (nil when it wrote
+// none). When there is no base yet, or
 // the delta would exceed an eighth of the base (and 1 KiB), it stores a new
 // base object first (counted in w's upload figures) and m becomes a delta
 // against that. It leaves m resolved, with m.Base and m.from set.
 func (s *Saver) storedForm(ctx context.Context, m *Manifest, w *saveRun) (raw, baseRaw []byte, err error) {
 	var from *baseState
 	if s.base != nil {
-		from, baseRaw = s.base.from, s.baseRaw
+		from = s.base.from
 	}
 	if from != nil {
-		if baseRaw == nil {
-			// Loaded from the store: the same JSON again, for the stat cache.
-			if baseRaw, err = marshalBase(from); err != nil {
-				return nil, nil, err
-			}
-		}
 		raw, err = marshalManifest(m.delta(from))
 		if err != nil {
 			return nil, nil, err
 		}
 		if len(raw) <= 1024 || int64(len(raw))*8 <= from.ref.Len {
 			m.Base, m.from = &Ref{ID: from.ref.ID, Len: from.ref.Len}, from
-			return raw, baseRaw, nil
+			return raw, nil, nil
 		}
 	}
 	from = &baseState{Entries: m.Entries, Repos: m.Repos}
