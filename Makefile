@@ -18,9 +18,15 @@ include $(wildcard mk/*.mk)
 
 .PHONY: build test test-unit lint vet staticcheck generate check-generated bench demo chaos clean
 
+# Static (no cgo) and stripped: the session pod copies bin/tether into the
+# user's agent image, which may have no glibc or another one; and a smaller
+# binary keeps the sync sidecar's resident pages down (35 vs 38 MiB idle on
+# 20k files, bench/syncidle).
+BUILD_FLAGS := -trimpath -ldflags '-s -w'
+
 build:
-	$(GO) build -o $(BIN) ./cmd/tether
-	$(GO) build -o $(dir $(BIN))tether-operator ./cmd/tether-operator
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN) ./cmd/tether
+	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(dir $(BIN))tether-operator ./cmd/tether-operator
 
 ## test: everything CI runs: generated code up to date, vet, staticcheck, all tests with -race.
 test: $(TEST_DEPS) check-generated lint
