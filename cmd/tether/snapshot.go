@@ -28,7 +28,7 @@ type sessionFlags struct {
 }
 
 func (f *sessionFlags) register(c *cobra.Command) {
-	c.Flags().StringVar(&f.store, "store", envOr("TETHER_STORE", ""), "store URL: file:///abs/dir, s3://bucket?endpoint=...&use_path_style=true, gs://, azblob:// (env TETHER_STORE; default: the local directory "+store.DefaultURL()+")")
+	c.Flags().StringVar(&f.store, "store", envOr("TETHER_STORE", ""), "store URL: file:///abs/dir, s3://bucket?endpoint=...&use_path_style=true, gs:// (-tags tether_gcs), azblob:// (-tags tether_azblob) (env TETHER_STORE; default: the local directory "+store.DefaultURL()+")")
 	c.Flags().StringVar(&f.namespace, "namespace", envOr("TETHER_NAMESPACE", "default"), "namespace of the session (env TETHER_NAMESPACE)")
 	c.Flags().StringVar(&f.session, "session", envOr("TETHER_SESSION", ""), "session name, a DNS-1123 label (env TETHER_SESSION)")
 }
