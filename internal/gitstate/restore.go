@@ -552,12 +552,20 @@ func indexPackFile(ctx context.Context, g gitCmd, gitDir string, r io.Reader) (e
 	if !isHex(sum) || (len(sum) != 40 && len(sum) != 64) {
 		return fmt.Errorf("git index-pack printed %q, not a pack checksum", truncate(sum, 80))
 	}
-	// The pack before its index: git finds packs by their index.
+	// The pack and its reverse index (which newer gits write by default)
+	// before its index: git finds packs by their index.
 	final := filepath.Join(packDir, "pack-"+sum)
 	if err := os.Rename(tmp, final+".pack"); err != nil {
 		return err
 	}
+	tmpRev := strings.TrimSuffix(tmp, ".pack") + ".rev"
+	if err := os.Rename(tmpRev, final+".rev"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		os.Remove(tmpRev)
+		os.Remove(final + ".pack")
+		return err
+	}
 	if err := os.Rename(tmpIdx, final+".idx"); err != nil {
+		os.Remove(final + ".rev")
 		os.Remove(final + ".pack")
 		return err
 	}

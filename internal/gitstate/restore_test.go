@@ -152,3 +152,31 @@ func TestRestoreFromDamagedBundle(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreWithReverseIndex: a git that writes reverse indexes (the
+// default from git 2.41) gets the full pack's .rev renamed with it.
+func TestRestoreWithReverseIndex(t *testing.T) {
+	repo, e := chain(t)
+	saved := restoreConfig
+	t.Cleanup(func() { restoreConfig = saved })
+	restoreConfig = []string{
+		"GIT_CONFIG_COUNT=3",
+		"GIT_CONFIG_KEY_0=core.fsync", "GIT_CONFIG_VALUE_0=none",
+		"GIT_CONFIG_KEY_1=checkout.workers", "GIT_CONFIG_VALUE_1=0",
+		"GIT_CONFIG_KEY_2=pack.writeReverseIndex", "GIT_CONFIG_VALUE_2=true",
+	}
+	dir := filepath.Join(t.TempDir(), "r")
+	if err := Restore(context.Background(), dir, e.states[1], e.bundles); err != nil {
+		t.Fatal(err)
+	}
+	compareRepos(t, repo, dir)
+	idx, _ := filepath.Glob(filepath.Join(dir, ".git", "objects", "pack", "pack-*.idx"))
+	revs, _ := filepath.Glob(filepath.Join(dir, ".git", "objects", "pack", "pack-*.rev"))
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".git", "objects", "pack", "tmp*"))
+	if len(idx) != 2 || len(revs) == 0 || len(tmps) != 0 {
+		t.Fatalf("pack directory: indexes %q, reverse indexes %q, temporary files %q; want 2 indexes, a reverse index and no temporary file", idx, revs, tmps)
+	}
+	if out := git(t, dir, "fsck", "--no-dangling", "--no-progress"); strings.TrimSpace(out) != "" {
+		t.Errorf("git fsck of the restored repository: %s", out)
+	}
+}
