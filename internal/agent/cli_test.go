@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tether-dev/tether/internal/agent"
+	"github.com/tether-dev/tether/test/claudecli"
 	"github.com/tether-dev/tether/test/modelserver"
 )
 
@@ -16,7 +17,7 @@ import (
 // escaping, reached through a symlink, and checks the transcript is where
 // TranscriptPath of ResolveCwd says.
 func TestTranscriptPathRealCLI(t *testing.T) {
-	bin := modelserver.ClaudeBin(t)
+	bin := claudecli.Bin(t)
 	srv := modelserver.Start(t.Logf)
 	defer srv.Close()
 	real := filepath.Join(t.TempDir(), "my repo.v2_ü")
