@@ -107,7 +107,7 @@ type Saver struct {
 	workspace string
 	opts      SaveOptions
 
-	base       *Manifest // newest snapshot this Saver knows, nil before the first
+	base *Manifest // newest snapshot this Saver knows, nil before the first
 	// baseCached is the id of the base object whose JSON the stat cache's
 	// base.json holds: the JSON is written there once, never kept in memory.
 	baseCached string
