@@ -39,6 +39,8 @@ test-unit:
 lint: vet staticcheck
 
 vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
+		echo "not gofmt-formatted (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags tether_gcs,tether_azblob ./internal/store/
 
