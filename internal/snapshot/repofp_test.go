@@ -106,3 +106,44 @@ func TestRepoFingerprint(t *testing.T) {
 		t.Fatalf("restored repository differs:\nwant:\n%s\ngot:\n%s", want, got)
 	}
 }
+
+// A capture the caller reports as changed (RepoChanged) records no
+// fingerprint: the next save cannot keep it by an old fingerprint, even when
+// the working tree is back to what that fingerprint saw.
+func TestRepoChangedSkipsFingerprint(t *testing.T) {
+	ctx := context.Background()
+	repo := openRepo(t, "file://"+t.TempDir())
+	ws := t.TempDir()
+	app := filepath.Join(ws, "repos", "app")
+	must(t, os.MkdirAll(app, 0o755))
+	git(t, app, "init", "-q", "-b", "main")
+	writeFile(t, filepath.Join(app, "a.txt"), []byte("one\n"), 0o644)
+	settle()
+	changed := false
+	s, err := NewSaver(repo, ws, SaveOptions{RepoChanged: func(string) bool { return changed }})
+	must(t, err)
+	defer s.Close()
+	_, err = s.Save(ctx)
+	must(t, err)
+	settle()
+	if st, err := s.Save(ctx); err != nil || st.ReposUnchanged != 1 {
+		t.Fatalf("second save: %+v, %v; want the first capture kept", st, err)
+	}
+	writeFile(t, filepath.Join(app, "a.txt"), []byte("two\n"), 0o644)
+	settle()
+	changed = true
+	st, err := s.Save(ctx)
+	must(t, err)
+	if st.ReposUnchanged != 0 || st.ReposCaptured != 1 {
+		t.Fatalf("save of a repository reported changed: %+v", st)
+	}
+	changed = false
+	settle()
+	if st, err := s.Save(ctx); err != nil || st.ReposUnchanged != 0 {
+		t.Fatalf("the save after a capture without fingerprint kept it: %+v, %v", st, err)
+	}
+	settle()
+	if st, err := s.Save(ctx); err != nil || st.ReposUnchanged != 1 {
+		t.Fatalf("the save after that: %+v, %v; want the capture kept again", st, err)
+	}
+}

@@ -80,10 +80,16 @@ func (w *saveRun) captureRepo(rel string) error {
 		return w.keepSubmodules(rel)
 	}
 	// Taken before the capture: a change made while it runs makes the next
-	// fingerprint differ, and the next save captures again.
-	fp, fpOK, err := repoFingerprint(abs, w.start)
-	if err != nil {
-		return fmt.Errorf("fingerprint of git repository %s: %w", abs, err)
+	// fingerprint differ, and the next save captures again. A repository
+	// known to have changed gets none: no fingerprint is recorded for this
+	// capture, so the next one fingerprints and captures.
+	var fp string
+	var fpOK bool
+	if w.s.opts.RepoChanged == nil || !w.s.opts.RepoChanged(rel) {
+		var err error
+		if fp, fpOK, err = repoFingerprint(abs, w.start); err != nil {
+			return fmt.Errorf("fingerprint of git repository %s: %w", abs, err)
+		}
 	}
 	if prev != nil && fpOK && w.s.repoFP[rel] == fp {
 		w.repos = append(w.repos, *prev)

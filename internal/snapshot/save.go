@@ -36,6 +36,12 @@ type SaveOptions struct {
 	// is captured; false reuses the previous snapshot's capture of it (the
 	// sync loop captures repositories only when they changed). Nil: always.
 	CaptureRepo func(rel string) bool
+	// RepoChanged, when set, reports that the caller knows the repository
+	// at rel changed since its last capture (the sync loop saw file events
+	// in it). Such a capture skips the fingerprint walk (see repoFingerprint):
+	// it could not match, and the next capture of an unchanged repository
+	// fingerprints again. Nil: every capture is fingerprinted.
+	RepoChanged func(rel string) bool
 	// SkipUnchanged makes Save write no snapshot when the workspace equals
 	// the newest snapshot (the result then has Unchanged set and the newest
 	// id). The sync loop's periodic rescans use it.

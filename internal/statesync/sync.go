@@ -64,6 +64,7 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		CacheDir:       cfg.CacheDir,
 		Exclude:        ex.Match,
 		CaptureRepo:    s.captureRepo,
+		RepoChanged:    s.repoChanged,
 		SkipUnchanged:  true,
 		MaxBytes:       cfg.MaxBytes,
 		ConsistentCopy: SQLiteCopier(cfg.CacheDir),
@@ -74,6 +75,14 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 	s.saver = saver
 	s.Metrics = newMetrics(s)
 	return s, nil
+}
+
+// repoChanged: file events were seen in the repository since its last
+// capture, so the save need not fingerprint it first.
+func (s *Syncer) repoChanged(rel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.taking.repoDirty[rel]
 }
 
 func (s *Syncer) captureRepo(rel string) bool {
