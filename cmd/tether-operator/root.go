@@ -21,6 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tether-dev/tether/internal/operator"
+
 )
 
 func newRootCmd() *cobra.Command {
@@ -168,7 +169,6 @@ runs this binary, found next to tether or on $PATH.`,
 
 	// Cobra reports unknown flags through this hook; mark them as usage
 	// errors so they exit 2.
-	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return c
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/tether-dev/tether/internal/cliutil"
 )
 
 // operatorCmd runs the command tree in-process, as run does, and returns its
@@ -11,17 +13,10 @@ import (
 func operatorCmd(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	cmd := newRootCmd()
-	cmd.SetArgs(args)
 	cmd.SetOut(&out)
 	cmd.SetErr(&errb)
-	if err := cmd.Execute(); err != nil {
-		errb.WriteString(err.Error())
-		if isUsage(err) {
-			return exitUsage, out.String(), errb.String()
-		}
-		return exitError, out.String(), errb.String()
-	}
-	return exitOK, out.String(), errb.String()
+	code := cliutil.Run("tether-operator", cmd, args, &errb)
+	return code, out.String(), errb.String()
 }
 
 // Every bad setting is refused before any Kubernetes API is contacted, with

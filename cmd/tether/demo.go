@@ -13,6 +13,8 @@ import (
 	"github.com/tether-dev/tether/internal/local/demo"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/store"
+
+	"github.com/tether-dev/tether/internal/cliutil"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -50,10 +52,10 @@ everything comes back from the store alone.`,
 				sf.session = "tether-demo-" + strconv.FormatInt(time.Now().Unix(), 36)
 			}
 			if err := snapshot.ValidateName("session", sf.session); err != nil {
-				return usageError{err}
+				return cliutil.Usage(err)
 			}
 			if err := snapshot.ValidateName("namespace", sf.namespace); err != nil {
-				return usageError{err}
+				return cliutil.Usage(err)
 			}
 			cache := os.Getenv("CACHE")
 			if cache == "" {

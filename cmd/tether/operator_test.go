@@ -12,7 +12,7 @@ import (
 // TestMain lets a test run a copy of this test binary as the tether command.
 func TestMain(m *testing.M) {
 	if os.Getenv("TETHER_CMD_TEST_MAIN") == "1" {
-		os.Exit(run(os.Args[1:]))
+		main()
 	}
 	os.Exit(m.Run())
 }

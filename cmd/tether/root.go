@@ -18,11 +18,6 @@ the session back, resumed.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	// Cobra reports unknown flags and bad arguments through this hook; mark them
-	// as usage errors so they exit 2.
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError{err}
-	})
 	root.AddCommand(newSnapshotCmd(), newSyncCmd(), newHydrateCmd(), newRunnerCmd(), newSendCmd(), newOperatorCmd(), newCopySelfCmd(), newRunCmd(), newDemoCmd())
 	return root
 }

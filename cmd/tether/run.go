@@ -21,6 +21,8 @@ import (
 	"github.com/tether-dev/tether/internal/local"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
+
+	"github.com/tether-dev/tether/internal/cliutil"
 )
 
 // claudeInstallHint is printed when the agent CLI is missing.
@@ -141,16 +143,16 @@ func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 		f.sf.session = sessionFromWorkspace(ws)
 	}
 	if err := snapshot.ValidateName("namespace", f.sf.namespace); err != nil {
-		return cfg, usageError{err}
+		return cfg, cliutil.Usage(err)
 	}
 	if err := snapshot.ValidateName("session", f.sf.session); err != nil {
-		return cfg, usageError{err}
+		return cfg, cliutil.Usage(err)
 	}
 	var repos []statesync.RepoSpec
 	for _, r := range f.repos {
 		s, err := statesync.ParseRepoSpec(r)
 		if err != nil {
-			return cfg, usageError{err}
+			return cfg, cliutil.Usage(err)
 		}
 		repos = append(repos, s)
 	}
@@ -225,7 +227,7 @@ func isTerminal(f *os.File) bool {
 func runSupervisor(cfg local.Config) error {
 	sup, err := local.New(cfg)
 	if err != nil {
-		return usageError{err}
+		return cliutil.Usage(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tether-dev/tether/internal/runner"
+
+	"github.com/tether-dev/tether/internal/cliutil"
 )
 
 func newRunnerCmd() *cobra.Command {
@@ -106,7 +108,7 @@ with "-", all are arguments for the default CLI.`,
 func runRunner(cfg runner.Config, listen, token string) error {
 	r, err := runner.New(cfg)
 	if err != nil {
-		return usageError{err}
+		return cliutil.Usage(err)
 	}
 	if err := r.Open(); err != nil {
 		return err

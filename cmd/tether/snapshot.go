@@ -17,6 +17,8 @@ import (
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
 	"github.com/tether-dev/tether/internal/store"
+
+	"github.com/tether-dev/tether/internal/cliutil"
 )
 
 // sessionFlags are the flags every command that addresses one session's
@@ -46,10 +48,10 @@ func (f *sessionFlags) open(ctx context.Context) (*snapshot.Repo, func(), error)
 		return nil, nil, usagef("--session is required")
 	}
 	if err := snapshot.ValidateName("namespace", f.namespace); err != nil {
-		return nil, nil, usageError{err}
+		return nil, nil, cliutil.Usage(err)
 	}
 	if err := snapshot.ValidateName("session", f.session); err != nil {
-		return nil, nil, usageError{err}
+		return nil, nil, cliutil.Usage(err)
 	}
 	u := f.store
 	if u == "" {
@@ -64,7 +66,7 @@ func (f *sessionFlags) open(ctx context.Context) (*snapshot.Repo, func(), error)
 	repo, err := snapshot.OpenRepo(st, f.namespace, f.session)
 	if err != nil {
 		st.Close()
-		return nil, nil, usageError{err}
+		return nil, nil, cliutil.Usage(err)
 	}
 	return repo, func() { st.Close() }, nil
 }

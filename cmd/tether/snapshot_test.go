@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tether-dev/tether/internal/cliutil"
 )
 
 // tether runs the command tree in-process and returns its exit code and output.
@@ -14,18 +16,9 @@ func tether(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd := newRootCmd()
-	cmd.SetArgs(args)
 	cmd.SetOut(&out)
 	cmd.SetErr(&errb)
-	code := exitOK
-	if err := cmd.Execute(); err != nil {
-		errb.WriteString(err.Error())
-		code = exitError
-		var ue usageError
-		if asUsage(err, &ue) {
-			code = exitUsage
-		}
-	}
+	code := cliutil.Run("tether", cmd, args, &errb)
 	return code, out.String(), errb.String()
 }
 

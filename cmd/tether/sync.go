@@ -15,6 +15,8 @@ import (
 	"github.com/tether-dev/tether/internal/local"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
+
+	"github.com/tether-dev/tether/internal/cliutil"
 )
 
 // durationVar registers a duration flag whose default may come from an
@@ -71,7 +73,7 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 			}
 			cfg.Workspace = abs
 			if err := cfg.Validate(); err != nil {
-				return usageError{err}
+				return cliutil.Usage(err)
 			}
 			if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
 				return usagef("--workspace %s is not a readable directory", abs)
@@ -120,7 +122,7 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 			for _, r := range repos {
 				s, err := statesync.ParseRepoSpec(r)
 				if err != nil {
-					return usageError{err}
+					return cliutil.Usage(err)
 				}
 				specs = append(specs, s)
 			}
