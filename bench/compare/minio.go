@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/url"
 
 	"github.com/tether-dev/tether/internal/store/storetest"
@@ -31,15 +30,6 @@ func startMinio(dataDir string) (*minioServer, error) {
 }
 
 func (m *minioServer) stop() { m.Stop() }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // rcloneEnv configures the rclone remote "bench" on the server, with no
 // config file.

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tether-dev/tether/internal/store/storetest"
 )
 
 // sidecar is a `tether sync` running on the benchmark's workspace, as it runs
@@ -25,7 +27,7 @@ type sidecar struct {
 }
 
 func (e *env) startSidecar(ctx context.Context) (*sidecar, error) {
-	port, err := freePort()
+	port, err := storetest.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -115,7 +115,8 @@ kill "$reader" 2>/dev/null
 exit $st
 `
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -125,11 +126,11 @@ func freePort() (int, error) {
 }
 
 func startMinio(bin, data string) (*MinioServer, error) {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	consolePort, err := freePort()
+	consolePort, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
