@@ -21,7 +21,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tether-dev/tether/internal/operator"
-
 )
 
 func newRootCmd() *cobra.Command {
