@@ -710,23 +710,23 @@ func sameContent(a, b *Manifest) bool {
 // verifyPrefix reads the file from its start and checks that it begins with
 // exactly the chunks of its previous version. It leaves the offset anywhere.
 func (w *saveRun) verifyPrefix(f *os.File, prev []Ref) (bool, error) {
+	// Hashed through a small buffer: holding a whole chunk (up to maxChunk)
+	// cost a fresh multi-megabyte buffer, zeroed and faulted in, per save.
+	if w.buf == nil {
+		w.buf = make([]byte, 256<<10)
+	}
 	h := sha256.New()
 	var sum [sha256.Size]byte
 	for _, c := range prev {
-		if int64(cap(w.buf)) < c.Len {
-			w.buf = make([]byte, c.Len)
-		}
-		buf := w.buf[:c.Len]
-		n, err := io.ReadFull(f, buf)
-		w.stats.BytesRead += int64(n)
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return false, nil
-		}
+		h.Reset()
+		n, err := io.CopyBuffer(h, io.LimitReader(f, c.Len), w.buf)
+		w.stats.BytesRead += n
 		if err != nil {
 			return false, err
 		}
-		h.Reset()
-		h.Write(buf)
+		if n < c.Len { // the file is shorter now
+			return false, nil
+		}
 		if hex.EncodeToString(h.Sum(sum[:0])) != c.ID {
 			return false, nil
 		}
