@@ -23,8 +23,8 @@ type statCacheFile struct {
 	Base string `json:"base"`
 	// ObjectSize is the size of the manifest object in the store: a store that
 	// was wiped and refilled under the same ids does not match it.
-	ObjectSize int64              `json:"objectSize"`
-	Stats      map[string]statKey `json:"stats"`
+	ObjectSize int64                `json:"objectSize"`
+	Stats      map[string]fileState `json:"stats"`
 	// Repos holds the fingerprint of each repository (see repoFingerprint).
 	Repos map[string]string `json:"repos,omitempty"`
 }
@@ -34,7 +34,7 @@ func newStatCache(root string, repo *Repo, workspace string) *statCache {
 	return &statCache{dir: filepath.Join(root, "snapshot", hex.EncodeToString(sum[:12]))}
 }
 
-func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats map[string]statKey, repoFP map[string]string, ok bool) {
+func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats map[string]fileState, repoFP map[string]string, ok bool) {
 	data, err := os.ReadFile(filepath.Join(c.dir, "stats.json"))
 	if err != nil {
 		return nil, nil, nil, false
@@ -67,7 +67,7 @@ func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats ma
 
 // store records a saved snapshot: its manifest as stored (a delta), the
 // JSON of its base object (nil when base.json already holds it) and the stats.
-func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64, stats map[string]statKey, repoFP map[string]string) error {
+func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64, stats map[string]fileState, repoFP map[string]string) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
 	}

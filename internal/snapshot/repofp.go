@@ -68,7 +68,7 @@ type fpWalk struct {
 	racy      int64
 	n         int
 	untrusted bool
-	rec       [48]byte
+	rec       []byte // one entry's record, reused
 	st        unix.Stat_t
 }
 
@@ -116,14 +116,15 @@ func (w *fpWalk) dir(dir, rel string, inGit bool) error {
 			w.untrusted = true
 			return nil
 		}
-		w.write(rel + "/" + name + "\x00")
-		binary.LittleEndian.PutUint64(w.rec[0:], uint64(w.st.Mode))
-		binary.LittleEndian.PutUint64(w.rec[8:], uint64(w.st.Size))
-		binary.LittleEndian.PutUint64(w.rec[16:], uint64(mtime))
-		binary.LittleEndian.PutUint64(w.rec[24:], uint64(ctime))
-		binary.LittleEndian.PutUint64(w.rec[32:], w.st.Ino)
-		binary.LittleEndian.PutUint64(w.rec[40:], uint64(w.st.Dev)) //nolint:unconvert // not uint64 everywhere
-		_, _ = w.h.Write(w.rec[:])
+		r := append(append(append(append(w.rec[:0], rel...), '/'), name...), 0)
+		r = binary.LittleEndian.AppendUint64(r, uint64(w.st.Mode))
+		r = binary.LittleEndian.AppendUint64(r, uint64(w.st.Size))
+		r = binary.LittleEndian.AppendUint64(r, uint64(mtime))
+		r = binary.LittleEndian.AppendUint64(r, uint64(ctime))
+		r = binary.LittleEndian.AppendUint64(r, w.st.Ino)
+		r = binary.LittleEndian.AppendUint64(r, uint64(w.st.Dev)) //nolint:unconvert // not uint64 everywhere
+		_, _ = w.h.Write(r)
+		w.rec = r
 		if isDir {
 			// A .git directory anywhere (the repository's own, an embedded
 			// repository's) is a git directory: skip its object database.

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/tether-dev/tether/internal/store"
 )
 
@@ -118,8 +120,8 @@ type Saver struct {
 	// base.json holds: the JSON is written there once, never kept in memory.
 	baseCached string
 	baseByPath map[string]*Entry
-	stats      map[string]statKey // stat of files whose content equals base's entry
-	repoFP     map[string]string  // fingerprint of each repository when base's capture of it began
+	stats      map[string]fileState // what is known of each file of base
+	repoFP     map[string]string    // fingerprint of each repository when base's capture of it began
 	cache      *statCache
 	tmpGit     string // git object dirs when there is no CacheDir
 }
@@ -165,6 +167,22 @@ type statKey struct {
 	CTime int64  `json:"c"`
 	Ino   uint64 `json:"i"`
 	Dev   uint64 `json:"d"`
+}
+
+// fileState is what a Saver knows of a file of its base snapshot.
+type fileState struct {
+	// statKey is the file's stat when it was read, trusted: the file is not
+	// read again while its stat is the same. It is zero, matching no file,
+	// when the file changed too close to the save that read it (see
+	// racyWindow) or while it was read.
+	statKey
+	// Sum is the xxHash64 of the content of the base's entry (0: unknown).
+	// A file that grew is checked against it before only its new tail is
+	// read, and a racy file before its chunks are kept: hashing 10 MiB with
+	// it costs a twentieth of SHA-256. It guards against accidents, not
+	// against an adversary, who could as well forge a stat: a file that
+	// both changed its old content and kept its sum is a 2^-64 event.
+	Sum uint64 `json:"x,omitempty"`
 }
 
 func statKeyOf(fi fs.FileInfo) statKey {
@@ -214,14 +232,14 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	return nil
 }
 
-func (s *Saver) setBase(m *Manifest, stats map[string]statKey) {
+func (s *Saver) setBase(m *Manifest, stats map[string]fileState) {
 	s.base, s.repoFP = m, nil
 	s.baseByPath = make(map[string]*Entry, len(m.Entries))
 	for i := range m.Entries {
 		s.baseByPath[m.Entries[i].Path] = &m.Entries[i]
 	}
 	if stats == nil {
-		stats = map[string]statKey{}
+		stats = map[string]fileState{}
 	}
 	s.stats = stats
 }
@@ -250,7 +268,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		return nil, fmt.Errorf("save %s: load previous snapshot: %w", s.repo, err)
 	}
 
-	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]statKey{}, newRepoFP: map[string]string{}}
+	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]fileState{}, newRepoFP: map[string]string{}}
 	w.stats.Parent = latest
 	if s.base != nil {
 		s.base.eachChunk(func(c Ref) { w.known[c.ID] = true })
@@ -392,7 +410,7 @@ type saveRun struct {
 	ctx      context.Context
 	start    time.Time
 	known    map[string]bool // chunks the store is known to have
-	newStats map[string]statKey
+	newStats map[string]fileState
 	// newRepoFP holds the fingerprints of the repositories this save
 	// captured (or found unchanged), for the next save.
 	newRepoFP map[string]string
@@ -625,13 +643,15 @@ func unixMode(fi fs.FileInfo) uint32 {
 func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 	key := statKeyOf(fi)
 	prev := w.s.baseByPath[rel]
-	if prev != nil && prev.Type == TypeFile && prev.Size == key.Size {
-		if old, ok := w.s.stats[rel]; ok && old == key {
-			e.Size, e.Chunks = prev.Size, prev.Chunks
-			w.stats.CacheHits++
-			w.remember(rel, key)
-			return true, nil
-		}
+	if prev != nil && prev.Type != TypeFile {
+		prev = nil
+	}
+	old := w.s.stats[rel] // zero when unknown
+	if prev != nil && prev.Size == key.Size && old.statKey == key {
+		e.Size, e.Chunks = prev.Size, prev.Chunks
+		w.stats.CacheHits++
+		w.remember(rel, old)
+		return true, nil
 	}
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -644,8 +664,10 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 
 	var chunks []Ref
 	var offset int64
-	if prev != nil && prev.Type == TypeFile && prev.Size > 0 && key.Size >= prev.Size {
-		ok, err := w.verifyPrefix(f, prev.Chunks)
+	sum := xxhash.New() // of what e will hold, from its start
+	if prev != nil && prev.Size > 0 && key.Size >= prev.Size {
+		keep, at := appendRegion(prev.Chunks, prev.Size, key.Size)
+		ok, err := w.verifyPrefix(f, prev, old.Sum, keep, sum)
 		if err != nil {
 			return false, fmt.Errorf("read %s: %w", p, err)
 		}
@@ -655,13 +677,13 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 			// it afresh could cut an appended file differently and upload
 			// its tail again for nothing.
 			e.Size, e.Chunks = prev.Size, prev.Chunks
-			w.rememberIfSettled(f, rel, key, prev.Size)
+			w.rememberRead(f, rel, key, prev.Size, sum.Sum64())
 			return true, nil
 		}
 		if ok {
-			var keep int
-			keep, offset = appendRegion(prev.Chunks, prev.Size, key.Size)
-			chunks = append(chunks, prev.Chunks[:keep]...)
+			chunks, offset = append(chunks, prev.Chunks[:keep]...), at
+		} else {
+			sum.Reset()
 		}
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
 			return false, err
@@ -672,6 +694,7 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 		w.split = newSplitter()
 	}
 	err = w.split.split(countingReader{f, &w.stats.BytesRead}, func(data []byte) error {
+		_, _ = sum.Write(data)
 		id := hashID(data)
 		chunks = append(chunks, Ref{ID: id, Len: int64(len(data))})
 		size += int64(len(data))
@@ -685,53 +708,75 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 		return false, fmt.Errorf("read %s: %w", p, err)
 	}
 	e.Size, e.Chunks = size, chunks
-	w.rememberIfSettled(f, rel, key, size)
+	w.rememberRead(f, rel, key, size, sum.Sum64())
 	return true, nil
 }
 
-// rememberIfSettled trusts key (the stat taken before reading f) next time
-// only if what was read, size bytes, is what it describes and the file is not
-// "racy" (see racyWindow).
-func (w *saveRun) rememberIfSettled(f *os.File, rel string, key statKey, size int64) {
+// rememberRead records a file just read into an entry of size bytes whose
+// content hashes to sum. Its stat, key, taken before reading, is trusted
+// next time only if it describes what was read and the file is not "racy"
+// (see racyWindow).
+func (w *saveRun) rememberRead(f *os.File, rel string, key statKey, size int64, sum uint64) {
+	st := fileState{Sum: sum}
 	if size == key.Size && time.Unix(0, key.MTime).Before(w.start.Add(-racyWindow)) {
 		if after, err := f.Stat(); err == nil && statKeyOf(after) == key {
-			w.remember(rel, key)
+			st.statKey = key
 		}
 	}
+	w.remember(rel, st)
 }
 
-func (w *saveRun) remember(rel string, k statKey) { w.newStats[rel] = k }
+func (w *saveRun) remember(rel string, st fileState) { w.newStats[rel] = st }
 
 // sameContent reports whether two manifests hold the same workspace.
 func sameContent(a, b *Manifest) bool {
 	return reflect.DeepEqual(a.Entries, b.Entries) && reflect.DeepEqual(a.Repos, b.Repos)
 }
 
-// verifyPrefix reads the file from its start and checks that it begins with
-// exactly the chunks of its previous version. It leaves the offset anywhere.
-func (w *saveRun) verifyPrefix(f *os.File, prev []Ref) (bool, error) {
-	// Hashed through a small buffer: holding a whole chunk (up to maxChunk)
+// verifyPrefix reads prev.Size bytes of f from its start and checks that they
+// are the content of prev: against prevSum, the xxHash64 of it, when known,
+// else chunk by chunk against prev's chunk ids. sum is fed the first keep
+// chunks only, the part of prev the caller keeps. It leaves the offset
+// anywhere.
+func (w *saveRun) verifyPrefix(f *os.File, prev *Entry, prevSum uint64, keep int, sum *xxhash.Digest) (bool, error) {
+	// Read through a small buffer: holding a whole chunk (up to maxChunk)
 	// cost a fresh multi-megabyte buffer, zeroed and faulted in, per save.
 	if w.buf == nil {
 		w.buf = make([]byte, 256<<10)
 	}
+	var whole *xxhash.Digest
+	if prevSum != 0 {
+		whole = xxhash.New()
+	}
 	h := sha256.New()
-	var sum [sha256.Size]byte
-	for _, c := range prev {
+	var id [sha256.Size]byte
+	for i, c := range prev.Chunks {
 		h.Reset()
-		n, err := io.CopyBuffer(h, io.LimitReader(f, c.Len), w.buf)
-		w.stats.BytesRead += n
-		if err != nil {
-			return false, err
+		for left := c.Len; left > 0; {
+			b := w.buf[:min(int64(len(w.buf)), left)]
+			n, err := io.ReadFull(f, b)
+			w.stats.BytesRead += int64(n)
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return false, nil // the file is shorter now
+			}
+			if err != nil {
+				return false, err
+			}
+			left -= int64(n)
+			if i < keep {
+				_, _ = sum.Write(b)
+			}
+			if whole != nil {
+				_, _ = whole.Write(b)
+			} else {
+				h.Write(b)
+			}
 		}
-		if n < c.Len { // the file is shorter now
-			return false, nil
-		}
-		if hex.EncodeToString(h.Sum(sum[:0])) != c.ID {
+		if whole == nil && hex.EncodeToString(h.Sum(id[:0])) != c.ID {
 			return false, nil
 		}
 	}
-	return true, nil
+	return whole == nil || whole.Sum64() == prevSum, nil
 }
 
 type countingReader struct {
