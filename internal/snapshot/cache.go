@@ -73,18 +73,20 @@ func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64,
 	}
 	// The base and the manifest first: stats.json names the manifest, so a
 	// crash between the writes leaves a stats file that does not match and
-	// is ignored; the base is checked against the manifest's hash.
+	// is ignored; the base is checked against the manifest's hash. No fsync:
+	// a file a crash truncated fails those checks the same way, and a lost
+	// cache costs one re-read.
 	if baseRaw != nil {
-		if err := fsutil.WriteFileAtomic(filepath.Join(c.dir, "base.json"), baseRaw, 0o600); err != nil {
+		if err := fsutil.ReplaceFile(filepath.Join(c.dir, "base.json"), baseRaw, 0o600); err != nil {
 			return err
 		}
 	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(c.dir, "manifest.json"), manifest, 0o600); err != nil {
+	if err := fsutil.ReplaceFile(filepath.Join(c.dir, "manifest.json"), manifest, 0o600); err != nil {
 		return err
 	}
 	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: stats, Repos: repoFP})
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileAtomic(filepath.Join(c.dir, "stats.json"), data, 0o600)
+	return fsutil.ReplaceFile(filepath.Join(c.dir, "stats.json"), data, 0o600)
 }
