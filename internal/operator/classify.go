@@ -65,7 +65,7 @@ type Verdict struct {
 	Kind Kind
 	// Reason is a short CamelCase word for status and events: OOMKilled, Error,
 	// Evicted, Preempted, NodeLost, PodDeleted, ImagePullFailed, ConfigError,
-	// Completed.
+	// Completed; for KindStarting, Unschedulable or empty.
 	Reason string
 	// Container that ended; empty when the whole pod did.
 	Container string
@@ -182,6 +182,11 @@ func Classify(pod *corev1.Pod) Verdict {
 
 	if st := findStatus(pod.Status.ContainerStatuses, ContainerRunner); st != nil && st.State.Running != nil {
 		return Verdict{Kind: KindRunning, Ready: st.Ready, Container: ContainerRunner, Time: st.State.Running.StartedAt.Time}
+	}
+	// Not started. A pod no node can take waits without an error of its
+	// own: say why, or the session would look as if it were starting.
+	if c := podCondition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+		return Verdict{Kind: KindStarting, Reason: "Unschedulable", Message: c.Message, Time: c.LastTransitionTime.Time}
 	}
 	return Verdict{Kind: KindStarting}
 }

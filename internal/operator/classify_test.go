@@ -90,6 +90,10 @@ func TestClassify(t *testing.T) {
 		{"disruption condition false is ignored", sessionPod(true, corev1.PodRunning, initDone(), []corev1.ContainerStatus{running(ContainerRunner, true)},
 			corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionFalse}), KindRunning, "", ContainerRunner, -1},
 		{"pod being deleted by someone", deleting, KindDisruption, "PodDeleted", "", -1},
+		{"no node fits the pod", sessionPod(true, corev1.PodPending, nil, nil,
+			corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes are available: 3 Insufficient memory."}), KindStarting, "Unschedulable", "", -1},
+		{"scheduled, still starting", sessionPod(true, corev1.PodPending, nil, nil,
+			corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}), KindStarting, "", "", -1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

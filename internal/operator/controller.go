@@ -232,6 +232,14 @@ func (r *Reconciler) transition(ctx context.Context, s *tetherv1.AgenticSession,
 		v := Classify(pod)
 		switch v.Kind {
 		case KindStarting:
+			if v.Reason == "Unschedulable" {
+				msg := fmt.Sprintf("pod %s cannot be scheduled: %s; it starts once a node fits it (lower spec.resources, or add nodes or let an autoscaler add them)", st.PodName, v.Message)
+				if c := meta.FindStatusCondition(st.Conditions, tetherv1.ConditionReady); c == nil || c.Reason != "Unschedulable" {
+					r.event(s, pod, corev1.EventTypeWarning, "Unschedulable", "Schedule", "%s", msg)
+				}
+				r.setPhase(s, tetherv1.PhaseCreating, "Unschedulable", msg)
+				return ctrl.Result{}, nil
+			}
 			r.setPhase(s, tetherv1.PhaseCreating, "PodStarting", fmt.Sprintf("pod %s is starting (hydrate restores the workspace first)", st.PodName))
 			return ctrl.Result{}, nil
 		case KindRunning:

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -538,6 +539,47 @@ func TestImagePullErrorFailsWithoutRetry(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if podExists(t, ns, "badimg-1") {
 		t.Fatal("image pull error was retried")
+	}
+}
+
+// A pod no node can take stays Pending without an error of its own: the
+// session says why (Ready condition and a Warning event) instead of looking
+// as if it were starting, keeps its pod (an autoscaler may add a node) and
+// starts normally once the pod is scheduled.
+func TestUnschedulableIsReported(t *testing.T) {
+	needEnvtest(t)
+	t.Parallel()
+	ns := newNamespace(t)
+	create(t, newSession(ns, "nofit"))
+	waitPod(t, ns, "nofit-0")
+	const why = "0/3 nodes are available: 3 Insufficient memory."
+	kubelet(t, ns, "nofit-0", func(p *corev1.Pod) { // the scheduler's verdict
+		p.Status.Phase = corev1.PodPending
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+			Reason: corev1.PodReasonUnschedulable, Message: why, LastTransitionTime: metav1.Now()}}
+	})
+	eventually(t, 20*time.Second, "the Ready condition to say why", func() string {
+		s := getSession(t, ns, "nofit")
+		c := meta.FindStatusCondition(s.Status.Conditions, tetherv1.ConditionReady)
+		if s.Status.Phase != tetherv1.PhaseCreating || c == nil || c.Reason != "Unschedulable" || !strings.Contains(c.Message, why) {
+			return fmt.Sprintf("phase %q, conditions %+v", s.Status.Phase, s.Status.Conditions)
+		}
+		return ""
+	})
+	assertEvent(t, ns, "nofit", "Unschedulable")
+	if !podExists(t, ns, "nofit-0") {
+		t.Fatal("the unschedulable pod was deleted")
+	}
+
+	kubelet(t, ns, "nofit-0", func(p *corev1.Pod) { // a node was added
+		p.Status.Phase = corev1.PodRunning
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{exited(ContainerInstall, 0, "Completed"), exited(ContainerHydrate, 0, "Completed"), running(ContainerSync, true)}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{running(ContainerRunner, true)}
+	})
+	got := waitPhase(t, ns, "nofit", tetherv1.PhaseRunning)
+	if got.Status.RestartCount != 0 {
+		t.Fatalf("restart count %d after a late schedule, want 0", got.Status.RestartCount)
 	}
 }
 
