@@ -572,11 +572,9 @@ func TestUnschedulableIsReported(t *testing.T) {
 	}
 
 	kubelet(t, ns, "nofit-0", func(p *corev1.Pod) { // a node was added
-		p.Status.Phase = corev1.PodRunning
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
-		p.Status.InitContainerStatuses = []corev1.ContainerStatus{exited(ContainerInstall, 0, "Completed"), exited(ContainerHydrate, 0, "Completed"), running(ContainerSync, true)}
-		p.Status.ContainerStatuses = []corev1.ContainerStatus{running(ContainerRunner, true)}
 	})
+	runPod(t, ns, "nofit-0")
 	got := waitPhase(t, ns, "nofit", tetherv1.PhaseRunning)
 	if got.Status.RestartCount != 0 {
 		t.Fatalf("restart count %d after a late schedule, want 0", got.Status.RestartCount)
