@@ -13,14 +13,6 @@ import (
 // version is set at build time with -ldflags "-X main.version=...", like tether's.
 var version = "dev"
 
-const (
-	exitOK    = cliutil.ExitOK
-	exitError = cliutil.ExitError
-	exitUsage = cliutil.ExitUsage
-)
-
-func usagef(format string, args ...any) error { return cliutil.Usagef(format, args...) }
-
 func main() {
 	os.Exit(cliutil.Run("tether-operator", newRootCmd(), os.Args[1:], os.Stderr))
 }

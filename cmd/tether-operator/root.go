@@ -20,6 +20,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/tether-dev/tether/internal/cliutil"
 	"github.com/tether-dev/tether/internal/operator"
 )
 
@@ -63,25 +64,25 @@ runs this binary, found next to tether or on $PATH.`,
 		SilenceErrors: true,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if cfg.TetherImage == "" {
-				return usagef("--tether-image must not be empty")
+				return cliutil.Usagef("--tether-image must not be empty")
 			}
 			switch corev1.PullPolicy(pullPolicy) {
 			case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 				cfg.TetherImagePullPolicy = corev1.PullPolicy(pullPolicy)
 			default:
-				return usagef("--tether-image-pull-policy %q: use Always, IfNotPresent or Never", pullPolicy)
+				return cliutil.Usagef("--tether-image-pull-policy %q: use Always, IfNotPresent or Never", pullPolicy)
 			}
 			if concurrency < 1 {
-				return usagef("--max-concurrent-reconciles must be at least 1, got %d", concurrency)
+				return cliutil.Usagef("--max-concurrent-reconciles must be at least 1, got %d", concurrency)
 			}
 			if cfg.RunnerPort < 1 || cfg.RunnerPort > 65535 || cfg.RunnerPort == operator.SyncMetricsPort {
-				return usagef("--runner-port %d: use a port in 1-65535 other than %d (the sync sidecar's)", cfg.RunnerPort, operator.SyncMetricsPort)
+				return cliutil.Usagef("--runner-port %d: use a port in 1-65535 other than %d (the sync sidecar's)", cfg.RunnerPort, operator.SyncMetricsPort)
 			}
 			if observeInterval < 0 {
-				return usagef("--observe-interval must not be negative (0 turns observing off), got %s", observeInterval)
+				return cliutil.Usagef("--observe-interval must not be negative (0 turns observing off), got %s", observeInterval)
 			}
 			if cfg.RunAsUser <= 0 {
-				return usagef("--run-as-user %d: session pods never run as root; use a UID above 0", cfg.RunAsUser)
+				return cliutil.Usagef("--run-as-user %d: session pods never run as root; use a UID above 0", cfg.RunAsUser)
 			}
 			var nss []string
 			for _, ns := range watchNamespaces {
@@ -90,7 +91,7 @@ runs this binary, found next to tether or on $PATH.`,
 					continue
 				}
 				if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-					return usagef("--watch-namespaces: %q is not a namespace name: %s", ns, strings.Join(errs, "; "))
+					return cliutil.Usagef("--watch-namespaces: %q is not a namespace name: %s", ns, strings.Join(errs, "; "))
 				}
 				nss = append(nss, ns)
 			}
@@ -101,7 +102,7 @@ runs this binary, found next to tether or on $PATH.`,
 				return err
 			}
 			if qps <= 0 || burst <= 0 {
-				return usagef("--kube-api-qps and --kube-api-burst must be positive, got %v and %d", qps, burst)
+				return cliutil.Usagef("--kube-api-qps and --kube-api-burst must be positive, got %v and %d", qps, burst)
 			}
 			restCfg.QPS, restCfg.Burst = qps, burst
 			scheme, err := operator.NewScheme()
@@ -173,7 +174,7 @@ runs this binary, found next to tether or on $PATH.`,
 
 func noArgs(c *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usagef("%s takes no arguments, got %q", c.CommandPath(), args)
+		return cliutil.Usagef("%s takes no arguments, got %q", c.CommandPath(), args)
 	}
 	return nil
 }
@@ -183,7 +184,7 @@ func noArgs(c *cobra.Command, args []string) error {
 func loadKubeconfig(path string) (*rest.Config, error) {
 	if path != "" {
 		if _, err := os.Stat(path); err != nil {
-			return nil, usagef("--kubeconfig: %v", err)
+			return nil, cliutil.Usagef("--kubeconfig: %v", err)
 		}
 		cfg, err := clientcmd.BuildConfigFromFlags("", path)
 		if err != nil {

@@ -40,7 +40,7 @@ func TestOperatorUsageErrors(t *testing.T) {
 		{[]string{"copy-self", "/tmp/tether"}, "takes no arguments"},
 	} {
 		code, _, errs := operatorCmd(tc.args...)
-		if code != exitUsage || !strings.Contains(errs, tc.want) || strings.Contains(strings.TrimSpace(errs), "\n") {
+		if code != cliutil.ExitUsage || !strings.Contains(errs, tc.want) || strings.Contains(strings.TrimSpace(errs), "\n") {
 			t.Errorf("%q: exit %d, %q; want exit 2 and one line mentioning %q", tc.args, code, errs, tc.want)
 		}
 	}
@@ -49,7 +49,7 @@ func TestOperatorUsageErrors(t *testing.T) {
 func TestOperatorHelp(t *testing.T) {
 	code, out, errs := operatorCmd("--help")
 	for _, want := range []string{"tether-operator [flags]", "--leader-elect", "--tether-image", "--zap-log-level", "AgenticSession"} {
-		if code != exitOK || !strings.Contains(out, want) {
+		if code != cliutil.ExitOK || !strings.Contains(out, want) {
 			t.Errorf("--help: exit %d, stderr %q; output lacks %q:\n%s", code, errs, want, out)
 		}
 	}
