@@ -195,7 +195,7 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 	fetched := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(fetched) }) }
-	err := both(ctx,
+	tasks := []func(context.Context) error{
 		func(ctx context.Context) error {
 			select {
 			case <-fetched:
@@ -215,7 +215,9 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 		func(ctx context.Context) error {
 			defer release()
 			return restoreGitRepos(ctx, repo, m, dir, fetches, release)
-		})
+		},
+	}
+	err := parallel(ctx, len(tasks), tasks, func(ctx context.Context, task func(context.Context) error) error { return task(ctx) })
 	if err != nil {
 		return err
 	}
@@ -247,32 +249,6 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 		}
 	}
 	return nil
-}
-
-// both runs a and b at the same time and returns the first error; the
-// other one's context is then cancelled.
-func both(ctx context.Context, a, b func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, 2)
-	for _, fn := range []func(context.Context) error{a, b} {
-		go func() {
-			err := fn(ctx)
-			if err != nil {
-				cancel()
-			}
-			errs <- err
-		}()
-	}
-	var first error
-	for range 2 {
-		// The first failure is the cause; the other may only say it was
-		// cancelled because of it.
-		if err := <-errs; err != nil && (first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
-			first = err
-		}
-	}
-	return first
 }
 
 // restoreGitRepos lets gitstate rebuild each repository under dir, parents
