@@ -75,9 +75,8 @@ func (w *saveRun) captureRepo(rel string) error {
 		}
 	}
 	if prev != nil && w.s.opts.CaptureRepo != nil && !w.s.opts.CaptureRepo(rel) {
-		w.repos = append(w.repos, *prev)
-		w.keepFingerprints(rel)
-		return w.keepSubmodules(rel)
+		w.keepCapture(prev)
+		return nil
 	}
 	// Taken before the capture: a change made while it runs makes the next
 	// fingerprint differ, and the next save captures again. A repository
@@ -92,10 +91,9 @@ func (w *saveRun) captureRepo(rel string) error {
 		}
 	}
 	if prev != nil && fpOK && w.s.repoFP[rel] == fp {
-		w.repos = append(w.repos, *prev)
 		w.stats.ReposUnchanged++
-		w.keepFingerprints(rel)
-		return w.keepSubmodules(rel)
+		w.keepCapture(prev)
+		return nil
 	}
 	objDir, unlock, err := w.s.gitObjectDir(rel)
 	if err != nil {
@@ -149,24 +147,21 @@ func (w *saveRun) captureRepo(rel string) error {
 	return nil
 }
 
-// keepFingerprints carries the fingerprints of rel and its submodules over
-// from the base, whose captures this save keeps.
-func (w *saveRun) keepFingerprints(rel string) {
-	for p, fp := range w.s.repoFP {
-		if p == rel || strings.HasPrefix(p, rel+"/") {
-			w.newRepoFP[p] = fp
-		}
-	}
-}
-
-// keepSubmodules carries the base's entries of rel's submodules over unchanged.
-func (w *saveRun) keepSubmodules(rel string) error {
+// keepCapture keeps the base's capture of a repository and of its
+// submodules, with their fingerprints.
+func (w *saveRun) keepCapture(prev *RepoEntry) {
+	w.repos = append(w.repos, *prev)
+	sub := prev.Path + "/"
 	for _, r := range w.s.base.Repos {
-		if strings.HasPrefix(r.Path, rel+"/") {
+		if strings.HasPrefix(r.Path, sub) {
 			w.repos = append(w.repos, r)
 		}
 	}
-	return nil
+	for p, fp := range w.s.repoFP {
+		if p == prev.Path || strings.HasPrefix(p, sub) {
+			w.newRepoFP[p] = fp
+		}
+	}
 }
 
 // storeFile chunks and uploads a whole file (no stat cache, no append logic).
