@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -744,14 +745,26 @@ func (w *saveRun) verifyPrefix(f *os.File, prev *Entry, prevSum uint64, keep int
 	if w.buf == nil {
 		w.buf = make([]byte, 256<<10)
 	}
-	var whole *xxhash.Digest
-	if prevSum != 0 {
-		whole = xxhash.New()
+	// The kept chunks are hashed once, into sum; the whole of prev, for the
+	// check against prevSum, continues from a copy of sum past them.
+	whole := sum
+	var h hash.Hash // the chunk-by-chunk check, when there is no prevSum
+	if prevSum == 0 {
+		h = sha256.New()
 	}
-	h := sha256.New()
 	var id [sha256.Size]byte
 	for i, c := range prev.Chunks {
-		h.Reset()
+		if i == keep {
+			if prevSum == 0 {
+				whole = nil
+			} else {
+				rest := *sum
+				whole = &rest
+			}
+		}
+		if h != nil {
+			h.Reset()
+		}
 		for left := c.Len; left > 0; {
 			b := w.buf[:min(int64(len(w.buf)), left)]
 			n, err := io.ReadFull(f, b)
@@ -763,20 +776,18 @@ func (w *saveRun) verifyPrefix(f *os.File, prev *Entry, prevSum uint64, keep int
 				return false, err
 			}
 			left -= int64(n)
-			if i < keep {
-				_, _ = sum.Write(b)
-			}
 			if whole != nil {
 				_, _ = whole.Write(b)
-			} else {
+			}
+			if h != nil {
 				h.Write(b)
 			}
 		}
-		if whole == nil && hex.EncodeToString(h.Sum(id[:0])) != c.ID {
+		if h != nil && hex.EncodeToString(h.Sum(id[:0])) != c.ID {
 			return false, nil
 		}
 	}
-	return whole == nil || whole.Sum64() == prevSum, nil
+	return prevSum == 0 || whole.Sum64() == prevSum, nil
 }
 
 type countingReader struct {
