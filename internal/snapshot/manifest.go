@@ -65,9 +65,18 @@ type Manifest struct {
 type baseState struct {
 	Entries []Entry     `json:"entries"`
 	Repos   []RepoEntry `json:"repos,omitempty"`
-	// ref names the object; size is the length of its JSON, which decides
-	// when a delta has grown too large and a new base is due.
+	// ref names the object; its Len, the length of the JSON, decides when a
+	// delta has grown too large and a new base is due.
 	ref Ref
+}
+
+// reposByPath indexes the base's repositories by path.
+func (b *baseState) reposByPath() map[string]*RepoEntry {
+	repos := make(map[string]*RepoEntry, len(b.Repos))
+	for i := range b.Repos {
+		repos[b.Repos[i].Path] = &b.Repos[i]
+	}
+	return repos
 }
 
 func marshalBase(b *baseState) ([]byte, error) { return json.Marshal(b) }
@@ -106,10 +115,7 @@ func (m *Manifest) resolve(b *baseState) error {
 	}
 	entries = append(entries, m.Changed...)
 	sort.SliceStable(entries, func(i, j int) bool { return entryLess(entries[i].Path, entries[j].Path) })
-	baseRepos := make(map[string]*RepoEntry, len(b.Repos))
-	for i := range b.Repos {
-		baseRepos[b.Repos[i].Path] = &b.Repos[i]
-	}
+	baseRepos := b.reposByPath()
 	repos := make([]RepoEntry, len(m.Repos))
 	for i, r := range m.Repos {
 		if r.FromBase > 0 {
@@ -149,10 +155,7 @@ func (m *Manifest) delta(b *baseState) *Manifest {
 			d.Removed = append(d.Removed, e.Path)
 		}
 	}
-	baseRepos := make(map[string]*RepoEntry, len(b.Repos))
-	for i := range b.Repos {
-		baseRepos[b.Repos[i].Path] = &b.Repos[i]
-	}
+	baseRepos := b.reposByPath()
 	d.Repos = make([]RepoEntry, len(m.Repos))
 	for i, r := range m.Repos {
 		if br := baseRepos[r.Path]; br != nil && len(br.Bundles) > 0 && len(br.Bundles) <= len(r.Bundles) &&
