@@ -1,7 +1,9 @@
 package fsutil
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -11,7 +13,12 @@ import (
 // it writes a temp file in the same directory, fsyncs it, renames it over path
 // and fsyncs the directory.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	if err := replaceFile(path, data, perm, true); err != nil {
+	return writeAtomic(path, bytes.NewReader(data), perm)
+}
+
+// writeAtomic is WriteFileAtomic with the content streamed from r.
+func writeAtomic(path string, r io.Reader, perm os.FileMode) error {
+	if err := replaceFile(path, r, perm, true); err != nil {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
@@ -22,10 +29,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 // but after a machine crash path may hold the old content, the new, or a
 // truncated file. For caches that check what they read and can be rebuilt.
 func ReplaceFile(path string, data []byte, perm os.FileMode) error {
-	return replaceFile(path, data, perm, false)
+	return replaceFile(path, bytes.NewReader(data), perm, false)
 }
 
-func replaceFile(path string, data []byte, perm os.FileMode, durable bool) error {
+func replaceFile(path string, r io.Reader, perm os.FileMode, durable bool) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -39,7 +46,7 @@ func replaceFile(path string, data []byte, perm os.FileMode, durable bool) error
 			os.Remove(tmp)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Chmod(perm); err != nil {
