@@ -178,7 +178,7 @@ func run1(ctx context.Context, c config) error {
 			return err
 		}
 	}
-	logf("MinIO at %s", m.endpoint)
+	logf("MinIO at %s", m.Endpoint)
 
 	// The first capture of each method uploads everything: measured once.
 	if res.initialB, err = e.baseline(ctx, "backup"); err != nil {

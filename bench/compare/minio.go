@@ -1,10 +1,6 @@
 package main
 
-import (
-	"net/url"
-
-	"github.com/tether-dev/tether/internal/store/storetest"
-)
+import "github.com/tether-dev/tether/internal/store/storetest"
 
 // The store tests' MinIO (storetest.StartMinio: the pinned binary that
 // hack/install-minio.sh builds, on 127.0.0.1, dying with this process), with
@@ -15,10 +11,7 @@ const (
 	region    = storetest.MinioRegion
 )
 
-type minioServer struct {
-	*storetest.MinioServer
-	endpoint string
-}
+type minioServer struct{ *storetest.MinioServer }
 
 // startMinio runs MinIO with its data in dataDir.
 func startMinio(dataDir string) (*minioServer, error) {
@@ -26,7 +19,7 @@ func startMinio(dataDir string) (*minioServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &minioServer{MinioServer: m, endpoint: m.Endpoint}, nil
+	return &minioServer{m}, nil
 }
 
 func (m *minioServer) stop() { m.Stop() }
@@ -40,7 +33,7 @@ func (m *minioServer) rcloneEnv() []string {
 		"RCLONE_CONFIG_BENCH_PROVIDER=Minio",
 		"RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=" + accessKey,
 		"RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=" + secretKey,
-		"RCLONE_CONFIG_BENCH_ENDPOINT=" + m.endpoint,
+		"RCLONE_CONFIG_BENCH_ENDPOINT=" + m.Endpoint,
 		"RCLONE_CONFIG_BENCH_REGION=" + region,
 	}
 }
@@ -51,6 +44,4 @@ func (m *minioServer) tetherEnv() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + accessKey, "AWS_SECRET_ACCESS_KEY=" + secretKey, "AWS_REGION=" + region, "AWS_EC2_METADATA_DISABLED=true"}
 }
 
-func (m *minioServer) tetherURL(bucket string) string {
-	return "s3://" + bucket + "?" + url.Values{"endpoint": {m.endpoint}, "use_path_style": {"true"}, "region": {region}}.Encode()
-}
+func (m *minioServer) tetherURL(bucket string) string { return storetest.S3URL(m.Endpoint, bucket) }
