@@ -198,12 +198,7 @@ func (h *baselineHarness) run(ctx context.Context) (windows, error) {
 			return w, fmt.Errorf("kill %d: baseline restore: %w", i, err)
 		}
 		win := func(kind string) time.Duration {
-			for _, e := range entries {
-				if e.Kind == kind && !e.At.Before(start) && !got.Has(e) {
-					return time.Duration(float64(killedAt.Sub(e.At)) * h.scale)
-				}
-			}
-			return 0
+			return time.Duration(float64(got.Window(entries, kind, start, killedAt)) * h.scale)
 		}
 		w.Transcript = append(w.Transcript, win(agentwriter.KindTranscript))
 		w.SessionID = append(w.SessionID, win(agentwriter.KindSessionID))

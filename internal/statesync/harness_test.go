@@ -143,14 +143,7 @@ func TestDataLossWindow(t *testing.T) {
 			must(t, err)
 			present, err := agentwriter.ReadState(out)
 			must(t, err)
-			win := func(kind string) time.Duration {
-				for _, e := range entries {
-					if e.Kind == kind && !present.Has(e) {
-						return killedAt.Sub(e.At)
-					}
-				}
-				return 0
-			}
+			win := func(kind string) time.Duration { return present.Window(entries, kind, time.Time{}, killedAt) }
 			tr = win(agentwriter.KindTranscript)
 			sid = win(agentwriter.KindSessionID)
 			rp = max(win(agentwriter.KindUntracked), win(agentwriter.KindCommit))

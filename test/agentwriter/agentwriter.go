@@ -152,6 +152,18 @@ func (s *State) Has(e Entry) bool {
 	return false
 }
 
+// Window is the data-loss window of one kind of write: the age, at killedAt,
+// of the oldest write of that kind in log made at or after since that the
+// workspace does not hold; 0 when it holds them all.
+func (s *State) Window(log []Entry, kind string, since, killedAt time.Time) time.Duration {
+	for _, e := range log {
+		if e.Kind == kind && !e.At.Before(since) && !s.Has(e) {
+			return killedAt.Sub(e.At)
+		}
+	}
+	return 0
+}
+
 // ReadState reads what the workspace at dir holds. A session-id file that is
 // there but not valid JSON is an error: it was written atomically, so it can
 // only be whole or absent.
