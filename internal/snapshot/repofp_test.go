@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// repoWorkspace returns a file:// repo and a workspace holding an empty git
-// repository at repos/app.
-func repoWorkspace(t *testing.T) (*Repo, string, string) {
-	repo := openRepo(t, "file://"+t.TempDir())
+// repoWorkspace returns the repo at store URL url and a workspace holding an
+// empty git repository at repos/app.
+func repoWorkspace(t *testing.T, url string) (*Repo, string, string) {
+	repo := openRepo(t, url)
 	ws := t.TempDir()
 	app := filepath.Join(ws, "repos", "app")
 	must(t, os.MkdirAll(app, 0o755))
@@ -29,7 +29,7 @@ func settle() { time.Sleep(racyWindow + 20*time.Millisecond) }
 // entry dropped, local config) or only ignored files' neighbours.
 func TestRepoFingerprint(t *testing.T) {
 	ctx := context.Background()
-	repo, ws, app := repoWorkspace(t)
+	repo, ws, app := repoWorkspace(t, "file://"+t.TempDir())
 	writeFile(t, filepath.Join(app, "main.go"), []byte("package main\n"), 0o644)
 	writeFile(t, filepath.Join(app, ".gitignore"), []byte("*.log\n"), 0o644)
 	git(t, app, "add", "-A")
@@ -119,7 +119,7 @@ func TestRepoFingerprint(t *testing.T) {
 // the working tree is back to what that fingerprint saw.
 func TestRepoChangedSkipsFingerprint(t *testing.T) {
 	ctx := context.Background()
-	repo, ws, app := repoWorkspace(t)
+	repo, ws, app := repoWorkspace(t, "file://"+t.TempDir())
 	writeFile(t, filepath.Join(app, "a.txt"), []byte("one\n"), 0o644)
 	settle()
 	changed := false

@@ -44,11 +44,7 @@ func TestRepoInWorkspace(t *testing.T) {
 	}
 	eachBackend(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		repo := openRepo(t, url)
-		ws := t.TempDir()
-		app := filepath.Join(ws, "repos", "app")
-		must(t, os.MkdirAll(app, 0o755))
-		git(t, app, "init", "-q", "-b", "main")
+		repo, ws, app := repoWorkspace(t, url)
 		writeFile(t, filepath.Join(app, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644)
 		writeFile(t, filepath.Join(app, "gone.txt"), []byte("to be deleted\n"), 0o644)
 		writeFile(t, filepath.Join(app, ".gitignore"), []byte("*.log\n"), 0o644)

@@ -15,11 +15,7 @@ import (
 func TestRestoreBadBundleChunk(t *testing.T) {
 	eachBackend(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		repo := openRepo(t, url)
-		ws := t.TempDir()
-		app := filepath.Join(ws, "repos", "app")
-		must(t, os.MkdirAll(app, 0o755))
-		git(t, app, "init", "-q", "-b", "main")
+		repo, ws, app := repoWorkspace(t, url)
 		// Incompressible, so that the bundle is several chunks.
 		writeFile(t, filepath.Join(app, "blob.bin"), randBytes(newRand(7), 3<<20), 0o644)
 		writeFile(t, filepath.Join(app, "main.go"), []byte("package main\n"), 0o644)
