@@ -355,54 +355,53 @@ func unbundle(ctx context.Context, g gitCmd, gitDir, format string, open BundleS
 	src := &readErr{r: rc}
 	br := bufio.NewReaderSize(src, 64<<10)
 	hdr, err := readBundleHeader(br, format)
-	if err != nil {
-		if src.err != nil {
-			return nil, src.err
+	if err == nil {
+		if len(hdr.prereqs) == 0 {
+			err = indexPackFile(ctx, g, gitDir, br)
+		} else {
+			err = indexPackThin(ctx, g, hdr.prereqs, br)
 		}
+	}
+	// A failure to read the bundle is the cause of whatever git then said
+	// about a truncated pack, and index-pack may have had the whole pack
+	// before it came.
+	if src.err != nil {
+		return nil, src.err
+	}
+	if err != nil {
 		return nil, err
 	}
-	if len(hdr.prereqs) > 0 {
-		var in bytes.Buffer
-		for _, p := range hdr.prereqs {
-			in.WriteString(p + "\n")
-		}
-		out, err := g.run(ctx, in.Bytes(), "cat-file", "--batch-check=%(objectname)")
-		if err != nil {
-			return nil, err
-		}
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if id, ok := strings.CutSuffix(line, " missing"); ok {
-				return nil, fmt.Errorf("it needs commit %s, which the bundles before it do not hold: pass the whole chain, oldest first", id)
-			}
-		}
+	return hdr.tips, nil
+}
+
+// indexPackThin checks that the prerequisites of a bundle are in the
+// repository and streams its pack from r into `git index-pack --fix-thin
+// --stdin`.
+func indexPackThin(ctx context.Context, g gitCmd, prereqs []string, r io.Reader) error {
+	var in bytes.Buffer
+	for _, p := range prereqs {
+		in.WriteString(p + "\n")
 	}
-	if len(hdr.prereqs) == 0 {
-		if err := indexPackFile(ctx, g, gitDir, br); err != nil {
-			if src.err != nil {
-				return nil, src.err
-			}
-			return nil, err
+	out, err := g.run(ctx, in.Bytes(), "cat-file", "--batch-check=%(objectname)")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if id, ok := strings.CutSuffix(line, " missing"); ok {
+			return fmt.Errorf("it needs commit %s, which the bundles before it do not hold: pass the whole chain, oldest first", id)
 		}
-		return hdr.tips, nil
 	}
 	c := g.cmd(ctx, nil, "index-pack", "--fix-thin", "--stdin")
-	c.Stdin = br
+	c.Stdin = r
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	if err := c.Run(); err != nil {
-		switch {
-		case src.err != nil:
-			return nil, src.err
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		return nil, &gitError{args: []string{"index-pack", "--fix-thin", "--stdin"}, stderr: stderr.String(), err: err}
+		return &gitError{args: []string{"index-pack", "--fix-thin", "--stdin"}, stderr: stderr.String(), err: err}
 	}
-	if src.err != nil {
-		// index-pack had the whole pack; the error came after it.
-		return nil, src.err
-	}
-	return hdr.tips, nil
+	return nil
 }
 
 // readErr remembers the first error of r other than io.EOF, so that a
