@@ -291,11 +291,23 @@ func (m *Manifest) validate() error {
 	return m.validateRepos(kinds)
 }
 
+// validChunks checks the lengths restore allocates and writes by: each
+// chunk within the chunker's limit, and their sum (computed without
+// overflow) the size.
 func validChunks(chunks []Ref, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("has a negative size %d", size)
+	}
 	var sum int64
-	for _, c := range chunks {
-		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" || c.Len <= 0 {
+	for i, c := range chunks {
+		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" {
 			return fmt.Errorf("references an invalid chunk %q", c.ID)
+		}
+		if c.Len <= 0 || c.Len > maxChunk {
+			return fmt.Errorf("gives chunk %s a length of %d bytes, outside 1..%d (the chunk size limit)", c.ID, c.Len, maxChunk)
+		}
+		if c.Len > size-sum {
+			return fmt.Errorf("has size %d but its first %d chunks already hold more", size, i+1)
 		}
 		sum += c.Len
 	}

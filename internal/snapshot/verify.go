@@ -89,13 +89,11 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 				problem = err
 			}
 		} else {
-			data, err := repo.readChunk(ctx, id, "")
-			switch {
-			case err != nil:
+			data, release, err := repo.fetchChunk(ctx, Ref{ID: id, Len: lens[id]}, "")
+			if err != nil {
 				problem = err
-			case int64(len(data)) != lens[id]:
-				problem = &CorruptError{Key: repo.objectKey(id), Reason: fmt.Sprintf("it holds %d bytes, manifests say %d", len(data), lens[id])}
-			default:
+			} else {
+				release()
 				mu.Lock()
 				rep.Bytes += int64(len(data))
 				mu.Unlock()
