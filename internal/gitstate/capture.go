@@ -106,6 +106,8 @@ type repo struct {
 	commonDir string // shared git dir (refs, config, objects)
 	objects   string // object directory
 	format    string // object format
+	// filtersOff switches off the filter drivers the repository defines.
+	filtersOff [][2]string
 }
 
 func openRepo(ctx context.Context, dir string) (*repo, error) {
@@ -126,6 +128,12 @@ func openRepo(ctx context.Context, dir string) (*repo, error) {
 		return nil, fmt.Errorf("open git repository %s: unexpected rev-parse output %q", abs, out)
 	}
 	r := &repo{top: f[0], gitDir: f[1], commonDir: f[2], objects: f[3], format: f[4]}
+	// The repository's config, which the agent writes, may name a filter
+	// driver that any command reading the working tree or the index would
+	// run: every command in it runs with those drivers switched off.
+	if r.filtersOff, err = filterOverrides(ctx, gitCmd{dir: abs, env: []string{"GIT_DIR=" + r.gitDir}}); err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", abs, err)
+	}
 	want, err1 := filepath.EvalSymlinks(abs)
 	got, err2 := filepath.EvalSymlinks(r.top)
 	if err1 != nil || err2 != nil || want != got {
@@ -137,7 +145,7 @@ func openRepo(ctx context.Context, dir string) (*repo, error) {
 
 // git runs commands against the user's repository, reading only.
 func (r *repo) git() gitCmd {
-	return gitCmd{dir: r.top, env: []string{"GIT_DIR=" + r.gitDir, "GIT_WORK_TREE=" + r.top}}
+	return gitCmd{dir: r.top, env: []string{"GIT_DIR=" + r.gitDir, "GIT_WORK_TREE=" + r.top}, config: r.filtersOff}
 }
 
 type capturer struct {
@@ -410,14 +418,7 @@ func (c *capturer) readTrees(ctx context.Context, st *State) error {
 	}
 
 	st.Warnings = nil
-	// add is the one command of a capture that runs filter drivers (clean,
-	// process): the repository's own config may name any program there, and
-	// the agent writes that config.
-	off, err := filterOverrides(ctx, c.repo.git())
-	if err != nil {
-		return err
-	}
-	left, err := c.addAll(ctx, g.withConfig(off...))
+	left, err := c.addAll(ctx, g)
 	if err != nil {
 		return err
 	}
