@@ -79,7 +79,7 @@ type RestoreOptions struct {
 // RestoreWith is RestoreFrom with options.
 func RestoreWith(ctx context.Context, repoDir string, st *State, bundles []BundleSource, opts RestoreOptions) error {
 	if opts.Warn == nil {
-		opts.Warn = func(msg string) { slog.Default().Warn(msg, "repo", repoDir) }
+		opts.Warn = func(msg string) { slog.Default().Warn(msg) }
 	}
 	if err := restore(ctx, repoDir, st, bundles, opts); err != nil {
 		return fmt.Errorf("restore of git repository into %s: %w", repoDir, err)
