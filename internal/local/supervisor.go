@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tether-dev/tether/internal/fsutil"
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/runner"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
@@ -242,7 +242,7 @@ func (s *Supervisor) ws(rel string) string { return filepath.Join(s.cfg.Workspac
 // the session ended cleanly with its final snapshot.
 func (s *Supervisor) Run(ctx context.Context) (err error) {
 	cfg := &s.cfg
-	s.status = Status{Session: cfg.Namespace + "/" + cfg.Session, Workspace: cfg.Workspace, Store: redactURL(cfg.StoreURL),
+	s.status = Status{Session: cfg.Namespace + "/" + cfg.Session, Workspace: cfg.Workspace, Store: redact.URL(cfg.StoreURL),
 		PID: os.Getpid(), State: StateStarting, StartedAt: time.Now().UTC(), MaxRestart: cfg.MaxRestarts, Deaths: []Death{}}
 	if err := os.MkdirAll(cfg.Workspace, 0o755); err != nil {
 		return fmt.Errorf("workspace %s: %w", cfg.Workspace, err)
@@ -716,14 +716,6 @@ func (s *Supervisor) hydrate(ctx context.Context) (*statesync.HydrateResult, err
 	}
 	w := lockedWriter{&s.outMu, s.cfg.Out}
 	return statesync.Hydrate(ctx, repo, s.cfg.Workspace, s.cfg.Repos, prefixWriter{w, "tether: "})
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	return store.Redact(u)
 }
 
 // prefixWriter prefixes each write (hydrate prints whole lines).

@@ -1,0 +1,147 @@
+package redact
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// The test credentials; none may survive redaction.
+const (
+	keyID  = "AKIAtesttoken"
+	secret = "s3cr3t-TOKEN-xyz"
+	ghTok  = "ghp_0123456789abcdefghijABCDEFGHIJ012345"
+)
+
+var testSecrets = []string{keyID, secret, ghTok, "s3cr3t"}
+
+func assertClean(t *testing.T, what, got string) {
+	t.Helper()
+	for _, s := range testSecrets {
+		if strings.Contains(got, s) {
+			t.Errorf("%s leaks %q: %s", what, s, got)
+		}
+	}
+}
+
+func TestURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		// Kept as written when there is nothing to remove.
+		{"s3://bkt?endpoint=http://127.0.0.1:9000&use_path_style=true", "s3://bkt?endpoint=http://127.0.0.1:9000&use_path_style=true"},
+		{"https://github.com/acme/app.git#main", "https://github.com/acme/app.git#main"},
+		{"mem://", "mem://"},
+		// User information, at the top and inside endpoint=, escaped or not.
+		{"s3://" + keyID + ":" + secret + "@bkt?region=r", "s3://bkt?region=r"},
+		{"https://bot:" + ghTok + "@github.com/acme/app.git#main", "https://github.com/acme/app.git#main"},
+		{"https://" + ghTok + "@github.com/x", "https://github.com/x"},
+		{"s3://bkt?endpoint=http://" + keyID + ":" + secret + "@127.0.0.1:9000&use_path_style=true", "s3://bkt?endpoint=http%3A%2F%2F127.0.0.1%3A9000&use_path_style=true"},
+		{"s3://bkt?endpoint=http%3A%2F%2F" + keyID + "%3A" + secret + "%40h%3A9000", "s3://bkt?endpoint=http%3A%2F%2Fh%3A9000"},
+		{"s3://bkt?endpoint=" + keyID + ":" + secret + "@h:9000&region=r", "s3://bkt?endpoint=h%3A9000&region=r"},
+		{"s3://bkt?profile=me@corp", "s3://bkt?profile=me@corp"},
+		// Secret parameters, presigned URLs.
+		{"https://b.s3.amazonaws.com/k?X-Amz-Credential=" + keyID + "%2F20260101&X-Amz-Signature=abcdef&X-Amz-Security-Token=" + secret + "&x=1",
+			"https://b.s3.amazonaws.com/k?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&X-Amz-Security-Token=REDACTED&x=1"},
+		{"azblob://c?sig=" + secret + "&sv=2020", "azblob://c?sig=REDACTED&sv=2020"},
+		{"gs://b?private_key_path=/etc/key.json", "gs://b?private_key_path=/etc/key.json"},
+		// A token in the path.
+		{"https://h/" + ghTok + "/x", "https://h/REDACTED/x"},
+		// Never echoed when it does not parse.
+		{"s3://bkt\x7f:" + secret, Unparsable},
+	} {
+		got := URL(tc.in)
+		if got != tc.want {
+			t.Errorf("URL(%q)\n = %q\nwant %q", tc.in, got, tc.want)
+		}
+		assertClean(t, "URL", got)
+	}
+}
+
+func TestString(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"nothing to see at https://github.com/acme/app.git, really", "nothing to see at https://github.com/acme/app.git, really"},
+		{"fatal: unable to access 'https://bot:" + ghTok + "@github.com/acme/x/': 403", "fatal: unable to access 'https://github.com/acme/x/': 403"},
+		{"open store s3://bkt?endpoint=http%3A%2F%2F" + keyID + "%3A" + secret + "%40h%3A9000: boom", "open store s3://bkt?endpoint=http%3A%2F%2Fh%3A9000: boom"},
+		{"endpoint=http%3A%2F%2F" + keyID + "%3A" + secret + "%40h", "endpoint=http%3A%2F%2Fh"},
+		{"push https://x:" + secret + "@h\x7f/x now", "push https://h\x7f/x now"},
+		{"aws_secret_access_key=" + secret + " region=eu", "aws_secret_access_key=REDACTED region=eu"},
+		{"Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hw and more", "Authorization: REDACTED and more"},
+		{"http.extraHeader=Authorization: Bearer " + secret, "http.extraHeader=Authorization: REDACTED"},
+		{"curl -H 'bearer " + secret + "'", "curl -H 'bearer REDACTED'"},
+		{"token " + ghTok + " and key " + keyID, "token REDACTED and key REDACTED"},
+		{"the signal was SIGKILL, the design is fine", "the signal was SIGKILL, the design is fine"},
+	} {
+		got := String(tc.in)
+		if got != tc.want {
+			t.Errorf("String(%q)\n = %q\nwant %q", tc.in, got, tc.want)
+		}
+		assertClean(t, "String", got)
+		// Redacting twice (a handler, then the CLI's error line) changes nothing more.
+		if again := String(got); again != got {
+			t.Errorf("String is not idempotent: %q -> %q", got, again)
+		}
+	}
+}
+
+func TestCredential(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"s3://bkt?endpoint=http://127.0.0.1:9000&use_path_style=true&region=us-east-1", ""},
+		{"https://github.com/acme/app.git", ""},
+		{"ssh://git@github.com/acme/app.git", ""},
+		{"git@github.com:acme/app.git", ""},
+		{"file:///var/lib/tether?prefix=a/", ""},
+		{"s3://" + keyID + ":" + secret + "@bkt", "user information"},
+		{"https://" + ghTok + "@github.com/x", "user information"},
+		{"ssh://git:" + secret + "@github.com/x", "user information"},
+		{"file://me@/dir", "user information"},
+		{"s3://bkt?endpoint=http://" + keyID + ":" + secret + "@127.0.0.1:9000", "user information (user:password@ before the host) in the URL of its endpoint= parameter"},
+		{"s3://bkt?endpoint=http%3A%2F%2F" + keyID + "%3A" + secret + "%40h", "in the URL of its endpoint= parameter"},
+		{"s3://bkt?endpoint=" + keyID + ":" + secret + "@127.0.0.1:9000", "in the URL of its endpoint= parameter"},
+		{"s3://bkt?proxy=http://u:p@proxy:3128", "proxy= parameter"},
+		{"s3://bkt?endpoint=http://h/?x=http://u:p@inner", "in the URL of its x= parameter in the URL of its endpoint= parameter"},
+		{"s3://bkt?aws_secret_access_key=" + secret, "the parameter aws_secret_access_key="},
+		{"https://h/x?access_token=" + ghTok, "the parameter access_token="},
+		{"https://h/" + ghTok + "/x", "token-shaped"},
+	} {
+		got := Credential(tc.in)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("Credential(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		assertClean(t, "Credential", got)
+	}
+}
+
+type stringer struct{}
+
+func (stringer) String() string { return "store s3://u:" + secret + "@bkt" }
+
+func TestHandler(t *testing.T) {
+	for _, json := range []bool{false, true} {
+		var buf bytes.Buffer
+		var inner slog.Handler = slog.NewTextHandler(&buf, nil)
+		if json {
+			inner = slog.NewJSONHandler(&buf, nil)
+		}
+		log := slog.New(Handler(inner)).With("store", "s3://bkt?endpoint=http://"+keyID+":"+secret+"@h:9000")
+		log.Info("cloning https://bot:"+ghTok+"@github.com/acme/x",
+			"err", errors.New("clone https://bot:"+ghTok+"@github.com/acme/x: 403"),
+			"password", secret,
+			"restarts", 3,
+			slog.Group("git", "header", "Authorization: Bearer "+secret),
+			"who", stringer{},
+			"list", []string{"https://" + ghTok + "@h/x"},
+			"plain", []int{1, 2})
+		log.WithGroup("g").Warn("x", "token", 42)
+		out := buf.String()
+		assertClean(t, "log output", out)
+		for _, want := range []string{"github.com/acme/x", "s3://bkt?endpoint=", "restarts", "REDACTED", "[1 2]"} {
+			if json && want == "[1 2]" {
+				want = "[1,2]"
+			}
+			if !strings.Contains(out, want) {
+				t.Errorf("log output lost %q: %s", want, out)
+			}
+		}
+	}
+}
