@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/snapshot"
 )
 
@@ -86,13 +87,14 @@ func (s *Syncer) unsavedAge() time.Duration {
 }
 
 // Handler serves /metrics and /healthz. /healthz is 200 while the last save
-// succeeded, and 503 with the error while saves fail.
+// succeeded, and 503 with the error while saves fail; the error is redacted,
+// since a status page is read by whoever can reach the port.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		m.syncer.mu.Lock()
-		body := map[string]any{"lastSnapshot": m.lastID, "lastSuccess": m.lastOK, "error": m.lastErr}
+		body := map[string]any{"lastSnapshot": m.lastID, "lastSuccess": m.lastOK, "error": redact.String(m.lastErr)}
 		failing := m.lastErr != ""
 		m.syncer.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
