@@ -145,3 +145,25 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+func TestWriter(t *testing.T) {
+	var buf bytes.Buffer
+	w := Writer(&buf)
+	line := "hydrate: cloning https://bot:" + ghTok + "@github.com/acme/x into repos/x\n"
+	if n, err := w.Write([]byte(line)); err != nil || n != len(line) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	assertClean(t, "Writer", buf.String())
+	if buf.String() != "hydrate: cloning https://github.com/acme/x into repos/x\n" {
+		t.Errorf("Writer wrote %q", buf.String())
+	}
+}
+
+func TestError(t *testing.T) {
+	base := errors.New("root cause")
+	err := Error(errors.Join(errors.New("Get https://u:"+secret+"@h/x"), base))
+	assertClean(t, "Error", err.Error())
+	if !errors.Is(err, base) || Error(nil) != nil {
+		t.Errorf("Error hides what it wraps: %v", err)
+	}
+}
