@@ -6,14 +6,23 @@ import (
 	"strings"
 )
 
+// IsSecretName reports whether a query parameter, log attribute or header
+// named name holds a credential (token, password, X-Amz-Signature,
+// aws_secret_access_key, ...), by the same rule URL and String use.
+func IsSecretName(name string) bool { return secretKey(name) }
+
 // Credential says where raw, a URL given to tether (a store URL, a
 // repository), carries a credential, or returns "" when it carries none:
 // user information (an ssh user name alone is not a credential), a
-// secret-looking query parameter, a token-shaped value, or any of these in a
-// URL inside a query parameter (s3's endpoint=http://key:secret@host). The
-// answer names the place, never the value. A string that does not parse as
-// a URL carries none as far as Credential can tell; the caller's own parsing
-// reports it.
+// secret-naming query parameter, a token of a known format, or any of these
+// in a URL inside a query parameter (s3's endpoint=http://key:secret@host,
+// escaped or not, with or without a scheme). The answer names the place,
+// never the value. A string that does not parse as a URL carries none as far
+// as Credential can tell; the caller's own parsing reports it.
+//
+// URL and String redact what they can; Credential is for refusing: tether
+// takes no credential in a URL, since URLs end up on command lines, in pod
+// specs and in logs.
 func Credential(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -21,7 +30,7 @@ func Credential(raw string) string {
 	}
 	if u.User != nil {
 		_, hasPassword := u.User.Password()
-		if hasPassword || !isSSH(u.Scheme) {
+		if hasPassword || !isSSH(strings.ToLower(u.Scheme)) {
 			return "user information (user:password@ before the host)"
 		}
 	}
@@ -47,18 +56,10 @@ func Credential(raw string) string {
 			return fmt.Sprintf("%s in the URL of its %s= parameter", where, k)
 		}
 	}
-	if tokenShapes.MatchString(raw) {
-		return "a token-shaped value"
+	if knownTokens.MatchString(raw) {
+		return "a token"
 	}
 	return ""
-}
-
-func isSSH(scheme string) bool {
-	switch strings.ToLower(scheme) {
-	case "ssh", "git+ssh", "ssh+git":
-		return true
-	}
-	return false
 }
 
 // isURLName: parameters whose value is a URL or a host, with or without a

@@ -1,237 +1,243 @@
-// Package redact removes credentials from text before it leaves tether: log
-// lines, error messages, status files, HTTP status pages and store names all
-// pass through these functions, so there is one definition of what a
-// credential looks like.
+// Package redact removes credentials from text before tether stores, logs or
+// shows it. It has two functions:
 //
-// Redaction is a safety net, not the policy: tether refuses credentials in
-// the URLs it takes (see Credential) and takes them from the environment
-// instead. Redaction catches what slips through, such as a token a remote
-// server echoes back in an error.
+//   - URL(s) for a value known to be one URL (a git remote, a store URL, a
+//     --repo flag): the user information goes (https://user:tok@host/x ->
+//     https://host/x; ssh URLs keep the user name, never a password), and
+//     the value of every query parameter that names a secret is replaced, as
+//     is any credential inside another parameter's value (an
+//     endpoint=https://u:p@minio:9000 nested in an s3:// URL).
+//   - String(s) for free text (a log line, an error message, a git config
+//     value such as an alias or a branch description): the user information
+//     of every URL in it goes, and every token-shaped substring is replaced
+//     by Marker: known token formats (GitHub, GitLab, Slack, AWS, npm, OpenAI
+//     and Anthropic keys, JWTs, PEM private keys), the credential after
+//     "Bearer", "Basic" or "token", and the value after a secret-naming key
+//     ("password=...", "token: ...", "client_secret=...").
+//
+// Both are idempotent (redacting redacted text changes nothing) and never
+// touch git object ids or other plain hex. They err on the side of removing
+// too much: a branch description that says "password=see the vault" loses
+// "see". Apply them to anything that came from a user, a workspace or the
+// network before it reaches a log, an error, a status field or the store.
 package redact
 
 import (
-	"io"
 	"net/url"
 	"regexp"
 	"strings"
 )
 
-// Mask replaces a secret value.
-const Mask = "REDACTED"
+// Marker replaces a redacted credential.
+const Marker = "[redacted]"
 
-// Unparsable stands for a URL that does not parse: it is never echoed, since
-// it may be a secret pasted in the wrong place.
-const Unparsable = "<unparsable URL>"
-
-// secretNames are substrings of parameter and attribute names whose values
-// are secrets (X-Amz-Signature, X-Amz-Security-Token, aws_secret_access_key,
-// sas_token, password, ...).
-var secretNames = []string{"secret", "token", "password", "passwd", "signature", "credential", "accountkey", "access_key", "accesskey", "private_key", "privatekey", "apikey", "api_key", "auth"}
-
-// exactSecretNames are too short to match as substrings ("sig" is in
-// "signal"): Azure's SAS signature sig=, pwd=.
-var exactSecretNames = map[string]bool{"sig": true, "sas": true, "pwd": true, "pass": true}
-
-// notSecretNames contain a secret name but hold none.
-var notSecretNames = map[string]bool{
-	"private_key_path": true, // gcsblob: a file path, not the key itself
-	"author":           true,
-	"authors":          true,
-}
-
-// IsSecretName reports whether a parameter, attribute or header named name
-// holds a secret. The match is by substring and generous: masking a harmless
-// value costs less than printing a key.
-func IsSecretName(name string) bool {
-	n := strings.ToLower(name)
-	if notSecretNames[n] {
-		return false
+// URL returns the URL s without credentials: no user information (ssh
+// schemes keep the user name), the values of query parameters that name a
+// secret replaced by Marker and other query values and the fragment redacted
+// as by String, nested URLs included. A value that is not a URL with a
+// scheme (scp-like "git@host:path", a path) is redacted as String does.
+func URL(s string) string {
+	i := strings.Index(s, "://")
+	if i <= 0 || !validScheme(s[:i]) {
+		return String(s)
 	}
-	if exactSecretNames[n] {
-		return true
-	}
-	for _, s := range secretNames {
-		if strings.Contains(n, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// URL returns raw with its user information removed and the values of
-// secret-looking query parameters masked; a parameter whose value is itself
-// a URL (s3's endpoint=) is redacted the same way. Everything else is kept as
-// written, so the result still says which store or repository is meant. A
-// string that does not parse as a URL yields Unparsable.
-func URL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return Unparsable
-	}
-	out := raw
-	if u.User != nil {
-		out = stripUserinfo(out)
-	}
-	if u.RawQuery != "" || u.ForceQuery {
-		out = redactQuery(out)
-	}
-	return tokens(out)
-}
-
-// stripUserinfo removes "user:password@" from a URL that url.Parse accepted
-// with user information: the authority is what follows "//" up to the first
-// '/', '?' or '#', and its last '@' ends the user information.
-func stripUserinfo(s string) string {
-	i := strings.Index(s, "//")
-	if i < 0 {
-		return s
-	}
-	rest := s[i+2:]
+	scheme := strings.ToLower(s[:i])
+	rest := s[i+3:]
 	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
+	auth, tail := rest, ""
+	if end >= 0 {
+		auth, tail = rest[:end], rest[end:]
 	}
-	at := strings.LastIndex(rest[:end], "@")
-	if at < 0 {
-		return s
+	// The last '@' of the authority ends the user information: a password
+	// may hold an unescaped '@'.
+	if at := strings.LastIndex(auth, "@"); at >= 0 {
+		user, host := auth[:at], auth[at+1:]
+		auth = host
+		if isSSH(scheme) {
+			if c := strings.Index(user, ":"); c >= 0 {
+				user = user[:c]
+			}
+			if user != "" && !tokenShape(user) {
+				auth = user + "@" + host
+			}
+		}
 	}
-	return s[:i+2] + rest[at+1:]
+	p, query, frag := tail, "", ""
+	hasQuery, hasFrag := false, false
+	if h := strings.Index(p, "#"); h >= 0 {
+		p, frag, hasFrag = p[:h], p[h+1:], true
+	}
+	if q := strings.Index(p, "?"); q >= 0 {
+		p, query, hasQuery = p[:q], p[q+1:], true
+	}
+	out := s[:i] + "://" + auth + String(p)
+	if hasQuery {
+		out += "?" + redactQuery(query)
+	}
+	if hasFrag {
+		out += "#" + String(frag)
+	}
+	return out
 }
 
-// redactQuery rewrites only the query parameters that need it and keeps the
-// others byte for byte.
-func redactQuery(s string) string {
-	q := strings.Index(s, "?")
-	if q < 0 {
-		return s
-	}
-	query, frag := s[q+1:], ""
-	if h := strings.Index(query, "#"); h >= 0 {
-		query, frag = query[:h], query[h:]
-	}
-	pairs := strings.Split(query, "&")
-	for i, p := range pairs {
-		rawK, rawV, hasV := strings.Cut(p, "=")
-		k, err := url.QueryUnescape(rawK)
-		if err != nil {
-			pairs[i] = Mask
-			continue
-		}
-		if !hasV {
-			continue
-		}
-		v, err := url.QueryUnescape(rawV)
+func validScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
-		case err != nil || IsSecretName(k):
-			pairs[i] = rawK + "=" + Mask
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
 		default:
-			r := v
-			if isURLName(k) && !strings.Contains(v, "://") {
-				// A host without a scheme (endpoint=key:secret@host).
-				r = stripUserinfo("//" + v)[2:]
-			}
-			if r = String(r); r != v {
-				pairs[i] = rawK + "=" + url.QueryEscape(r)
-			}
+			return false
 		}
 	}
-	return s[:q+1] + strings.Join(pairs, "&") + frag
+	return s != ""
 }
+
+func isSSH(scheme string) bool {
+	return scheme == "ssh" || scheme == "git+ssh" || scheme == "ssh+git"
+}
+
+// redactQuery redacts a raw query string parameter by parameter, keeping its
+// order and encoding where nothing changes.
+func redactQuery(q string) string {
+	parts := strings.Split(q, "&")
+	for i, kv := range parts {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			parts[i] = String(kv)
+			continue
+		}
+		if secretKey(k) {
+			if v != "" {
+				parts[i] = k + "=" + Marker
+			}
+			continue
+		}
+		dec, err := url.QueryUnescape(v)
+		if err != nil {
+			parts[i] = k + "=" + String(v)
+			continue
+		}
+		var red string
+		if strings.Contains(dec, "://") {
+			red = URL(dec)
+		} else {
+			red = String(dec)
+		}
+		if red != dec {
+			parts[i] = k + "=" + url.QueryEscape(red)
+		}
+	}
+	return strings.Join(parts, "&")
+}
+
+// secretKey reports whether a query parameter or key=value name names a
+// credential.
+func secretKey(k string) bool {
+	k = strings.ToLower(k)
+	if u, err := url.QueryUnescape(k); err == nil {
+		k = u
+	}
+	return secretName.MatchString(k)
+}
+
+var secretName = regexp.MustCompile(`^(?:[a-z0-9]*[_.-])*(?:token|secret|password|passwd|pwd|pass|passphrase|apikey|api[_-]key|access[_-]?key|secret[_-]?key|private[_-]?key|credential|credentials|signature|sig|auth|authorization)$`)
 
 var (
-	// urlInText is a URL with an authority in free text. Quotes, angle
-	// brackets and backquotes end it: they delimit URLs in messages.
-	urlInText = regexp.MustCompile("[A-Za-z][A-Za-z0-9+.-]*://[^\\s\"'<>`]+")
-	// escapedURLInText is a URL that was query-escaped into a parameter
-	// (endpoint=http%3A%2F%2Fuser%3Apass%40host).
-	escapedURLInText = regexp.MustCompile(`(?i)[a-z][a-z0-9+.-]*%3A%2F%2F[^\s"'<>&]+`)
-	// userinfoInText removes user information from what still looks like a
-	// URL but does not parse.
-	userinfoInText = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]*@`)
-	// secretKV is name=value in free text with a secret-looking name.
-	secretKV = regexp.MustCompile(`(?i)([A-Za-z0-9_.-]*(?:secret|token|password|passwd|credential|signature|access_key|accesskey|private_key|api_key|apikey)[A-Za-z0-9_.-]*=)[^\s&"',;]+`)
-	// authHeader is an HTTP Authorization header or a bearer token written
-	// out (git's http.extraHeader, curl traces).
-	authHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization:\s*)(?:(?:basic|bearer|token|digest|negotiate)\s+)?\S+`)
-	bearer     = regexp.MustCompile(`(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}`)
-	// tokenShapes are credentials recognisable by their form alone.
-	tokenShapes = regexp.MustCompile(strings.Join([]string{
-		`\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{16,}`,                   // GitHub
-		`\bgithub_pat_[A-Za-z0-9_]{20,}`,                               // GitHub fine-grained
-		`\bglpat-[A-Za-z0-9_-]{16,}`,                                   // GitLab
-		`\bxox[abposr]-[A-Za-z0-9-]{10,}`,                              // Slack
-		`\b(?:AKIA|ASIA)[A-Za-z0-9]{8,}`,                               // AWS access key id
-		`\bsk-[A-Za-z0-9_-]{20,}`,                                      // OpenAI, Anthropic
-		`\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`, // JWT
+	// userinfo of a URL inside text: scheme://anything-but-separators@
+	urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)([^/\s?#'"<>]+)@`)
+
+	// Known token formats. Each is specific enough that plain words, paths
+	// and hex object ids never match.
+	knownTokens = regexp.MustCompile(strings.Join([]string{
+		`\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}`, // GitHub
+		`\bgithub_pat_[A-Za-z0-9_]{20,}`,             // GitHub fine-grained
+		`\bglpat-[A-Za-z0-9_-]{20,}`,                 // GitLab
+		`\bgl(?:dt|rt|ptt|cbt|imt|agent|oas)-[A-Za-z0-9_-]{20,}`,
+		`\bxox[abpors]-[A-Za-z0-9-]{10,}`,                                 // Slack
+		`\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[A-Z0-9]{16}\b`,               // AWS access key ids
+		`\bnpm_[A-Za-z0-9]{36}\b`,                                         // npm
+		`\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}`,                          // Anthropic, OpenAI
+		`\bAIza[A-Za-z0-9_-]{35}\b`,                                       // Google API keys
+		`\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`, // JWT
+		`-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|$)`,
 	}, "|"))
+
+	// The credential after an authorization scheme word.
+	authScheme = regexp.MustCompile(`(?i)\b(bearer|basic|token)(\s+)([A-Za-z0-9._~+/=-]{8,})`)
+
+	// key=value and key: value pairs whose key names a credential; the value
+	// ends at white space, a quote, '&', ';' or ','.
+	keyValue = regexp.MustCompile(`(?i)\b((?:[a-z0-9]+[_.-])*(?:token|secret|password|passwd|pwd|passphrase|apikey|api[_-]key|access[_-]?key|secret[_-]?key|private[_-]?key|client[_-]secret|credentials?|signature))(["']?\s*[=:]\s*["']?)([^\s"'&;,]+)`)
 )
 
-// tokens masks credentials recognisable without context.
-func tokens(s string) string {
-	s = authHeader.ReplaceAllString(s, "${1}"+Mask)
-	s = bearer.ReplaceAllString(s, "${1}"+Mask)
-	return tokenShapes.ReplaceAllString(s, Mask)
-}
-
-// String redacts free text: URLs in it as URL does (one that does not parse
-// loses its user information), query-escaped URLs inside parameters,
-// name=value pairs with a secret-looking name, Authorization headers and
-// token-shaped words (GitHub, GitLab, Slack, AWS key ids, sk- API keys,
-// JWTs). Text without any of these is returned unchanged.
+// String returns s with credentials removed: the user information of every
+// URL in it (scheme://user:token@host -> scheme://host), every token of a
+// known format, the credential after "Bearer", "Basic" or "token", and the
+// value of every secret-naming key=value or key: value pair, each replaced
+// by Marker.
 func String(s string) string {
 	if s == "" {
 		return s
 	}
-	s = urlInText.ReplaceAllStringFunc(s, func(m string) string {
-		// Punctuation after a URL ends the sentence, not the URL.
-		trimmed := strings.TrimRight(m, ".,:;)]}!?")
-		tail := m[len(trimmed):]
-		if _, err := url.Parse(trimmed); err != nil {
-			return userinfoInText.ReplaceAllString(trimmed, "$1") + tail
+	s = urlUserinfo.ReplaceAllStringFunc(s, func(m string) string {
+		sm := urlUserinfo.FindStringSubmatch(m)
+		scheme := strings.ToLower(strings.TrimSuffix(sm[1], "://"))
+		if isSSH(scheme) {
+			if user, _, _ := strings.Cut(sm[2], ":"); user != "" && !tokenShape(user) {
+				return sm[1] + user + "@"
+			}
 		}
-		return URL(trimmed) + tail
+		return sm[1]
 	})
-	s = escapedURLInText.ReplaceAllStringFunc(s, func(m string) string {
-		v, err := url.QueryUnescape(m)
-		if err != nil {
-			return Mask
+	s = knownTokens.ReplaceAllString(s, Marker)
+	s = authScheme.ReplaceAllStringFunc(s, func(m string) string {
+		sm := authScheme.FindStringSubmatch(m)
+		// "basic" and "token" are English words too: only a
+		// credential-looking value after them (letters mixed with digits or
+		// case, not a plain word) goes.
+		if !strings.EqualFold(sm[1], "bearer") && !mixed(sm[3]) {
+			return m
 		}
-		if r := String(v); r != v {
-			return url.QueryEscape(r)
-		}
-		return m
+		return sm[1] + sm[2] + Marker
 	})
-	s = secretKV.ReplaceAllString(s, "${1}"+Mask)
-	return tokens(s)
+	s = keyValue.ReplaceAllStringFunc(s, func(m string) string {
+		sm := keyValue.FindStringSubmatch(m)
+		if sm[3] == Marker || strings.HasPrefix(sm[3], "[redacted") {
+			return m
+		}
+		return sm[1] + sm[2] + Marker
+	})
+	return s
 }
 
-// Error returns err with its message redacted by String; errors.Is and
-// errors.As still see err and everything it wraps. nil stays nil.
-func Error(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(redactedError); ok {
-		return err
-	}
-	return redactedError{err}
+// tokenShape reports whether a word looks like a generated credential
+// rather than a name: at least 16 characters mixing letters and digits, or
+// upper and lower case letters.
+func tokenShape(w string) bool {
+	return len(w) >= 16 && mixed(w)
 }
 
-type redactedError struct{ err error }
-
-func (e redactedError) Error() string { return String(e.err.Error()) }
-func (e redactedError) Unwrap() error { return e.err }
-
-// Writer returns a writer that redacts each Write with String before
-// passing it on to w. Callers write whole lines (progress messages), so a
-// URL is never split across two writes.
-func Writer(w io.Writer) io.Writer { return writer{w} }
-
-type writer struct{ w io.Writer }
-
-func (r writer) Write(p []byte) (int, error) {
-	if _, err := io.WriteString(r.w, String(string(p))); err != nil {
-		return 0, err
+// mixed reports whether w holds at least two of lower case letters, upper
+// case letters and digits.
+func mixed(w string) bool {
+	var lower, upper, digit bool
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		switch {
+		case 'a' <= c && c <= 'z':
+			lower = true
+		case 'A' <= c && c <= 'Z':
+			upper = true
+		case '0' <= c && c <= '9':
+			digit = true
+		}
 	}
-	return len(p), nil
+	n := 0
+	for _, b := range []bool{lower, upper, digit} {
+		if b {
+			n++
+		}
+	}
+	return n >= 2
 }

@@ -53,7 +53,7 @@ func Attr(a slog.Attr) slog.Attr {
 		return slog.Attr{Key: a.Key, Value: slog.GroupValue(red...)}
 	}
 	if IsSecretName(a.Key) && !isNumberOrBool(v) {
-		return slog.String(a.Key, Mask)
+		return slog.String(a.Key, Marker)
 	}
 	switch v.Kind() {
 	case slog.KindString:

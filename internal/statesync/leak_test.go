@@ -103,7 +103,7 @@ func TestSyncOutputsRedacted(t *testing.T) {
 	<-done
 
 	assertNoSecret(t, "/healthz", health)
-	if !strings.Contains(health, "127.0.0.1:9000/bkt/") || !strings.Contains(health, "Authorization: REDACTED") {
+	if !strings.Contains(health, "127.0.0.1:9000/bkt/") || !strings.Contains(health, "Authorization: Bearer [redacted]") {
 		t.Errorf("/healthz lost the reason along with the credentials: %s", health)
 	}
 	assertNoSecret(t, "/metrics", metrics)

@@ -66,7 +66,10 @@ func parseURL(raw string) (*parsedURL, error) {
 	}
 	display := redact.URL(raw)
 	if where := redact.Credential(raw); where != "" {
-		return nil, fmt.Errorf("store URL %s carries a credential (%s); remove it from the URL: %s", display, where, CredentialsHint)
+		// Without its parameters: redaction may not know every form a
+		// credential can take in them.
+		bare := redact.URL((&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String())
+		return nil, fmt.Errorf("store URL %s carries a credential (%s); remove it from the URL: %s", bare, where, CredentialsHint)
 	}
 	p := &parsedURL{scheme: u.Scheme, display: display, conditionalPut: true}
 	q := u.Query()
