@@ -128,22 +128,19 @@ func TestGitTokenNeverShown(t *testing.T) {
 			t.Fatalf("git %v: %v %s", args, err, out)
 		}
 	}
-	srv := gitserver.New(t, root)
-	srv.Auth = testBasic
-	host := strings.TrimPrefix(srv.URL, "http://")
 	var (
 		mu    sync.Mutex
 		procs []string
 	)
-	srv.OnRequest = func(*http.Request) {
+	srv := gitserver.New(t, root, gitserver.Options{Auth: testBasic, OnRequest: func(r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, l := range gitserver.Cmdlines() {
-			if strings.Contains(l, host) {
+			if strings.Contains(l, r.Host) {
 				procs = append(procs, l)
 			}
 		}
-	}
+	}})
 	secretEnv := []string{"TETHER_GIT_TOKEN=" + testGHTok, "AWS_ACCESS_KEY_ID=" + testKeyID, "AWS_SECRET_ACCESS_KEY=" + testSecret}
 	storeDir, ws := t.TempDir(), filepath.Join(t.TempDir(), "ws")
 	storeURL := "file://" + storeDir

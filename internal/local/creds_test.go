@@ -30,8 +30,7 @@ func TestSupervisorKeepsGitTokenFromChildren(t *testing.T) {
 			t.Fatalf("git %v: %v %s", args, err, out)
 		}
 	}
-	srv := gitserver.New(t, root)
-	srv.Auth = "Basic " + base64.StdEncoding.EncodeToString([]byte("x-access-token:"+tok))
+	srv := gitserver.New(t, root, gitserver.Options{Auth: "Basic " + base64.StdEncoding.EncodeToString([]byte("x-access-token:"+tok))})
 	t.Setenv(statesync.EnvGitToken, tok)
 
 	cfg, out := fakeConfig(t, "done", 512<<20)

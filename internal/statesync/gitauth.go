@@ -35,7 +35,7 @@ const (
 // GitCredentialsHint says what to do instead of putting a git credential
 // into a repository URL.
 const GitCredentialsHint = "git credentials never go in the URL or on a command line: put the token in " +
-	EnvGitToken + " or in a file named by " + EnvGitTokenFile + " (on Kubernetes, a key of the Secret named by " +
+	EnvGitToken + " or in a file named by " + EnvGitTokenFile + " (on Kubernetes, a key " + EnvGitToken + " in the Secret named by " +
 	"spec.storage.credentialsSecret), and hydrate gives it to git as an http.extraHeader for the repository's host " +
 	"through git's environment; for ssh:// and user@host:path URLs use an ssh key"
 

@@ -105,16 +105,15 @@ func bareRepo(t *testing.T, root string) {
 // git clone and git-remote-http are waiting for the answer, so they are
 // among them. Other processes on the machine are left out.
 type procWatch struct {
-	host  string
 	mu    sync.Mutex
 	lines []string
 }
 
-func (p *procWatch) onRequest(*http.Request) {
+func (p *procWatch) onRequest(r *http.Request) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range gitserver.Cmdlines() {
-		if strings.Contains(l, p.host) {
+		if strings.Contains(l, r.Host) {
 			p.lines = append(p.lines, l)
 		}
 	}
@@ -174,10 +173,8 @@ func TestHydrateCloneWithTokenFromEnvironment(t *testing.T) {
 		{"bearer-file", "Bearer " + testGHTok, map[string]string{EnvGitTokenFile: "FILE", EnvGitAuth: "bearer"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := gitserver.New(t, root)
-			srv.Auth = tc.auth
-			procs := procWatch{host: strings.TrimPrefix(srv.URL, "http://")}
-			srv.OnRequest = procs.onRequest
+			var procs procWatch
+			srv := gitserver.New(t, root, gitserver.Options{Auth: tc.auth, OnRequest: procs.onRequest})
 			for k, v := range tc.env {
 				if v == "FILE" {
 					v = filepath.Join(t.TempDir(), "token")
@@ -211,8 +208,7 @@ func TestHydrateCloneWithTokenFromEnvironment(t *testing.T) {
 	}
 
 	t.Run("no-token", func(t *testing.T) {
-		srv := gitserver.New(t, root)
-		srv.Auth = basic
+		srv := gitserver.New(t, root, gitserver.Options{Auth: basic})
 		t.Setenv(EnvGitToken, "")
 		spec, err := ParseRepoSpec(srv.URL + "/app.git")
 		must(t, err)

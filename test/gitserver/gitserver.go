@@ -18,24 +18,28 @@ import (
 	"testing"
 )
 
+// Options configure a Server.
+type Options struct {
+	// Auth, when set, is the Authorization header every request must carry;
+	// others get 401 with a Basic challenge.
+	Auth string
+	// OnRequest, when set, runs for each request before it is served, while
+	// the client waits for the answer (r.Host is the server's host:port).
+	OnRequest func(r *http.Request)
+}
+
 // Server is a smart-HTTP git server on 127.0.0.1.
 type Server struct {
 	// URL is the server's root, http://127.0.0.1:port; repositories are
 	// URL + "/" + name.
 	URL string
-	// Auth, when set, is the Authorization header every request must carry;
-	// others get 401 with a Basic challenge.
-	Auth string
-	// OnRequest, when set, runs for each request before it is served, while
-	// the client waits for the answer.
-	OnRequest func(*http.Request)
 
 	mu   sync.Mutex
 	seen []string
 }
 
 // New serves the bare repositories under root for the rest of the test.
-func New(t testing.TB, root string) *Server {
+func New(t testing.TB, root string, opts Options) *Server {
 	t.Helper()
 	out, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
@@ -55,12 +59,11 @@ func New(t testing.TB, root string) *Server {
 		got := r.Header.Get("Authorization")
 		s.mu.Lock()
 		s.seen = append(s.seen, got)
-		hook := s.OnRequest
 		s.mu.Unlock()
-		if hook != nil {
-			hook(r)
+		if opts.OnRequest != nil {
+			opts.OnRequest(r)
 		}
-		if s.Auth != "" && got != s.Auth {
+		if opts.Auth != "" && got != opts.Auth {
 			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
 			http.Error(w, "authentication required", http.StatusUnauthorized)
 			return
