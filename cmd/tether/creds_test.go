@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/tether-dev/tether/test/agentwriter"
 	"github.com/tether-dev/tether/test/gitserver"
 )
@@ -182,6 +184,10 @@ func TestGitTokenNeverShown(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(restored, "repos/app/.git/config")); err != nil {
 		t.Fatalf("the restored workspace lacks the clone: %v", err)
 	}
+	zdec, err := zstd.NewReader(nil)
+	must(err)
+	defer zdec.Close()
+	objects := 0
 	for _, dir := range []string{ws, storeDir, restored} {
 		must(filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 			if err != nil || !fi.Mode().IsRegular() {
@@ -189,8 +195,21 @@ func TestGitTokenNeverShown(t *testing.T) {
 			}
 			b, err := os.ReadFile(p)
 			assertNoSecret(t, p, string(b))
+			// Store objects are a header byte, then zstd (1) or the
+			// plain content (0): look inside too.
+			if dir == storeDir && len(b) > 0 && b[0] == 1 {
+				plain, derr := zdec.DecodeAll(b[1:], nil)
+				if derr != nil {
+					t.Errorf("store object %s: %v", p, derr)
+				}
+				assertNoSecret(t, p+" (decompressed)", string(plain))
+				objects++
+			}
 			return err
 		}))
+	}
+	if objects == 0 {
+		t.Error("no compressed object was found in the store: the check above looked at nothing")
 	}
 
 	// A sync with the same environment: its log, /healthz and /metrics.
