@@ -81,6 +81,15 @@ func TestRepoWithCredentialsRefused(t *testing.T) {
 	}
 }
 
+// tether send's --url takes no credential either.
+func TestSendURLWithCredentialsRefused(t *testing.T) {
+	code, out, errs := tether(t, "send", "--url", "http://u:"+testSecret+"@127.0.0.1:1", "hello")
+	if code != exitUsage || !strings.Contains(errs, "TETHER_RUNNER_TOKEN") {
+		t.Errorf("send --url with credentials: exit %d, %q", code, errs)
+	}
+	assertNoSecret(t, "stderr", errs+out)
+}
+
 // The logger of sync and runner redacts what it is given.
 func TestLoggerRedacts(t *testing.T) {
 	var buf bytes.Buffer
