@@ -143,7 +143,7 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 	}
 	sf.register(c)
 	c.Flags().StringVar(&workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory (env TETHER_WORKSPACE)")
-	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable")
+	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable; a token goes in TETHER_GIT_TOKEN or TETHER_GIT_TOKEN_FILE, never in the URL")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
 }
