@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -80,7 +79,7 @@ with "-", all are arguments for the default CLI.`,
 				}
 				token = strings.TrimSpace(string(b))
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "runner")
+			cfg.Logger = newLogger(os.Stderr).With("component", "runner")
 			return runRunner(cfg, listen, token)
 		},
 	}

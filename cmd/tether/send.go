@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/runner"
 )
 
@@ -21,6 +22,9 @@ events readably: text, tool calls (→), tool results (←), tether notices. It 
 0 when the run finishes, 1 when it fails.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			if where := redact.Credential(url); where != "" {
+				return usagef("--url %s carries a credential (%s); give the runner's token in TETHER_RUNNER_TOKEN instead", redact.URL(url), where)
+			}
 			msg := strings.Join(args, " ")
 			if msg == "-" {
 				b, err := io.ReadAll(os.Stdin)

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/internal/redact"
 )
 
 // Exit codes of every command.
@@ -54,13 +56,14 @@ func ExitCode(err error) int {
 }
 
 // Run executes root with args, prints an error as one line "name: error" to
-// stderr, and returns the exit code. Flag errors count as usage errors.
+// stderr, redacted (internal/redact), and returns the exit code. Flag errors
+// count as usage errors.
 func Run(name string, root *cobra.Command, args []string, stderr io.Writer) int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return Usage(err) })
 	root.SetArgs(args)
 	err := root.Execute()
 	if err != nil {
-		fmt.Fprintln(stderr, name+":", err)
+		fmt.Fprintln(stderr, name+":", redact.String(err.Error()))
 	}
 	return ExitCode(err)
 }

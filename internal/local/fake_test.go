@@ -34,6 +34,10 @@ func fakeMain() {
 			ws = os.Args[i+1]
 		}
 	}
+	if os.Getenv(statesync.EnvGitToken) != "" || os.Getenv(statesync.EnvGitTokenFile) != "" {
+		// Tells TestSupervisorKeepsGitTokenFromChildren a child got it.
+		_ = os.WriteFile(filepath.Join(ws, ".tether/fake-saw-git-token-"+os.Args[1]), nil, 0o644)
+	}
 	switch os.Args[1] {
 	case "runner":
 		fakeRunner(ws)

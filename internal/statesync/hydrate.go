@@ -14,6 +14,7 @@ import (
 
 	"github.com/tether-dev/tether/internal/fsutil"
 	"github.com/tether-dev/tether/internal/gitstate"
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/snapshot"
 )
 
@@ -34,15 +35,21 @@ type RepoSpec struct {
 	Name   string
 }
 
-// ParseRepoSpec parses URL[#branch].
+// ParseRepoSpec parses URL[#branch]. A URL carrying a credential (user
+// information, a token-shaped value, a secret-looking parameter) is refused
+// with the supported route (GitCredentialsHint), and so is a transport
+// that runs a program (ext::).
 func ParseRepoSpec(s string) (RepoSpec, error) {
 	u, branch, _ := strings.Cut(s, "#")
 	if u == "" {
-		return RepoSpec{}, fmt.Errorf("--repo %q has no URL; use URL[#branch]", s)
+		return RepoSpec{}, fmt.Errorf("--repo %q has no URL; use URL[#branch]", redactRepo(s))
+	}
+	if err := checkRepoURL(u); err != nil {
+		return RepoSpec{}, err
 	}
 	name := strings.TrimSuffix(path.Base(strings.TrimRight(strings.ReplaceAll(u, ":", "/"), "/")), ".git")
 	if name == "" || name == "." || name == ".." || name == "/" {
-		return RepoSpec{}, fmt.Errorf("--repo %q: cannot derive a directory name under repos/ from the URL", s)
+		return RepoSpec{}, fmt.Errorf("--repo %q: cannot derive a directory name under repos/ from the URL", redactRepo(s))
 	}
 	return RepoSpec{URL: u, Branch: branch, Name: name}, nil
 }
@@ -131,9 +138,16 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 	return res, nil
 }
 
+// clone runs git clone with the credential from the environment, if any
+// (gitCloneEnv), on no command line and in no file of the clone.
 func clone(ctx context.Context, r RepoSpec, dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
+	}
+	show := redactRepo(r.URL)
+	env, sent, err := gitCloneEnv(r.URL)
+	if err != nil {
+		return fmt.Errorf("hydrate: clone %s: %w", show, err)
 	}
 	args := []string{"clone", "--quiet"}
 	if r.Branch != "" {
@@ -143,19 +157,23 @@ func clone(ctx context.Context, r RepoSpec, dir string) error {
 	os.RemoveAll(tmp)
 	args = append(args, "--", r.URL, tmp)
 	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		os.RemoveAll(tmp)
-		// git's message may echo the URL; print the sanitized one only.
-		msg := strings.ReplaceAll(string(out), r.URL, gitstate.SanitizeURL(r.URL))
-		return fmt.Errorf("hydrate: clone %s: %v: %s", gitstate.SanitizeURL(r.URL), err, strings.TrimSpace(msg))
+		// git's message may echo the URL or, traced, a header.
+		msg := strings.TrimSpace(redact.String(string(out)))
+		hint := ""
+		if authFailed(msg) && !sent {
+			hint = "; if the repository needs a credential: " + GitCredentialsHint + " (the token goes only to https://, or http:// on this machine)"
+		}
+		return fmt.Errorf("hydrate: clone %s: %v: %s%s", show, err, msg, hint)
 	}
 	// Never keep credentials in the clone's config, where a snapshot would see them.
 	if clean := gitstate.SanitizeURL(r.URL); clean != r.URL {
 		if out, err := exec.CommandContext(ctx, "git", "-C", tmp, "remote", "set-url", "origin", clean).CombinedOutput(); err != nil {
 			os.RemoveAll(tmp)
-			return fmt.Errorf("hydrate: clone %s: %v: %s", clean, err, out)
+			return fmt.Errorf("hydrate: clone %s: %v: %s", show, err, redact.String(string(out)))
 		}
 	}
 	return os.Rename(tmp, dir)

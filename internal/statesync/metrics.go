@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/snapshot"
 )
 
@@ -125,7 +126,8 @@ type health struct {
 
 // Handler serves /metrics and /healthz. /healthz is 200 while the last save
 // succeeded, and 503 while saves fail, saying since when, how many in a row,
-// the kind of error and when the next attempt is due.
+// the kind of error and when the next attempt is due. The error is redacted,
+// since a status page is read by whoever can reach the port.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
@@ -134,7 +136,7 @@ func (m *Metrics) Handler() http.Handler {
 		failingFor := m.syncer.failingFor().Seconds()
 		m.syncer.mu.Lock()
 		f := m.syncer.fails
-		body := health{State: m.syncer.phase.String(), LastSnapshot: m.lastID, LastSuccess: m.lastOK, Error: m.lastErr,
+		body := health{State: m.syncer.phase.String(), LastSnapshot: m.lastID, LastSuccess: m.lastOK, Error: redact.String(m.lastErr),
 			ErrorKind: f.kind, ConsecutiveFailures: f.count, FailingSince: f.since, FailingSeconds: failingFor,
 			NextAttempt: f.retryAt, UnsavedSeconds: unsaved}
 		failing := m.lastErr != ""
