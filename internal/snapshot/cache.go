@@ -61,9 +61,6 @@ func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats ma
 		if err != nil || m.resolve(b) != nil {
 			return nil, nil, nil, false
 		}
-		// What the store holds if it holds this base: the first save
-		// compares it with a listing instead of reading the object.
-		b.objSize = int64(len(encode(baseRaw)))
 	}
 	return m, f.Stats, f.Repos, true
 }

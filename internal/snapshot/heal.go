@@ -185,17 +185,15 @@ func (s *Saver) checkBase(ctx context.Context, w *saveRun) error {
 	if b := s.base.Base; b != nil && s.base.from != nil {
 		delete(missing, b.ID)
 		size, ok := present[b.ID]
-		switch {
-		case !ok:
+		if !ok {
 			s.dropBaseObject(w, fmt.Sprintf("its base object %s is missing", s.repo.objectKey(b.ID)))
-		case s.repairing(b.ID) || (s.base.from.objSize != 0 && s.base.from.objSize != size):
-			// Not the object this process knows (a cached copy), or named
-			// damaged by a verify: worth one read before trusting it.
-			if _, err := s.repo.readChunk(ctx, b.ID, s.base.ID); IsDamaged(err) {
-				s.dropBaseObject(w, DamageReason(err))
-			} else if err != nil {
-				return err
-			}
+		} else if _, err := s.repo.readChunk(ctx, b.ID, s.base.ID); IsDamaged(err) {
+			// One read per process (and per recheckEvery) of the one
+			// object every new snapshot depends on: the stat cache's copy
+			// says nothing of what the store holds, and bit rot keeps sizes.
+			s.dropBaseObject(w, DamageReason(err))
+		} else if err != nil {
+			return err
 		}
 		if s.base.from != nil {
 			s.base.from.objSize = size
@@ -214,15 +212,6 @@ func (s *Saver) checkBase(ctx context.Context, w *saveRun) error {
 		s.warn(w, fmt.Sprintf("snapshot %s references %d objects that are missing from the store or damaged (first: %s); the files and repositories that use them are read again from the workspace and uploaded", s.base.ID, len(missing), s.repo.objectKey(first)))
 	}
 	return nil
-}
-
-func (s *Saver) repairing(id string) bool {
-	for _, r := range s.opts.Repair {
-		if r == id {
-			return true
-		}
-	}
-	return false
 }
 
 // dropBaseObject stops the next save from writing a delta against the
