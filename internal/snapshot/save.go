@@ -360,6 +360,19 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	// A base whose base object is lost (from == nil) is not skipped: the
 	// point of this save is then to write one that is whole.
 	if s.base != nil && s.base.from != nil && sameContent(s.base, m) {
+		// Skipping would leave the newest snapshot as it is: make sure its
+		// base object is still there (one Stat), or write a whole one.
+		ok, err := s.baseStillThere(ctx, w, s.base.from)
+		if err != nil {
+			return nil, fmt.Errorf("save %s: %w", s.repo, err)
+		}
+		if !ok {
+			s.base.from = nil
+		} else {
+			w.baseChecked = true
+		}
+	}
+	if s.base != nil && s.base.from != nil && sameContent(s.base, m) {
 		w.stats.Unchanged = true
 		if s.opts.SkipUnchanged {
 			st := &w.stats
@@ -405,8 +418,11 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	s.setBase(m, w.newStats)
 	s.repoFP = w.newRepoFP
 	// Every object m references was found by the listing or uploaded by
-	// this save.
+	// this save: as good as checked.
 	s.missing = nil
+	if !s.checked {
+		s.checked, s.checkedAt = true, start
+	}
 	if s.cache != nil {
 		// Best effort: a lost cache costs one re-read of the files, nothing else.
 		if s.baseCached != m.Base.ID && baseRaw == nil {
