@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -400,6 +401,8 @@ func repairSnapshots(ctx context.Context, c *cobra.Command, repo *snapshot.Repo,
 		CacheDir:       cacheDir,
 		ConsistentCopy: statesync.SQLiteCopier(""),
 		Repair:         rep.Damaged,
+		// Its warnings are printed below, as notes of the report.
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		return err
@@ -453,7 +456,7 @@ func repairSnapshots(ctx context.Context, c *cobra.Command, repo *snapshot.Repo,
 	if !asJSON {
 		fmt.Fprintf(out, "snapshot %s verifies: it is what `tether hydrate` restores next", st.ID)
 		if len(after.Problems) > 0 {
-			fmt.Fprintf(out, "; %d problems remain in older snapshots, which the workspace can no longer fill in (prune removes them in time)", len(after.Problems))
+			fmt.Fprintf(out, "; %d problems remain in older snapshots that this workspace cannot fix (a damaged manifest is never rewritten, and content the workspace no longer holds cannot be uploaded again); they age out with retention", len(after.Problems))
 		}
 		fmt.Fprintln(out)
 	}
