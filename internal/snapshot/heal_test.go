@@ -139,9 +139,24 @@ func TestLostChunkIsUploadedAgain(t *testing.T) {
 					t.Fatalf("want one repository with one bundle: %+v", m.Repos)
 				}
 				lost = append(lost, repo.objectKey(m.Repos[0].Bundles[0].Chunks[0].ID))
+				backup := map[string][]byte{}
 				for _, key := range lost {
+					obj, err := repo.st.Get(ctx, key)
+					must(t, err)
+					backup[key] = obj
 					must(t, repo.st.Delete(ctx, key))
 				}
+				// What hydrate relies on to fall back: the failure is damage.
+				_, err = Restore(ctx, repo, filepath.Join(t.TempDir(), "r"), RestoreOptions{Snapshot: first.ID})
+				if !IsDamaged(err) {
+					t.Fatalf("restore with a lost file chunk and bundle chunk: %v; want damage", err)
+				}
+				must(t, repo.st.Put(ctx, lost[0], backup[lost[0]]))
+				_, err = Restore(ctx, repo, filepath.Join(t.TempDir(), "r"), RestoreOptions{Snapshot: first.ID})
+				if !IsDamaged(err) || !strings.Contains(err.Error(), lost[1]) {
+					t.Fatalf("restore with a lost bundle chunk: %v; want damage naming %s", err, lost[1])
+				}
+				must(t, repo.st.Delete(ctx, lost[0]))
 
 				s, err := NewSaver(repo, ws, opts)
 				must(t, err)
