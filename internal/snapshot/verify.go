@@ -27,8 +27,9 @@ type VerifyReport struct {
 	Objects   int      `json:"objects"`
 	Bytes     int64    `json:"bytes"`
 	Problems  []string `json:"problems,omitempty"`
-	// Damaged lists the chunk ids (base objects included) found missing or
-	// corrupt, for SaveOptions.Repair.
+	// Damaged lists the ids of the chunks found missing or corrupt, for
+	// SaveOptions.Repair. (A damaged base object shows as a problem of the
+	// manifests that use it: they cannot be read.)
 	Damaged []string `json:"damaged,omitempty"`
 }
 

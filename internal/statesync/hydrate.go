@@ -23,11 +23,12 @@ const HydrateFile = ".tether/hydrate.json"
 // Hydrate outcomes.
 const (
 	OutcomeRestored = "restored" // the newest snapshot was restored
+	OutcomeFresh    = "fresh"    // the session has no snapshot: a new workspace
+	OutcomeKept     = "kept"     // the workspace was already live here (a restart): left as is
+
 	// OutcomeRestoredOlder: the newest snapshots were damaged and skipped
 	// (HydrateResult.Skipped says which and why); an older one was restored.
 	OutcomeRestoredOlder = "restored-older"
-	OutcomeFresh         = "fresh" // the session has no snapshot: a new workspace
-	OutcomeKept          = "kept"  // the workspace was already live here (a restart): left as is
 )
 
 // RepoSpec is a repository to clone into repos/<Name> when absent.
@@ -68,11 +69,11 @@ type HydrateResult struct {
 // Hydrate prepares a workspace before the agent starts. When the session has
 // snapshots it restores the newest one that can be restored: a newer one
 // whose data is damaged is skipped, loudly (a progress line, Skipped and
-// OutcomeRestoredOlder), and any other failure fails the hydrate. It never
-// starts empty when saved work exists. When the workspace already went through hydrate here
-// (a container restart within the same pod, or `tether run` again on the same
-// directory) it is left as it is: it is at least as new as the store. Then
-// it clones the listed repositories that are absent.
+// OutcomeRestoredOlder), and any other failure fails the hydrate; it never
+// starts empty when saved work exists. When the workspace already went
+// through hydrate here (a container restart within the same pod, or `tether
+// run` again on the same directory) it is left as it is: it is at least as
+// new as the store. Then it clones the listed repositories that are absent.
 func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos []RepoSpec, progress io.Writer) (*HydrateResult, error) {
 	start := time.Now()
 	if progress == nil {
