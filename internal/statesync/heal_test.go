@@ -375,3 +375,29 @@ func TestHydrateDoesNotFallBackOnStoreFailure(t *testing.T) {
 		t.Fatalf("a failed hydrate left %v in the workspace", names)
 	}
 }
+
+// TestHydrateFinishesInterruptedFallback: a hydrate that fell back to an
+// older snapshot and was killed while moving it into place is finished by
+// the next hydrate, which reports the newer snapshots as skipped instead of
+// failing for ever on the other snapshot's staging directory.
+func TestHydrateFinishesInterruptedFallback(t *testing.T) {
+	ctx := context.Background()
+	f := newHealFixture(t, storetest.FileURL(t.TempDir()), "interrupted")
+	damages[0].apply(t, f) // snapshot 3 unreadable
+	// What a kill after the staging was complete leaves: the verified tree
+	// of snapshot 2 and its completion marker, nothing moved yet.
+	target := filepath.Join(t.TempDir(), "ws")
+	built := filepath.Join(t.TempDir(), "built")
+	_, err := snapshot.Restore(ctx, f.repo, built, snapshot.RestoreOptions{Snapshot: snapshot.FormatID(2)})
+	must(t, err)
+	must(t, os.MkdirAll(filepath.Join(target, ".tether-restore"), 0o700))
+	must(t, os.Rename(built, filepath.Join(target, ".tether-restore", "tree")))
+	must(t, os.WriteFile(filepath.Join(target, ".tether-restore", "complete"), []byte(snapshot.FormatID(2)), 0o600))
+
+	res, err := Hydrate(ctx, f.repo, target, nil, nil)
+	must(t, err)
+	if res.Outcome != OutcomeRestoredOlder || res.Snapshot != snapshot.FormatID(2) || len(res.Skipped) != 1 || res.Skipped[0].ID != snapshot.FormatID(3) {
+		t.Fatalf("hydrate over an interrupted fallback: %+v", res)
+	}
+	assertFiles(t, target, f.files[2])
+}
