@@ -383,7 +383,7 @@ func TestHydrateDoesNotFallBackOnStoreFailure(t *testing.T) {
 func TestHydrateFinishesInterruptedFallback(t *testing.T) {
 	ctx := context.Background()
 	f := newHealFixture(t, storetest.FileURL(t.TempDir()), "interrupted")
-	damages[0].apply(t, f) // snapshot 3 unreadable
+	damages[3].apply(t, f) // snapshot 3 incomplete, its manifest readable
 	// What a kill after the staging was complete leaves: the verified tree
 	// of snapshot 2 and its completion marker, nothing moved yet.
 	target := filepath.Join(t.TempDir(), "ws")
