@@ -68,6 +68,9 @@ type baseState struct {
 	// ref names the object; its Len, the length of the JSON, decides when a
 	// delta has grown too large and a new base is due.
 	ref Ref
+	// objSize is the size of the object as stored (0: unknown), which a
+	// save's Stat of it must find again.
+	objSize int64
 }
 
 // reposByPath indexes the base's repositories by path.

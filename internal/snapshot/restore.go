@@ -69,7 +69,9 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 		return nil, err
 	}
 	if err := m.validate(); err != nil {
-		return nil, fmt.Errorf("restore %s: refusing a bad manifest: %w", repo, err)
+		// A manifest that decodes but fails the checks is damage too (a
+		// caller may fall back to an older snapshot), named as such.
+		return nil, fmt.Errorf("restore %s: refusing a bad manifest: %w", repo, &CorruptError{Key: repo.manifestKey(id), Reason: err.Error()})
 	}
 	target, err = filepath.Abs(target)
 	if err != nil {

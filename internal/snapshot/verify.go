@@ -27,6 +27,10 @@ type VerifyReport struct {
 	Objects   int      `json:"objects"`
 	Bytes     int64    `json:"bytes"`
 	Problems  []string `json:"problems,omitempty"`
+	// Damaged lists the ids of the chunks found missing or corrupt, for
+	// SaveOptions.Repair. (A damaged base object shows as a problem of the
+	// manifests that use it: they cannot be read.)
+	Damaged []string `json:"damaged,omitempty"`
 }
 
 // Verify checks snapshots: every manifest decodes and passes the checks restore
@@ -117,6 +121,9 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 		}
 		mu.Lock()
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%s (used by snapshot %s)", msg, strings.Join(users[id], ", ")))
+		if miss != nil || corrupt != nil {
+			rep.Damaged = append(rep.Damaged, id)
+		}
 		mu.Unlock()
 		return nil
 	})
@@ -124,6 +131,7 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 		return nil, err
 	}
 	sort.Strings(rep.Problems)
+	sort.Strings(rep.Damaged)
 	return rep, nil
 }
 

@@ -26,6 +26,10 @@ const (
 	OutcomeRestored = "restored" // the newest snapshot was restored
 	OutcomeFresh    = "fresh"    // the session has no snapshot: a new workspace
 	OutcomeKept     = "kept"     // the workspace was already live here (a restart): left as is
+
+	// OutcomeRestoredOlder: the newest snapshots were damaged and skipped
+	// (HydrateResult.Skipped says which and why); an older one was restored.
+	OutcomeRestoredOlder = "restored-older"
 )
 
 // RepoSpec is a repository to clone into repos/<Name> when absent.
@@ -64,14 +68,19 @@ type HydrateResult struct {
 	Bytes      int64     `json:"bytes,omitempty"`
 	Cloned     []string  `json:"cloned,omitempty"`
 	Warnings   []string  `json:"warnings,omitempty"`
+	// Skipped lists, newest first, the snapshots newer than Snapshot that
+	// could not be restored because their data is damaged.
+	Skipped []SkippedSnapshot `json:"skipped,omitempty"`
 }
 
 // Hydrate prepares a workspace before the agent starts. When the session has
-// snapshots it restores the newest one, and fails (never starts empty) when
-// that restore fails. When the workspace already went through hydrate here
-// (a container restart within the same pod, or `tether run` again on the same
-// directory) it is left as it is: it is at least as new as the store. Then
-// it clones the listed repositories that are absent.
+// snapshots it restores the newest one that can be restored: a newer one
+// whose data is damaged is skipped, loudly (a progress line, Skipped and
+// OutcomeRestoredOlder), and any other failure fails the hydrate; it never
+// starts empty when saved work exists. When the workspace already went
+// through hydrate here (a container restart within the same pod, or `tether
+// run` again on the same directory) it is left as it is: it is at least as
+// new as the store. Then it clones the listed repositories that are absent.
 func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos []RepoSpec, progress io.Writer) (*HydrateResult, error) {
 	start := time.Now()
 	if progress == nil {
@@ -104,14 +113,17 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 		if !empty {
 			return nil, fmt.Errorf("hydrate %s: workspace %s is not empty but was not hydrated here, and the session has %d snapshots: refusing to mix them; use an empty directory (or restore with `tether snapshot restore` elsewhere)", repo, workspace, len(ids))
 		}
-		latest := ids[len(ids)-1]
-		fmt.Fprintf(progress, "hydrate: restoring snapshot %s of %s into %s\n", latest, repo, workspace)
-		rs, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: latest})
+		rs, skipped, err := restoreNewest(ctx, repo, workspace, ids, progress)
 		if err != nil {
-			return nil, fmt.Errorf("hydrate: the session has saved work but it could not be restored, so the agent must not start empty: %w", err)
+			return nil, err
 		}
-		res.Outcome, res.Snapshot, res.Files, res.Bytes = OutcomeRestored, rs.ID, rs.Files, rs.Bytes
+		res.Outcome, res.Snapshot, res.Files, res.Bytes, res.Skipped = OutcomeRestored, rs.ID, rs.Files, rs.Bytes, skipped
 		fmt.Fprintf(progress, "hydrate: restored %d files (%d bytes) in %d ms\n", rs.Files, rs.Bytes, rs.DurationMs)
+		if len(skipped) > 0 {
+			res.Outcome = OutcomeRestoredOlder
+			res.Warnings = append(res.Warnings, fmt.Sprintf("restored snapshot %s, not the newest: %d newer snapshots are damaged and were skipped%s", rs.ID, len(skipped), skippedNote(skipped)))
+			fmt.Fprintf(progress, "hydrate: WARNING: restored snapshot %s, NOT the newest: skipped %d damaged newer snapshots; work saved after %s is not in this workspace\n", rs.ID, len(skipped), rs.ID)
+		}
 	}
 	for _, r := range repos {
 		dir := filepath.Join(workspace, "repos", r.Name)
