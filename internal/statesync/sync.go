@@ -68,6 +68,7 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		SkipUnchanged:  true,
 		MaxBytes:       cfg.MaxBytes,
 		ConsistentCopy: SQLiteCopier(cfg.CacheDir),
+		Writer:         writerSource(repo, cfg.Workspace, log), // fence.go
 	})
 	if err != nil {
 		return nil, err
@@ -203,6 +204,10 @@ func (s *Syncer) Run(ctx context.Context) error {
 			continue
 		}
 		if err := s.saveOnce(ctx); err != nil {
+			// A newer writer took the session over: stop at once (fence.go).
+			if fe := fenced(err); fe != nil {
+				return fe
+			}
 			if ctx.Err() != nil {
 				return s.final()
 			}
@@ -332,6 +337,9 @@ func (s *Syncer) final() error {
 	s.mu.Unlock()
 	start := time.Now()
 	if err := s.saveOnce(ctx); err != nil {
+		if fe := fenced(err); fe != nil {
+			return fe
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("final snapshot did not finish within --final-budget %s: %w", s.cfg.FinalBudget, err)
 		}
