@@ -138,7 +138,10 @@ func newSnapshotSaveCmd() *cobra.Command {
 				return usagef("--workspace is required")
 			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier("")})
+				// A one-off save joins the session's current writer epoch:
+				// it must not take the session over from a running sync.
+				join := func(ctx context.Context) (*snapshot.Writer, error) { return snapshot.JoinNewest(ctx, repo) }
+				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier(""), Writer: join})
 				if err != nil {
 					return err
 				}
@@ -211,6 +214,10 @@ type lsEntry struct {
 	Dirs     int       `json:"dirs"`
 	Symlinks int       `json:"symlinks"`
 	Bytes    int64     `json:"bytes"`
+	Epoch    uint64    `json:"epoch,omitempty"`
+	// Stale: saved by a writer after a newer one took the session over;
+	// never restored by default.
+	Stale *snapshot.Staleness `json:"stale,omitempty"`
 }
 
 func newSnapshotLsCmd() *cobra.Command {
@@ -228,6 +235,10 @@ func newSnapshotLsCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				stale, err := repo.Stale(ctx, ids)
+				if err != nil {
+					return err
+				}
 				list := make([]lsEntry, 0, len(ids))
 				for _, id := range ids {
 					m, err := repo.LoadManifest(ctx, id)
@@ -235,7 +246,8 @@ func newSnapshotLsCmd() *cobra.Command {
 						return err
 					}
 					list = append(list, lsEntry{ID: m.ID, Time: m.Time, Host: m.Host, Parent: m.Parent,
-						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes})
+						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes,
+						Epoch: m.Epoch, Stale: stale[id]})
 				}
 				if asJSON {
 					return printJSON(c.OutOrStdout(), list)
@@ -245,9 +257,13 @@ func newSnapshotLsCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST")
+				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST\tNOTE")
 				for _, e := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime), e.Files, human(e.Bytes), e.Host)
+					note := ""
+					if e.Stale != nil {
+						note = e.Stale.String()
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime), e.Files, human(e.Bytes), e.Host, note)
 				}
 				return tw.Flush()
 			})
