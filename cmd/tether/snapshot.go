@@ -140,7 +140,10 @@ func newSnapshotSaveCmd() *cobra.Command {
 				return usagef("--workspace is required")
 			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier("")})
+				// A one-off save joins the session's current writer epoch:
+				// it must not take the session over from a running sync.
+				join := func(ctx context.Context) (*snapshot.Writer, error) { return snapshot.JoinNewest(ctx, repo) }
+				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier(""), Writer: join})
 				if err != nil {
 					return err
 				}
@@ -217,6 +220,10 @@ type lsEntry struct {
 	// snapshot.SnapshotInfo.Problem); the other fields are then zero when
 	// its manifest could not be read.
 	Problem string `json:"problem,omitempty"`
+	Epoch    uint64    `json:"epoch,omitempty"`
+	// Stale: saved by a writer after a newer one took the session over;
+	// never restored by default.
+	Stale *snapshot.Staleness `json:"stale,omitempty"`
 }
 
 func newSnapshotLsCmd() *cobra.Command {
@@ -235,11 +242,15 @@ restored:
   unreadable: object K is missing        its base object K is not in the store
   incomplete: object K is missing (and N more)
                                          a chunk it references is not in the store
+  stale writer (epoch e, fenced by epoch E)
+                                         saved by a writer after a newer one took
+                                         the session over; never restored by default
 
 Ls reads every manifest and lists the session's objects once; it does not read
 chunks (corruption inside a chunk is found by ` + "`tether snapshot verify`" + `). With
 --json it prints an array of {id, time, host, parent, files, dirs, symlinks,
-bytes, problem}, problem only for a damaged snapshot. A damaged snapshot does
+bytes, problem, epoch, stale}, problem only for a damaged snapshot, stale only
+for a stale writer's. A damaged snapshot does
 not fail the command: it exits 0 whenever the store could be listed.
 ` + "`tether hydrate`" + ` restores the newest snapshot that is not damaged.`,
 		Args: noArgs,
@@ -249,11 +260,20 @@ not fail the command: it exits 0 whenever the store could be listed.
 				if err != nil {
 					return err
 				}
+				ids := make([]string, 0, len(infos))
+				for _, m := range infos {
+					ids = append(ids, m.ID)
+				}
+				stale, err := repo.Stale(ctx, ids)
+				if err != nil {
+					return err
+				}
 				list := make([]lsEntry, 0, len(infos))
 				damaged := 0
 				for _, m := range infos {
 					list = append(list, lsEntry{ID: m.ID, Time: m.Time, Host: m.Host, Parent: m.Parent,
-						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes, Problem: m.Problem})
+						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes, Problem: m.Problem,
+						Epoch: m.Epoch, Stale: stale[m.ID]})
 					if m.Problem != "" {
 						damaged++
 					}
@@ -269,8 +289,11 @@ not fail the command: it exits 0 whenever the store could be listed.
 				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST\tSTATUS")
 				for _, e := range list {
 					status, when := "ok", "-"
-					if e.Problem != "" {
+					switch {
+					case e.Problem != "":
 						status = e.Problem
+					case e.Stale != nil:
+						status = e.Stale.String()
 					}
 					if !e.Time.IsZero() {
 						when = e.Time.Local().Format(time.DateTime)

@@ -18,6 +18,9 @@ const (
 	ExitOK    = 0
 	ExitError = 1
 	ExitUsage = 2 // bad flag, argument or name
+	// ExitFenced: a newer writer took the session over (snapshot.FencedError);
+	// restarting the process cannot help, so supervisors tell it apart.
+	ExitFenced = 3
 )
 
 // UsageError marks an error as the caller's mistake: exit 2.
@@ -51,6 +54,11 @@ func ExitCode(err error) int {
 		return ExitOK
 	case IsUsage(err):
 		return ExitUsage
+	}
+	// An interface, not the type: the operator binary links this package.
+	var f interface{ Fenced() bool }
+	if errors.As(err, &f) && f.Fenced() {
+		return ExitFenced
 	}
 	return ExitError
 }

@@ -476,6 +476,11 @@ func (s *Supervisor) watchLife(ctx context.Context, rc *child, oomCh <-chan OOME
 			stop("interrupted")
 		case <-(*syncC).done:
 			old := *syncC
+			if line, ok := syncFenced(old); ok { // another writer owns the session now (fenced.go)
+				s.printf("the session was taken over: %s; stopping the agent here", line)
+				stop("the session was taken over by another writer")
+				return true, "fenced", fencedError(s.status.Session, line)
+			}
 			_, sig, code := describeExit(old.state)
 			s.printf("the sync exited unexpectedly (%s%s; last log line: %s); restarting it", sig, codeString(code), old.tail.LastLine())
 			time.Sleep(time.Second)
@@ -697,6 +702,9 @@ func (s *Supervisor) stopSync(c *child) error {
 		return fmt.Errorf("the final snapshot did not complete (sync killed after %s); the previous snapshot is intact, and the workspace still holds everything", time.Since(start).Round(time.Millisecond))
 	}
 	killSession(c.pid, 2*time.Second)
+	if line, ok := syncFenced(c); ok {
+		return fencedError(s.status.Session, line)
+	}
 	if !c.state.Success() {
 		_, sig, code := describeExit(c.state)
 		return fmt.Errorf("the final snapshot failed (sync %s%s: %s); the workspace still holds everything, see %s", sig, codeString(code), c.tail.LastLine(), s.status.Sync.Log)

@@ -33,7 +33,7 @@ func manifestSeeds(f *testing.F) (manifests [][]byte, base *baseState) {
 	for _, id := range ids {
 		obj, err := repo.st.Get(ctx, repo.manifestKey(id))
 		must(f, err)
-		raw, err := decode(obj)
+		raw, err := decodeManifest(obj)
 		must(f, err)
 		manifests = append(manifests, raw)
 		m, err := repo.LoadManifest(ctx, id)

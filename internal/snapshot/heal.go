@@ -90,6 +90,8 @@ type SnapshotInfo struct {
 	Problem string `json:"problem,omitempty"`
 	// Missing counts the objects the snapshot references that the store lacks.
 	Missing int `json:"missing,omitempty"`
+	// Epoch is the writer epoch that saved it (0: before fencing, or unreadable).
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // List describes every snapshot of repo, oldest first, from its manifest
@@ -114,7 +116,7 @@ func List(ctx context.Context, repo *Repo) ([]SnapshotInfo, error) {
 			out[i].Problem = "unreadable: " + DamageReason(err)
 			continue
 		}
-		out[i].Time, out[i].Host, out[i].Parent, out[i].Summary = m.Time, m.Host, m.Parent, m.Summary
+		out[i].Time, out[i].Host, out[i].Parent, out[i].Summary, out[i].Epoch = m.Time, m.Host, m.Parent, m.Summary, m.Epoch
 		refs[i] = map[string]bool{}
 		m.eachChunk(func(c Ref) {
 			refs[i][c.ID] = true
@@ -187,7 +189,7 @@ func (s *Saver) checkBase(ctx context.Context, w *saveRun) error {
 		size, ok := present[b.ID]
 		if !ok {
 			s.dropBaseObject(w, fmt.Sprintf("its base object %s is missing", s.repo.objectKey(b.ID)))
-		} else if _, err := s.repo.readChunk(ctx, b.ID, s.base.ID); IsDamaged(err) {
+		} else if _, err := s.repo.readChunk(ctx, *b, s.base.ID); IsDamaged(err) {
 			// One read per process (and per recheckEvery) of the one
 			// object every new snapshot depends on: the stat cache's copy
 			// says nothing of what the store holds, and bit rot keeps sizes.
@@ -241,7 +243,7 @@ func (s *Saver) baseStillThere(ctx context.Context, w *saveRun, from *baseState)
 		return false, fmt.Errorf("check base object %s: %w", key, err)
 	}
 	if from.objSize != 0 && oi.Size != from.objSize {
-		if _, err := s.repo.readChunk(ctx, from.ref.ID, s.base.ID); IsDamaged(err) {
+		if _, err := s.repo.readChunk(ctx, from.ref, s.base.ID); IsDamaged(err) {
 			s.warn(w, fmt.Sprintf("base object of snapshot %s is damaged (%s); this save writes a new full base object", s.base.ID, DamageReason(err)))
 			return false, nil
 		} else if err != nil {
@@ -294,7 +296,7 @@ func (s *Saver) repoMissing(rel string) bool {
 // is replaced only when it does not hold what its name says (its name fixes
 // its content, so nothing of value is overwritten).
 func (r *Repo) rewriteChunk(ctx context.Context, id string, data []byte) (int64, error) {
-	_, err := r.readChunk(ctx, id, "")
+	_, err := r.readChunk(ctx, Ref{ID: id, Len: int64(len(data))}, "")
 	var missing *MissingError
 	switch {
 	case err == nil:

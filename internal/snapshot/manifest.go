@@ -37,6 +37,10 @@ type Manifest struct {
 	Session   string    `json:"session"`
 	Time      time.Time `json:"time"`
 	Host      string    `json:"host,omitempty"`
+	// Writer and Epoch name the writer epoch that saved the snapshot (see
+	// writer.go). Manifests from before fencing have neither: epoch 0.
+	Writer string `json:"writer,omitempty"`
+	Epoch  uint64 `json:"epoch,omitempty"`
 	// Parent is the snapshot this one was saved incrementally against ("" for a first save).
 	Parent string `json:"parent,omitempty"`
 	// Base (format 2) is the object this manifest is a delta against; it

@@ -21,6 +21,7 @@ import (
 //	<namespace>/<session>/objects/<2 hex>/<sha256>   chunks, named by the hash of their plain content
 //	<namespace>/<session>/snapshots/<id>              manifests; a snapshot exists once its manifest does
 //	<namespace>/<session>/locks/<kind>-<time>-<rand>  who is saving or pruning right now
+//	<namespace>/<session>/writers/<epoch>             who took the session over, in order (writer.go)
 //
 // Objects and manifests are immutable. Only Prune deletes, and it deletes
 // manifests before the objects they alone referenced.
@@ -38,6 +39,7 @@ type Repo struct {
 	// budget bounds the plain bytes of the chunks this process has fetched
 	// and not yet written out (see fetchChunk), whatever the fetch counts.
 	budget *semaphore.Weighted
+	fence fenceCache // writer epochs and manifest heads (writer.go)
 }
 
 // OpenRepo validates the names and returns the session's area of st.
@@ -327,13 +329,14 @@ func (r *Repo) SnapshotIDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Latest returns the newest complete snapshot id, or "" when there is none.
+// Latest returns the newest complete snapshot id that is not stale (see
+// writer.go), or "" when there is none.
 func (r *Repo) Latest(ctx context.Context) (string, error) {
 	ids, err := r.SnapshotIDs(ctx)
-	if err != nil || len(ids) == 0 {
+	if err != nil {
 		return "", err
 	}
-	return ids[len(ids)-1], nil
+	return r.current(ctx, ids)
 }
 
 // Resolve turns a user's snapshot id ("", "latest", "42") into an existing id.
@@ -346,7 +349,11 @@ func (r *Repo) Resolve(ctx context.Context, want string) (string, error) {
 		if len(ids) == 0 {
 			return "", fmt.Errorf("%s has no snapshots yet", r)
 		}
-		return ids[len(ids)-1], nil
+		id, err := r.current(ctx, ids)
+		if err == nil && id == "" {
+			err = fmt.Errorf("every snapshot of %s is stale (saved by a writer after a newer one took the session over; `tether snapshot ls` shows them): name one explicitly to restore it", r)
+		}
+		return id, err
 	}
 	id, _, err := ParseID(want)
 	if err != nil {

@@ -66,6 +66,11 @@ type SaveOptions struct {
 	MaxBytes int64
 	// Uploads is how many chunks are compressed and uploaded at once (default 4).
 	Uploads int
+	// Writer, when set, gives the writer epoch this Saver saves as (see
+	// TakeEpoch). It is called at the first save, and again only until it
+	// succeeds: a Saver never changes epoch, so once a newer epoch exists
+	// every save returns a FencedError. Nil: no fencing, manifests of epoch 0.
+	Writer func(ctx context.Context) (*Writer, error)
 	// Host is recorded in manifests (default: os.Hostname).
 	Host string
 	// Now is the clock (tests).
@@ -113,8 +118,10 @@ type SaveStats struct {
 }
 
 // builtinExcludes are tether's own scratch areas at the workspace root. Saving
-// them would snapshot the snapshotter.
-var builtinExcludes = []string{".tether/cache", ".tether-restore"}
+// them would snapshot the snapshotter. The writer file names the writer epoch
+// of the workspace it is in: restored elsewhere, it would let a second
+// workspace pass for the first.
+var builtinExcludes = []string{".tether/cache", ".tether-restore", ".tether/writer.json"}
 
 // Saver saves snapshots of one workspace into one session's Repo. It keeps the
 // last snapshot it saved (or found) as the base of the next one, so a sync loop
@@ -145,6 +152,8 @@ type Saver struct {
 	// warnedDamaged is the snapshot whose damage was last logged: a save
 	// that fails for another reason and is retried does not log it again.
 	warnedDamaged string
+	writer *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
+	fenced error   // set once a newer epoch was seen: every later save fails with it
 }
 
 // ErrConcurrentSave is returned when another writer created the snapshot id
@@ -272,6 +281,9 @@ func (s *Saver) setBase(m *Manifest, stats map[string]fileState) {
 // Save writes a new snapshot of the workspace and returns what it did.
 func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	start := s.opts.Now()
+	if err := s.checkFence(ctx); err != nil {
+		return nil, err
+	}
 	unlock, err := s.repo.lock(ctx, lockShared)
 	if err != nil {
 		return nil, err
@@ -282,13 +294,18 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	latest := ""
 	var next uint64 = 1
 	if len(ids) > 0 {
-		latest = ids[len(ids)-1]
-		_, n, _ := ParseID(latest)
+		_, n, _ := ParseID(ids[len(ids)-1])
 		next = n + 1
 	}
+	// The parent is the newest snapshot that is not stale: a fenced
+	// writer's late snapshot is never built upon.
+	latest, err := s.repo.current(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("save %s: %w", s.repo, err)
+	}
+
 	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]fileState{}, newRepoFP: map[string]string{}}
 	parent := latest
 	if err := s.loadBase(ctx, latest); err != nil {
@@ -342,6 +359,8 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		Time:      start.UTC(),
 		Host:      s.opts.Host,
 		Parent:    parent,
+		Writer:    s.writerID(),
+		Epoch:     s.epoch(),
 		Entries:   entries,
 		Repos:     w.repos,
 	}
@@ -397,6 +416,11 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		return nil, fmt.Errorf("save %s: flush chunks: %w", s.repo, err)
 	}
 	obj := encode(raw)
+	// The last moment to learn that a newer writer took over: after this
+	// the snapshot exists (and, if it loses this race, is stale).
+	if err := s.checkFence(ctx); err != nil {
+		return nil, err
+	}
 	// The manifest is written last and only if absent: it is what makes the
 	// snapshot exist, and nobody can overwrite it.
 	if err := s.repo.st.PutIfAbsent(ctx, s.repo.manifestKey(m.ID), obj); err != nil {
@@ -406,6 +430,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		}
 		return nil, fmt.Errorf("save %s: write manifest %s: %w", s.repo, m.ID, err)
 	}
+	s.repo.fence.putHead(&manifestHead{ID: m.ID, Writer: m.Writer, Epoch: m.Epoch})
 	st := &w.stats
 	st.ID = m.ID
 	st.Files, st.Dirs, st.Symlinks = m.Summary.Files, m.Summary.Dirs, m.Summary.Symlinks

@@ -71,6 +71,8 @@ type HydrateResult struct {
 	// Skipped lists, newest first, the snapshots newer than Snapshot that
 	// could not be restored because their data is damaged.
 	Skipped []SkippedSnapshot `json:"skipped,omitempty"`
+	// Epoch is the writer epoch taken for this workspace (WriterFile).
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // Hydrate prepares a workspace before the agent starts. When the session has
@@ -90,9 +92,18 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 	if err := os.MkdirAll(workspace, 0o755); err != nil {
 		return nil, fmt.Errorf("hydrate: workspace %s: %w", workspace, err)
 	}
+	// The writer epoch first, then the listing (fence.go).
+	writer, err := takeWriter(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	res.Epoch = writer.Epoch
 	ids, err := repo.SnapshotIDs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("hydrate %s: cannot list snapshots, so cannot tell whether saved work exists: %w", repo, err)
+	}
+	if ids, err = withoutStale(ctx, repo, ids, res, progress); err != nil {
+		return nil, fmt.Errorf("hydrate %s: %w", repo, err)
 	}
 	live, err := isLive(workspace)
 	if err != nil {
@@ -145,6 +156,9 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 		return nil, err
 	}
 	if err := fsutil.WriteFileAtomic(filepath.Join(workspace, HydrateFile), append(data, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeWriterFile(workspace, writer); err != nil {
 		return nil, err
 	}
 	return res, nil

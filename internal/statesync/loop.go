@@ -159,7 +159,7 @@ type stopsSync interface{ StopsSync() bool }
 
 func isStop(err error) bool {
 	var s stopsSync
-	return errors.As(err, &s) && s.StopsSync()
+	return fenced(err) != nil || (errors.As(err, &s) && s.StopsSync())
 }
 
 // clock is the loop's view of time, replaced in tests.

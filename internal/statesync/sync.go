@@ -75,6 +75,7 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		SkipUnchanged:  true,
 		MaxBytes:       cfg.MaxBytes,
 		ConsistentCopy: SQLiteCopier(cfg.CacheDir),
+		Writer:         writerSource(repo, cfg.Workspace, log), // fence.go
 	})
 	if err != nil {
 		return nil, err
