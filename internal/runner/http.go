@@ -115,7 +115,7 @@ func NewServer(r *Runner, opts HTTPOptions) *http.Server {
 
 // ErrNoToken is wrapped by Listen's refusal of an address other hosts can
 // reach without a (long enough) token.
-var ErrNoToken = errors.New("no runner token")
+var ErrNoToken = errors.New("no usable token")
 
 // Listen listens on addr for the HTTP API. It refuses an address other hosts
 // can reach (anything but loopback) without a token: whoever reaches the
@@ -131,13 +131,13 @@ func Listen(addr, token string) (net.Listener, error) {
 	switch {
 	case token == "":
 		ln.Close()
-		return nil, fmt.Errorf("runner HTTP API: refusing to listen on %s (%s) with %w: other hosts can reach it, "+
-			"and whoever reaches it can run commands through the agent; set TETHER_RUNNER_TOKEN or --token-file to a random secret, "+
-			"or listen on 127.0.0.1", addr, ln.Addr(), ErrNoToken)
+		return nil, fmt.Errorf("runner HTTP API: %w: refusing to listen on %s (%s), which other hosts can reach, and whoever reaches it "+
+			"can run commands through the agent; set TETHER_RUNNER_TOKEN or --token-file to a random secret, or listen on 127.0.0.1",
+			ErrNoToken, addr, ln.Addr())
 	case len(token) < MinTokenLength:
 		ln.Close()
-		return nil, fmt.Errorf("runner HTTP API on %s: the token is %d characters, too short to stand for %w; use at least %d random ones (e.g. openssl rand -hex 16)",
-			addr, len(token), ErrNoToken, MinTokenLength)
+		return nil, fmt.Errorf("runner HTTP API: %w: the token (TETHER_RUNNER_TOKEN or --token-file) is %d characters, too short for %s, "+
+			"which other hosts can reach; use at least %d random ones (e.g. openssl rand -hex 16)", ErrNoToken, len(token), addr, MinTokenLength)
 	}
 	return ln, nil
 }

@@ -87,6 +87,7 @@ const procToken = "0123456789abcdef0123456789abcdef"
 type runnerProc struct {
 	cmd    *exec.Cmd
 	url    string // http://127.0.0.1:port
+	ws     string
 	stderr *os.File
 	exited chan error
 }
@@ -112,7 +113,7 @@ func startRunnerProc(t *testing.T, host string, env ...string) *runnerProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &runnerProc{cmd: cmd, url: "http://127.0.0.1:" + port, stderr: stderr, exited: make(chan error, 1)}
+	p := &runnerProc{cmd: cmd, url: "http://127.0.0.1:" + port, ws: ws, stderr: stderr, exited: make(chan error, 1)}
 	go func() { p.exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -489,4 +490,182 @@ func fetchFrames(t *testing.T, url, lastID, runID string) []frame {
 		t.Errorf("GET /agui/events after %q: %v after %d events", lastID, err, len(got))
 	}
 	return got
+}
+
+// TestRunnerProcessGuards: a runner listening on all interfaces (reached
+// here over 127.0.0.1) answers 401 to every request without its token but
+// the probes, refuses to start without a token, answers 413 naming the limit
+// to a 40 MiB POST and 503 with Retry-After to the 65th stream.
+func TestRunnerProcessGuards(t *testing.T) {
+	p := startRunnerProc(t, "0.0.0.0", "TETHER_RUNNER_TOKEN="+procToken)
+	p.waitReady(t)
+	do := func(method, path, auth string, body io.Reader) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, p.url+path, body)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return resp, string(b)
+	}
+	for _, path := range []string{"/status", "/metrics", "/agui/events?after=1", "/agui", "/agui/events"} {
+		for _, auth := range []string{"", "Bearer wrong", "Bearer " + procToken[:len(procToken)-1], "Basic " + procToken, procToken} {
+			method := "GET"
+			if path == "/agui" {
+				method = "POST"
+			}
+			if resp, _ := do(method, path, auth, nil); resp.StatusCode != 401 {
+				t.Errorf("%s %s with Authorization %q: %s, want 401", method, path, auth, resp.Status)
+			}
+		}
+		if path == "/agui/events" {
+			if resp, _ := do("POST", path, "", nil); resp.StatusCode != 401 {
+				t.Errorf("POST %s without token: %s, want 401", path, resp.Status)
+			}
+		}
+	}
+	if resp, body := do("GET", "/status", "Bearer "+procToken, nil); resp.StatusCode != 200 || !strings.Contains(body, `"state":"ready"`) {
+		t.Errorf("GET /status with the token: %s %s", resp.Status, body)
+	}
+	if resp, body := do("GET", "/readyz", "", nil); resp.StatusCode != 200 || body != "ready\n" {
+		t.Errorf("GET /readyz without token: %s %q, want 200 and no details", resp.Status, body)
+	}
+	if resp, _ := do("GET", "/healthz", "", nil); resp.StatusCode != 200 {
+		t.Errorf("GET /healthz: %s", resp.Status)
+	}
+
+	// 40 MiB, declared (Content-Length) and not (chunked): 413 either way.
+	big := `{"threadId":"main","runId":"run-huge","messages":[{"id":"m","role":"user","content":"` + strings.Repeat("y", 40<<20) + `"}]}`
+	for _, chunked := range []bool{false, true} {
+		status, body := rawPost(t, p.url, "/agui", big, chunked)
+		if status != 413 || !strings.Contains(body, "16777216 bytes (16 MiB)") {
+			t.Errorf("40 MiB POST /agui (chunked %v): %d %q, want 413 naming the limit", chunked, status, body)
+		}
+	}
+	if status, body := rawPost(t, p.url, "/agui/events", big, true); status != 413 {
+		t.Errorf("40 MiB POST /agui/events: %d %q, want 413", status, body)
+	}
+	if n := results(readLog(t, p.ws)); n != 0 {
+		t.Errorf("%d turns ran: an oversize message reached the agent", n)
+	}
+
+	// 64 streams are served; the 65th is refused, and served once one ends.
+	var streams []net.Conn
+	defer func() {
+		for _, c := range streams {
+			c.Close()
+		}
+	}()
+	for i := 0; i < DefaultMaxStreams; i++ {
+		c, status := openStream(t, p.url)
+		if status != 200 {
+			t.Fatalf("stream %d: %d", i+1, status)
+		}
+		streams = append(streams, c)
+	}
+	c, status := openStreamResp(t, p.url)
+	if status.StatusCode != 503 || status.Header.Get("Retry-After") == "" {
+		t.Errorf("stream 65: %s (Retry-After %q), want 503 with Retry-After", status.Status, status.Header.Get("Retry-After"))
+	}
+	c.Close()
+	streams[0].Close()
+	waitFor(t, 10*time.Second, "a freed stream slot", func() bool {
+		c, status := openStream(t, p.url)
+		if status == 200 {
+			streams[0] = c
+			return true
+		}
+		c.Close()
+		return false
+	})
+}
+
+// TestRunnerRefusesOpenListenWithoutToken: without a token the runner does
+// not start on an address other hosts can reach, and says why; on loopback
+// it starts.
+func TestRunnerRefusesOpenListenWithoutToken(t *testing.T) {
+	for _, tc := range []struct{ host, token string }{{"0.0.0.0", ""}, {"0.0.0.0", "short"}} {
+		p := startRunnerProc(t, tc.host, "TETHER_RUNNER_TOKEN="+tc.token)
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			log := p.logTail(4096)
+			if err == nil || !strings.Contains(log, "TETHER_RUNNER_TOKEN") {
+				t.Errorf("token %q: exit %v, log %q; want a failure naming TETHER_RUNNER_TOKEN", tc.token, err, log)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("token %q: the runner still runs on %s after 20s", tc.token, tc.host)
+		}
+	}
+	p := startRunnerProc(t, "127.0.0.1", "TETHER_RUNNER_TOKEN=")
+	p.waitReady(t)
+	resp, err := http.Get(p.url + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET /status on loopback without a token configured: %s", resp.Status)
+	}
+}
+
+// rawPost sends body to path over a raw connection (the request written
+// while the response is read, as a client that does not wait would) and
+// returns the status and body of the response.
+func rawPost(t *testing.T, url, path, body string, chunked bool) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	go func() {
+		head := "POST " + path + " HTTP/1.1\r\nHost: runner\r\nAuthorization: Bearer " + procToken + "\r\nContent-Type: application/json\r\n"
+		if chunked {
+			io.WriteString(c, head+"Transfer-Encoding: chunked\r\n\r\n")
+			for off := 0; off < len(body); off += 1 << 20 {
+				part := body[off:min(len(body), off+1<<20)]
+				if _, err := fmt.Fprintf(c, "%x\r\n%s\r\n", len(part), part); err != nil {
+					return
+				}
+			}
+			io.WriteString(c, "0\r\n\r\n")
+			return
+		}
+		io.WriteString(c, head+"Content-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(b)
+}
+
+func openStreamResp(t *testing.T, url string) (net.Conn, *http.Response) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, eventsRequest(""))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Time{})
+	return c, resp
+}
+
+func openStream(t *testing.T, url string) (net.Conn, int) {
+	t.Helper()
+	c, resp := openStreamResp(t, url)
+	return c, resp.StatusCode
 }
