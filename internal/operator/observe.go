@@ -44,6 +44,10 @@ type HTTPObserver struct {
 	RunnerPort int32
 	// SyncPort is the sidecar's /healthz port (default SyncMetricsPort).
 	SyncPort int32
+	// RunnerToken returns the bearer token of the pod's runner, sent with
+	// GET /status (nil, or "": none is sent). The runner requires it
+	// whenever it listens beyond loopback, as it does in a pod.
+	RunnerToken func(ctx context.Context, pod *corev1.Pod) (string, error)
 }
 
 // runnerStatus is the subset of the runner's status file the operator uses.
@@ -74,7 +78,16 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 		c = &http.Client{Timeout: 3 * time.Second}
 	}
 	var rs runnerStatus
-	rerr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(o.RunnerPort)))+"/status", &rs)
+	var token string
+	var rerr error
+	if o.RunnerToken != nil {
+		if token, rerr = o.RunnerToken(ctx, pod); rerr != nil {
+			rerr = fmt.Errorf("runner token: %w", rerr)
+		}
+	}
+	if rerr == nil {
+		rerr = getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(o.RunnerPort)))+"/status", token, &rs)
+	}
 	if rerr == nil {
 		obs.AgentSessionID, obs.ResumeOutcome = rs.SessionID, rs.Resume.Outcome
 		obs.LastActivity, obs.TurnOpen = rs.UpdatedAt, rs.TurnOpen
@@ -86,7 +99,7 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 	if syncPort == 0 {
 		syncPort = SyncMetricsPort
 	}
-	serr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(syncPort)))+"/healthz", &sh)
+	serr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(syncPort)))+"/healthz", "", &sh)
 	if serr == nil || sh.LastSnapshot != "" {
 		obs.SnapshotID, obs.SnapshotTime = sh.LastSnapshot, sh.LastSuccess
 	}
@@ -96,10 +109,14 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 	return obs, nil
 }
 
-func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+// getJSON GETs url into v, with token as the bearer token when not empty.
+func getJSON(ctx context.Context, c *http.Client, url, token string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
