@@ -51,9 +51,9 @@ func RunPlan(tb testing.TB, env *Env, cfg SessionConfig, steps []Step, pause fun
 	time.Sleep(2 * time.Second) // some writes and saves before the first fault
 	for _, st := range steps {
 		r := s.RunFault(st.Kind, st.Hold)
-		logf("%s: %s held %s: recovered in %s (first good snapshot %s), %d writes checked, %d lost beyond the window%s",
-			cfg.Name, st.Kind, st.Hold.Round(time.Millisecond), r.Recovery.Round(time.Millisecond), r.FirstGood, r.Checked,
-			len(r.LostBeyondWindow), failNote(r.Errs))
+		logf("%s: %s held %s: recovered in %s (first good snapshot %s), then the newest snapshot at most %s old; %d writes checked, %d lost beyond the window; windows %s%s",
+			cfg.Name, st.Kind, st.Hold.Round(time.Millisecond), r.Recovery.Round(time.Millisecond), r.FirstGood, r.Stalest.Round(time.Millisecond), r.Checked,
+			len(r.LostBeyondWindow), fmtWindows(r.Windows), failNote(r.Errs))
 		rep.Results = append(rep.Results, r)
 		if err := s.SyncAlive(); err != nil || !r.Recovered {
 			// A sync that is gone or stalled fails every later step the
@@ -73,6 +73,16 @@ func RunPlan(tb testing.TB, env *Env, cfg SessionConfig, steps []Step, pause fun
 	}
 	logf("%s: stopped: %d writes, %d missing from the final snapshot, writer restarted %d times", cfg.Name, total, len(missing), rep.WriterRestarts)
 	return rep
+}
+
+func fmtWindows(w map[string]time.Duration) string {
+	var parts []string
+	for _, k := range []string{"T", "S", "R", "C"} {
+		if d, ok := w[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s %s", k, d.Round(time.Millisecond)))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func failNote(errs []string) string {

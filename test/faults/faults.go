@@ -81,8 +81,8 @@ const (
 	// started may not have reached the sync's file watcher yet.
 	boundaryGuard = 50 * time.Millisecond
 	// settle is how long a session runs after recovering before the window
-	// check.
-	settle = 3 * time.Second
+	// check; longer than Window, so that a sync saving too rarely shows.
+	settle = Window + 2*time.Second
 )
 
 // Result is what one fault did and what the checks found.
@@ -106,6 +106,11 @@ type Result struct {
 	// Windows is the data-loss window of each kind of write at the window
 	// check (agentwriter's measure).
 	Windows map[string]time.Duration
+	// Stalest is the largest age the newest listed snapshot reached (from
+	// its save's start) between the recovery and the window check, while
+	// the writer kept writing: the data-loss window if the node had died
+	// then.
+	Stalest time.Duration
 	Errs    []string
 }
 
@@ -209,6 +214,11 @@ func (s *Session) RunFault(k Kind, hold time.Duration) Result {
 		}
 	}
 	time.Sleep(settle)
+	r.Stalest = s.stalest(sn.Seen, time.Now())
+	if r.Stalest > Window {
+		r.errorf("%s held %s: after the recovery the newest snapshot in the store was %s old at one point (since its save started), more than the %s window",
+			k, hold, r.Stalest.Round(time.Millisecond), Window)
+	}
 	if err := s.checkWindow(&r); err != nil {
 		r.errorf("%s held %s: window check: %v", k, hold, err)
 	}
@@ -240,6 +250,29 @@ func (s *Session) checkFirstGood(r *Result, sn snapInfo) error {
 		return fmt.Errorf("%d writes made before the fault cleared are missing, the first: %s", n, describe(r.MissingFirst, cut))
 	}
 	return nil
+}
+
+// stalest is the largest age, from its save's start, that the newest
+// snapshot the observer had listed reached between from and to.
+func (s *Session) stalest(from, to time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var worst time.Duration
+	var prev *snapInfo
+	for i := range s.snaps {
+		sn := &s.snaps[i]
+		if sn.Seen.After(to) {
+			break
+		}
+		if prev != nil && sn.Seen.After(from) {
+			worst = max(worst, sn.Seen.Sub(prev.Time))
+		}
+		prev = sn
+	}
+	if prev != nil {
+		worst = max(worst, to.Sub(prev.Time))
+	}
+	return worst
 }
 
 // checkWindow: the newest snapshot the observer has listed holds every
@@ -279,7 +312,7 @@ func (s *Session) checkWindow(r *Result) error {
 			}
 		}
 		for _, kind := range []string{agentwriter.KindTranscript, agentwriter.KindSessionID, agentwriter.KindUntracked, agentwriter.KindCommit} {
-			r.Windows[kind] = state.Window(entries, kind, time.Time{}, now)
+			r.Windows[kind] = max(0, state.Window(entries, kind, time.Time{}, now))
 		}
 		if n := len(r.LostBeyondWindow); n > 0 {
 			return fmt.Errorf("the newest snapshot %s (save started %s) lacks %d writes older than %s, the first: %s",
