@@ -33,11 +33,24 @@ type SessionReport struct {
 	Errs           []string
 }
 
+// Steps hands out a fixed list of steps.
+func Steps(steps ...Step) func() (Step, bool) {
+	return func() (Step, bool) {
+		if len(steps) == 0 {
+			return Step{}, false
+		}
+		st := steps[0]
+		steps = steps[1:]
+		return st, true
+	}
+}
+
 // RunPlan starts a session, lets it take its first snapshot, runs the steps
-// one after another (each followed by its checks and a quiet pause drawn by
-// pause), and stops the session with a final snapshot that must hold every
-// write. It never calls t.Fatal, so that sessions can run in goroutines.
-func RunPlan(tb testing.TB, env *Env, cfg SessionConfig, steps []Step, pause func() time.Duration, logf func(string, ...any)) SessionReport {
+// next hands out one after another (each followed by its checks and a quiet
+// pause drawn by pause) until it has no more, and stops the session with a
+// final snapshot that must hold every write. It never calls t.Fatal, so
+// that sessions can run in goroutines.
+func RunPlan(tb testing.TB, env *Env, cfg SessionConfig, next func() (Step, bool), pause func() time.Duration, logf func(string, ...any)) SessionReport {
 	rep := SessionReport{Name: cfg.Name, Target: string(cfg.Store)}
 	s, err := StartSession(tb, env, cfg)
 	if err != nil {
@@ -49,7 +62,11 @@ func RunPlan(tb testing.TB, env *Env, cfg SessionConfig, steps []Step, pause fun
 		return rep
 	}
 	time.Sleep(2 * time.Second) // some writes and saves before the first fault
-	for _, st := range steps {
+	for {
+		st, ok := next()
+		if !ok {
+			break
+		}
 		r := s.RunFault(st.Kind, st.Hold)
 		logf("%s: %s held %s: recovered in %s (first good snapshot %s), then the newest snapshot at most %s old; %d writes checked, %d lost beyond the window; windows %s%s",
 			cfg.Name, st.Kind, st.Hold.Round(time.Millisecond), r.Recovery.Round(time.Millisecond), r.FirstGood, r.Stalest.Round(time.Millisecond), r.Checked,
@@ -154,18 +171,17 @@ func RunCampaign(tb testing.TB, env *Env, cfg CampaignConfig, logf func(string, 
 					end = deadline
 				}
 				kinds := kindsOf(sc)
-				// The plan is drawn lazily: a step starts only while the
-				// session (and the campaign) has time left.
-				var steps []Step
-				t := time.Now().Add(5 * time.Second)
-				for t.Before(end) {
+				// A step starts only while the session and the campaign
+				// have time left.
+				next := func() (Step, bool) {
+					if !time.Now().Before(end) {
+						return Step{}, false
+					}
 					k := kinds[rng.IntN(len(kinds))]
-					h := hold(k, rng)
-					steps = append(steps, Step{k, h})
-					t = t.Add(h + 15*time.Second) // hold, recovery, checks and pause, roughly
+					return Step{k, hold(k, rng)}, true
 				}
 				pause := func() time.Duration { return time.Duration(2+rng.IntN(9)) * time.Second }
-				rep := RunPlan(tb, env, sc, steps, pause, logf)
+				rep := RunPlan(tb, env, sc, next, pause, logf)
 				mu.Lock()
 				c.Sessions = append(c.Sessions, rep)
 				mu.Unlock()
@@ -189,15 +205,16 @@ func kindsOf(cfg SessionConfig) []Kind {
 
 // KindStats summarises the faults of one kind.
 type KindStats struct {
-	Kind                  Kind
-	Injected              int
-	MinHold, MaxHold      time.Duration
-	Recovered             int
-	P50, P99, Max         time.Duration
-	Slow                  int // recovered later than RecoveryBound
-	MissingFirst          int // writes missing from a first good snapshot
-	Checked, LostBeyondWd int
-	Failed                int
+	Kind             Kind
+	Injected         int
+	MinHold, MaxHold time.Duration
+	Recovered        int
+	P50, P99, Max    time.Duration
+	Slow             int           // recovered later than RecoveryBound
+	MissingFirst     int           // writes missing from a first good snapshot
+	Stalest          time.Duration // the newest snapshot's largest age after a recovery
+	LostBeyondWd     int
+	Failed           int
 }
 
 // Stats groups the campaign's results by kind, in a fixed order.
@@ -221,7 +238,7 @@ func (c *Campaign) Stats() []KindStats {
 				}
 			}
 			ks.MissingFirst += len(r.MissingFirst)
-			ks.Checked += r.Checked
+			ks.Stalest = max(ks.Stalest, r.Stalest)
 			ks.LostBeyondWd += len(r.LostBeyondWindow)
 			if r.Failed() {
 				ks.Failed++
@@ -283,11 +300,11 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 // Table is the campaign's summary as aligned text.
 func (c *Campaign) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-16s %8s %15s %9s %10s %10s %10s %6s %14s %12s\n", "fault", "injected", "held", "recovered", "p50", "p99", "max", "slow", "writes checked", "lost (>win)")
+	fmt.Fprintf(&b, "%-16s %8s %15s %9s %10s %10s %10s %6s %12s %12s\n", "fault", "injected", "held", "recovered", "p50", "p99", "max", "slow", "stalest", "lost (>win)")
 	for _, ks := range c.Stats() {
-		fmt.Fprintf(&b, "%-16s %8d %15s %9d %10s %10s %10s %6d %14d %12d\n", ks.Kind, ks.Injected,
+		fmt.Fprintf(&b, "%-16s %8d %15s %9d %10s %10s %10s %6d %12s %12d\n", ks.Kind, ks.Injected,
 			ks.MinHold.Round(100*time.Millisecond).String()+"-"+ks.MaxHold.Round(100*time.Millisecond).String(),
-			ks.Recovered, ks.P50.Round(time.Millisecond), ks.P99.Round(time.Millisecond), ks.Max.Round(time.Millisecond), ks.Slow, ks.Checked, ks.LostBeyondWd+ks.MissingFirst)
+			ks.Recovered, ks.P50.Round(time.Millisecond), ks.P99.Round(time.Millisecond), ks.Max.Round(time.Millisecond), ks.Slow, ks.Stalest.Round(time.Millisecond), ks.LostBeyondWd+ks.MissingFirst)
 	}
 	faults, failed, writes, lostW, lostEnd := c.Totals()
 	fmt.Fprintf(&b, "%d faults in %s over %d sessions; %d writes; lost beyond the window: %d; missing from final snapshots: %d; failed checks: %d\n",
@@ -302,26 +319,25 @@ func (c *Campaign) WriteReport(path string) error {
 	fmt.Fprintf(&b, "# Fault campaign: `tether sync` under store and workspace faults\n\n")
 	fmt.Fprintf(&b, "Generated by `make faults` (`go test ./test/faults -run TestCampaign`) on %s; do not edit by hand.\n\n", c.Started.UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "**Machine:** %s. The machine may have been shared with other work; recovery times carry that noise.\n\n", machine())
-	fmt.Fprintf(&b, "**Run:** %s of faults (wall %s), seed %d, %d sessions of at most %s each, on two targets at once: ",
+	fmt.Fprintf(&b, "**Run:** %s of faults (wall %s), seed %d (`FAULTS_SEED`), %d sessions of about %s each (a new session starts no fault after that), ",
 		c.Config.Duration, c.Wall.Round(time.Second), c.Config.Seed, len(c.Sessions), c.Config.SessionLife)
-	fmt.Fprintf(&b, "a `file://` store on a %d MiB tmpfs, and ", c.Config.Tmpfs>>20)
 	if c.Config.Minio != nil {
-		fmt.Fprintf(&b, "a real MinIO (%s) on 127.0.0.1 reached through a fault-injecting reverse proxy.", storetest.MinioVersion)
+		fmt.Fprintf(&b, "on two targets at once: a `file://` store on a %d MiB tmpfs, and a real MinIO (%s) on 127.0.0.1 that the sync reaches through a fault-injecting reverse proxy.", c.Config.Tmpfs>>20, storetest.MinioVersion)
 	} else {
-		fmt.Fprintf(&b, "**no MinIO target (MinIO was not installed)**.")
+		fmt.Fprintf(&b, "on a `file://` store on a %d MiB tmpfs only: **MinIO was not installed, so this run has no MinIO target and no proxy faults**.", c.Config.Tmpfs>>20)
 	}
 	fmt.Fprintf(&b, " Each session is a real `tether sync` process (built from `./cmd/tether`, default flags, run as uid %d) next to the data-loss harness's writer (`test/agentwriter`: transcript appends every 10-50 ms, the session-id file, untracked binary files and commits in `repos/app`), with the workspace on its own %d MiB tmpfs.\n\n", Unprivileged, c.Config.Tmpfs>>20)
 	fmt.Fprintf(&b, "## Result\n\n")
 	fmt.Fprintf(&b, "%d faults, %d writes; **writes lost beyond the %s window: %d** (goal 0); writes missing from the final snapshot of a session: %d; failed checks: %d.\n\n", faults, writes, Window, lostW, lostEnd, failed)
-	fmt.Fprintf(&b, "| fault | injected | held | recovered | recovery p50 | recovery p99 | max | over the bound | writes checked | writes lost beyond the window |\n")
+	fmt.Fprintf(&b, "| fault | injected | held | recovered | recovery p50 | recovery p99 | recovery max | over the bound | newest snapshot's age after recovery, max | writes lost beyond the window |\n")
 	fmt.Fprintf(&b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, ks := range c.Stats() {
-		fmt.Fprintf(&b, "| %s | %d | %s to %s | %d | %s | %s | %s | %d | %d | %d |\n", ks.Kind, ks.Injected,
+		fmt.Fprintf(&b, "| %s | %d | %s to %s | %d | %s | %s | %s | %d | %s | %d |\n", ks.Kind, ks.Injected,
 			ks.MinHold.Round(100*time.Millisecond), ks.MaxHold.Round(100*time.Millisecond), ks.Recovered,
-			fmtDur(ks.P50), fmtDur(ks.P99), fmtDur(ks.Max), ks.Slow, ks.Checked, ks.LostBeyondWd+ks.MissingFirst)
+			fmtDur(ks.P50), fmtDur(ks.P99), fmtDur(ks.Max), ks.Slow, fmtDur(ks.Stalest), ks.LostBeyondWd+ks.MissingFirst)
 	}
 	fmt.Fprintf(&b, "\n*Recovery* is the time from the moment a fault cleared (the store writable again, MinIO answering its health check, the proxy passing requests, SIGCONT sent) until the store lists a snapshot whose save started after it; the bound is %s (backoff cap %s + `--max-delay` %s + one save, %s). ", RecoveryBound, BackoffCap, MaxDelay, OneSave)
-	fmt.Fprintf(&b, "*Writes checked* are the writes older than the %s window when, %s after the recovery, the newest snapshot was restored and compared with the writer's log; those it lacked are *lost beyond the window*, together with (after a store outage) any write made before the fault cleared that the first good snapshot lacked.\n\n", Window, settle)
+	fmt.Fprintf(&b, "The *newest snapshot's age* is followed for %s after each recovery, while the writer keeps writing: how old (since its save started) the newest snapshot in the store became, that is the data-loss window had the node died then; above %s it fails the check. Then the newest snapshot is restored and compared with the writer's log: the writes older than the %s window that it lacks are *lost beyond the window*, together with (after a store outage) any write made before the fault cleared that the first good snapshot lacks.\n\n", settle, Window, Window)
 	fmt.Fprintf(&b, "## Faults\n\n")
 	fmt.Fprintf(&b, "- **file-unwritable**: every directory of the `file://` store made read-only (the sync runs unprivileged, so it is refused), then made writable again.\n")
 	fmt.Fprintf(&b, "- **store-full**: the store's tmpfs filled with a ballast file, then the ballast removed.\n")

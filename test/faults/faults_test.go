@@ -127,7 +127,7 @@ func runScenarios(t *testing.T, env *Env, scs []*scenario) {
 			continue
 		}
 		go func() {
-			sc.done <- RunPlan(t, env, sc.cfg, sc.plan, func() time.Duration { return time.Second }, sc.logs.logf)
+			sc.done <- RunPlan(t, env, sc.cfg, Steps(sc.plan...), func() time.Duration { return time.Second }, sc.logs.logf)
 		}()
 	}
 	for _, sc := range scs {
