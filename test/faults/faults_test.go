@@ -17,6 +17,7 @@ func TestMain(m *testing.M) {
 	if code, ok := ChildMain(); ok {
 		os.Exit(code)
 	}
+	ReapStale()
 	code := m.Run()
 	if sharedEnv != nil {
 		sharedEnv.Close()

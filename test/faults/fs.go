@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -176,3 +177,38 @@ func copyExecutable(dst string) error {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// ownerFile, in a session's root directory, holds the pid of the test
+// process that mounted under it.
+const ownerFile = "owner.pid"
+
+// ReapStale unmounts the campaign's tmpfs mounts whose test process is gone
+// and removes their directories. A test killed by its timeout (a panic that
+// skips every cleanup) or by SIGKILL leaves its mounts behind; the next run
+// takes them away. Mounts of a campaign still running are left alone.
+func ReapStale() {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "tether-faults" || f[2] != "tmpfs" {
+			continue
+		}
+		mnt := f[1]
+		root := filepath.Dir(mnt)
+		if !strings.HasPrefix(filepath.Base(root), "tether-faults-") {
+			continue
+		}
+		if pid, err := os.ReadFile(filepath.Join(root, ownerFile)); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(pid))); err == nil && syscall.Kill(n, 0) == nil {
+				continue // its test is still running
+			}
+		}
+		if err := Unmount(mnt); err == nil {
+			fmt.Fprintf(os.Stderr, "faults: unmounted %s, left behind by a test that did not finish\n", mnt)
+			os.RemoveAll(root)
+		}
+	}
+}

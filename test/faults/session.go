@@ -174,6 +174,9 @@ func StartSession(tb testing.TB, env *Env, cfg SessionConfig) (*Session, error) 
 	if err := os.Chmod(root, 0o755); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(root, ownerFile), []byte(itoa(os.Getpid())), 0o644); err != nil {
+		return nil, err
+	}
 	for _, d := range []string{s.cache, s.home} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
