@@ -10,7 +10,9 @@
 #                 A shorter run for development, report elsewhere:
 #                 make faults FAULTS_DURATION=4m FAULTS_REPORT=/tmp/faults.md
 #
-# The short version (TestOutageRecovery, TestFaultMix) runs in `make test`.
+# The short version (TestOutageRecovery, TestFaultMix) runs in `make test`;
+# every outage case (3 s, 30 s and 120 s, each of the three ways):
+#   FAULTS_LONG=1 go test -run TestOutageRecovery -v ./test/faults/
 
 FAULTS_DURATION ?= 30m
 FAULTS_REPORT ?= $(CURDIR)/docs/faults.md
