@@ -220,7 +220,7 @@ type lsEntry struct {
 	// snapshot.SnapshotInfo.Problem); the other fields are then zero when
 	// its manifest could not be read.
 	Problem string `json:"problem,omitempty"`
-	Epoch    uint64    `json:"epoch,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
 	// Stale: saved by a writer after a newer one took the session over;
 	// never restored by default.
 	Stale *snapshot.Staleness `json:"stale,omitempty"`

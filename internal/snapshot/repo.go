@@ -39,7 +39,7 @@ type Repo struct {
 	// budget bounds the plain bytes of the chunks this process has fetched
 	// and not yet written out (see fetchChunk), whatever the fetch counts.
 	budget *semaphore.Weighted
-	fence fenceCache // writer epochs and manifest heads (writer.go)
+	fence  fenceCache // writer epochs and manifest heads (writer.go)
 }
 
 // OpenRepo validates the names and returns the session's area of st.

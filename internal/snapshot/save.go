@@ -152,8 +152,8 @@ type Saver struct {
 	// warnedDamaged is the snapshot whose damage was last logged: a save
 	// that fails for another reason and is retried does not log it again.
 	warnedDamaged string
-	writer *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
-	fenced error   // set once a newer epoch was seen: every later save fails with it
+	writer        *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
+	fenced        error   // set once a newer epoch was seen: every later save fails with it
 }
 
 // ErrConcurrentSave is returned when another writer created the snapshot id
