@@ -76,6 +76,7 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		MaxBytes:       cfg.MaxBytes,
 		ConsistentCopy: SQLiteCopier(cfg.CacheDir),
 		Writer:         writerSource(repo, cfg.Workspace, log), // fence.go
+		Log:            log,
 	})
 	if err != nil {
 		return nil, err
