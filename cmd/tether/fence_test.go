@@ -133,6 +133,7 @@ func fencedProcess(t *testing.T, url, session string) {
 	// A keeps editing at random; B takes over at a random moment.
 	stopEdits := make(chan struct{})
 	edits := make(chan int)
+	erng := rand.New(rand.NewPCG(rng.Uint64(), 2)) // the editor's own: a rand.Rand is not safe for concurrent use
 	go func() {
 		i := 1
 		for {
@@ -140,7 +141,7 @@ func fencedProcess(t *testing.T, url, session string) {
 			case <-stopEdits:
 				edits <- i
 				return
-			case <-time.After(time.Duration(rng.Int64N(int64(40 * time.Millisecond)))):
+			case <-time.After(time.Duration(erng.Int64N(int64(40 * time.Millisecond)))):
 				edit(wsA, fmt.Sprintf("a%d.txt", i))
 				i++
 			}
