@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -304,7 +306,12 @@ func TestStoreHeals(t *testing.T) {
 					assertFiles(t, target, f.files[n])
 
 					// The next save: a new process, the old one's stat cache.
-					saver, err := snapshot.NewSaver(f.repo, f.ws, snapshot.SaveOptions{CacheDir: f.cacheDir})
+					// It takes its writer epoch as a standalone sync does: hydrate
+					// above took one, so a Saver without one would be fenced off.
+					saver, err := snapshot.NewSaver(f.repo, f.ws, snapshot.SaveOptions{
+						CacheDir: f.cacheDir,
+						Writer:   writerSource(f.repo, f.ws, slog.New(slog.NewTextHandler(io.Discard, nil))),
+					})
 					must(t, err)
 					defer saver.Close()
 					st, err := saver.Save(ctx)
