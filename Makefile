@@ -35,7 +35,7 @@ build:
 ## then every fuzz target for a short time (mk/fuzz.mk).
 test: $(TEST_DEPS) check-generated lint
 	$(GO) test -race -count=1 -timeout 45m ./...
-	FUZZTIME=$(FUZZTIME_TEST) GO=$(GO) hack/fuzz.sh
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
 ## test-unit: the fast tests only (no external servers).
 test-unit:

@@ -15,8 +15,9 @@ GO=${GO:-go}
 cd "$(dirname "$0")/.."
 cachedir=$($GO env GOCACHE)/fuzz/$($GO list -m)
 
-mapfile -t targets < <(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' . |
-	xargs grep -HoE '^func Fuzz[A-Za-z0-9_]*' | sed -E 's#^\./(.*)/[^/]*_test\.go:func #\1 #' | sort -u)
+# Each line: "<package dir> <FuzzName>".
+mapfile -t targets < <(grep -rHoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' . |
+	sed -E 's#^\./(.*)/[^/]*_test\.go:func (Fuzz[A-Za-z0-9_]*).*#\1 \2#' | sort -u)
 if [[ ${#targets[@]} -eq 0 ]]; then
 	echo "fuzz: no fuzz targets found" >&2
 	exit 1
