@@ -155,3 +155,19 @@ func TestShortPath(t *testing.T) {
 		t.Fatalf("DisplayPath(src/main.go) = %s", got)
 	}
 }
+
+// TestByteNamesStatCache: the stat cache, JSON too, finds byte names again:
+// a new process skips them unread like any other unchanged file.
+func TestByteNamesStatCache(t *testing.T) {
+	repo := openRepo(t, "file://"+t.TempDir())
+	ws, cache := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(ws, "notes\xff.txt"), []byte("ff\n"), 0o644)
+	writeFile(t, filepath.Join(ws, "notes\xfe.txt"), []byte("fe\n"), 0o644)
+	writeFile(t, filepath.Join(ws, "plain.txt"), []byte("p\n"), 0o644)
+	backdate(t, ws)
+	save(t, repo, ws, SaveOptions{CacheDir: cache})
+	st := save(t, repo, ws, SaveOptions{CacheDir: cache, SkipUnchanged: true})
+	if st.CacheHits != 3 || st.BytesRead != 0 {
+		t.Fatalf("second process: %d cache hits, %d bytes read; want 3 and 0", st.CacheHits, st.BytesRead)
+	}
+}

@@ -109,11 +109,11 @@ type SaveStats struct {
 	SQLite int `json:"sqlite,omitempty"`
 	// Warnings are things a person should know about this save.
 	Warnings []string `json:"warnings,omitempty"`
-	// LeftOut lists what is not in the snapshot, each with its reason: the
-	// files the size cap (MaxBytes) kept out, largest first, then what
-	// could not be saved (unreadable, vanished between the walk and the
-	// read, a path too long for the OS, a socket or other special file), in
-	// walk order. A save that left something out still succeeded: the rest
+	// LeftOut lists what is not in the snapshot, each with its reason:
+	// what could not be saved (unreadable, vanished between the walk and
+	// the read, a path too long for the OS, a socket or other special
+	// file), in walk order, then the files the size cap (MaxBytes) kept
+	// out, largest first. A save that left something out still succeeded: the rest
 	// is saved, and retrying would fail the same way.
 	LeftOut      []LeftOutFile `json:"leftOut,omitempty"`
 	LeftOutBytes int64         `json:"leftOutBytes,omitempty"` // of the files the size cap kept out
