@@ -73,6 +73,11 @@ type HydrateResult struct {
 	Skipped []SkippedSnapshot `json:"skipped,omitempty"`
 	// Epoch is the writer epoch taken for this workspace (WriterFile).
 	Epoch uint64 `json:"epoch,omitempty"`
+	// Repos says how each repository under repos/ came back: from its git
+	// state, or file by file because the save could not capture it.
+	Repos []snapshot.RestoredRepo `json:"repos,omitempty"`
+	// LeftOut counts what the restored snapshot's save left out.
+	LeftOut int `json:"leftOut,omitempty"`
 }
 
 // Hydrate prepares a workspace before the agent starts. When the session has
@@ -130,6 +135,16 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 		}
 		res.Outcome, res.Snapshot, res.Files, res.Bytes, res.Skipped = OutcomeRestored, rs.ID, rs.Files, rs.Bytes, skipped
 		fmt.Fprintf(progress, "hydrate: restored %d files (%d bytes) in %d ms\n", rs.Files, rs.Bytes, rs.DurationMs)
+		res.Repos, res.LeftOut = rs.Repos, rs.LeftOut
+		for _, r := range rs.Repos {
+			fmt.Fprintf(progress, "hydrate: repository %s restored (%s)\n", snapshot.DisplayPath(r.Path), r.Mode)
+			if r.Mode == snapshot.RepoModeFiles {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("repository %s came back file by file, .git included: the save could not capture it as git state (%s)", snapshot.DisplayPath(r.Path), r.Reason))
+			}
+		}
+		if rs.LeftOut > 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("snapshot %s lacks %d entries its save could not keep (see `tether snapshot restore` or the manifest for the list)", rs.ID, rs.LeftOut))
+		}
 		if len(skipped) > 0 {
 			res.Outcome = OutcomeRestoredOlder
 			res.Warnings = append(res.Warnings, fmt.Sprintf("restored snapshot %s, not the newest: %d newer snapshots are damaged and were skipped%s", rs.ID, len(skipped), skippedNote(skipped)))
