@@ -350,6 +350,17 @@ type Termination struct {
 type SnapshotRef struct {
 	ID   string      `json:"id"`
 	Time metav1.Time `json:"time"`
+	// LeftOut counts the entries this snapshot's save could not keep
+	// (unreadable, special files, paths too long, over the size cap); the
+	// sync's log and `tether snapshot ls` name them.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	LeftOut int32 `json:"leftOut,omitempty"`
+	// ReposAsFiles counts the repositories this snapshot holds file by file
+	// (.git included) because git could not capture them.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ReposAsFiles int32 `json:"reposAsFiles,omitempty"`
 }
 
 // RestoreReport is what one pod's hydrate did.
@@ -378,6 +389,16 @@ type RestoreReport struct {
 	// SkippedCount is how many were skipped in all (skipped lists at most 10).
 	// +optional
 	SkippedCount int32 `json:"skippedCount,omitempty"`
+	// LeftOut counts the entries the restored snapshot lacks because its
+	// save could not keep them.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	LeftOut int32 `json:"leftOut,omitempty"`
+	// ReposAsFiles counts the repositories that came back file by file
+	// (.git included) rather than rebuilt by git.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ReposAsFiles int32 `json:"reposAsFiles,omitempty"`
 	// Time the hydrate finished.
 	// +optional
 	Time *metav1.Time `json:"time,omitempty"`

@@ -13,7 +13,12 @@ import (
 
 // hydrateReport is the part of a hydrate's result the operator shows.
 func hydrateReport(res *statesync.HydrateResult) []byte {
-	h := podreport.Hydrate{Outcome: res.Outcome, Snapshot: res.Snapshot, Epoch: res.Epoch}
+	h := podreport.Hydrate{Outcome: res.Outcome, Snapshot: res.Snapshot, Epoch: res.Epoch, LeftOut: min(res.LeftOut, podreport.MaxCount)}
+	for _, r := range res.Repos {
+		if r.Mode == snapshot.RepoModeFiles {
+			h.ReposAsFiles++
+		}
+	}
 	for _, s := range res.Skipped {
 		h.Skipped = append(h.Skipped, podreport.Skip{ID: s.ID, Reason: redact.String(s.Reason)})
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tether-dev/tether/internal/cliutil"
 	"github.com/tether-dev/tether/internal/podreport"
+	"golang.org/x/sys/unix"
 )
 
 // hydrateLog runs a real `tether hydrate` process with --termination-log and
@@ -136,5 +137,34 @@ func TestSyncFencedTerminationLog(t *testing.T) {
 	if err != nil || !ok || f.Epoch != 1 || f.ByEpoch != 2 || f.ByVia != "hydrate" || f.ByHost != podreport.Clean(host, 64) ||
 		f.ByTime.IsZero() || f.Time.IsZero() || !strings.Contains(f.Message, "was taken over by writer epoch 2") || len(data) > podreport.MaxBytes {
 		t.Fatalf("fence record %s: %v", data, err)
+	}
+}
+
+// TestHydrateTerminationLogLeftOut: a snapshot whose save left out a FIFO and
+// held a broken repository file by file: hydrate's record counts both, for
+// the session's status.
+func TestHydrateTerminationLogLeftOut(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	ws := t.TempDir()
+	common := []string{"--store", "file://" + dir, "--session", "s1"}
+	if err := os.WriteFile(filepath.Join(ws, "notes.txt"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(ws, "pipe"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(ws, "repos", "dangling"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ws, "repos", "dangling", ".git"), []byte("gitdir: /nonexistent/tether/.git\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := tether(t, append([]string{"snapshot", "save", "--workspace", ws}, common...)...); code != 0 {
+		t.Fatalf("save: exit %d: %s", code, errs)
+	}
+	h, data := hydrateLog(t, common)
+	if h.Outcome != "restored" || h.LeftOut != 1 || h.ReposAsFiles != 1 {
+		t.Fatalf("termination log: %s", data)
 	}
 }

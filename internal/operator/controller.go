@@ -341,7 +341,8 @@ func (r *Reconciler) observeRunning(ctx context.Context, s *tetherv1.AgenticSess
 		st.LastResumeOutcome = obs.ResumeOutcome
 	}
 	if obs.SnapshotID != "" {
-		st.LastSnapshot = &tetherv1.SnapshotRef{ID: obs.SnapshotID, Time: metav1.NewTime(obs.SnapshotTime.Truncate(time.Second))}
+		st.LastSnapshot = &tetherv1.SnapshotRef{ID: obs.SnapshotID, Time: metav1.NewTime(obs.SnapshotTime.Truncate(time.Second)),
+			LeftOut: obs.SnapshotLeftOut, ReposAsFiles: obs.SnapshotReposAsFiles}
 	}
 	timeout := time.Duration(0)
 	if s.Spec.InactivityTimeout != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -27,6 +28,10 @@ type Observation struct {
 
 	SnapshotID   string
 	SnapshotTime time.Time
+	// SnapshotLeftOut and SnapshotReposAsFiles are what the newest snapshot
+	// lacks and holds file by file (the sidecar's counts, bounded).
+	SnapshotLeftOut      int32
+	SnapshotReposAsFiles int32
 }
 
 // Observer asks a running session pod for its Observation. Errors are not
@@ -65,7 +70,13 @@ type runnerStatus struct {
 type syncHealth struct {
 	LastSnapshot string    `json:"lastSnapshot"`
 	LastSuccess  time.Time `json:"lastSuccess"`
+	LeftOut      int64     `json:"leftOut"`
+	ReposAsFiles int64     `json:"reposAsFiles"`
 }
+
+// count is a count from a pod, kept within a status's int32 (a negative
+// one, which no sidecar sends, counts as 0).
+func count(n int64) int32 { return int32(min(max(n, 0), math.MaxInt32)) }
 
 // Observe implements Observer.
 func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observation, error) {
@@ -102,6 +113,7 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 	serr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(syncPort)))+"/healthz", "", &sh)
 	if serr == nil || sh.LastSnapshot != "" {
 		obs.SnapshotID, obs.SnapshotTime = sh.LastSnapshot, sh.LastSuccess
+		obs.SnapshotLeftOut, obs.SnapshotReposAsFiles = count(sh.LeftOut), count(sh.ReposAsFiles)
 	}
 	if rerr != nil && serr != nil {
 		return obs, fmt.Errorf("pod %s/%s: runner: %v; sync: %v", pod.Namespace, pod.Name, rerr, serr)

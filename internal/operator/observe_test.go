@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,7 +40,7 @@ func TestHTTPObserver(t *testing.T) {
 	syncPort := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		// Saves failing right now: 503, but the last good snapshot is still news.
 		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(`{"lastSnapshot":"0007","lastSuccess":"2026-11-24T09:59:00Z","error":"store unreachable"}`))
+		w.Write([]byte(`{"lastSnapshot":"0007","lastSuccess":"2026-11-24T09:59:00Z","error":"store unreachable","leftOut":3,"reposAsFiles":99999999999}`))
 	})
 	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: "127.0.0.1"}}
 	o := &HTTPObserver{RunnerPort: runnerPort, SyncPort: syncPort}
@@ -49,7 +50,7 @@ func TestHTTPObserver(t *testing.T) {
 	}
 	want := Observation{AgentSessionID: "6c1f-uuid", ResumeOutcome: "resumed", TurnOpen: true,
 		LastActivity: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC), SnapshotID: "0007",
-		SnapshotTime: time.Date(2026, 11, 24, 9, 59, 0, 0, time.UTC)}
+		SnapshotTime: time.Date(2026, 11, 24, 9, 59, 0, 0, time.UTC), SnapshotLeftOut: 3, SnapshotReposAsFiles: math.MaxInt32}
 	if !obs.LastActivity.Equal(want.LastActivity) || !obs.SnapshotTime.Equal(want.SnapshotTime) {
 		t.Fatalf("times %v %v", obs.LastActivity, obs.SnapshotTime)
 	}

@@ -60,6 +60,7 @@ func (r *Reconciler) recordRestore(ctx context.Context, s *tetherv1.AgenticSessi
 			rep.Skipped = append(rep.Skipped, tetherv1.SkippedSnapshot{ID: sk.ID, Reason: podreport.Clean(sk.Reason, maxSkipReason)})
 		}
 		rep.SkippedCount = int32(min(len(h.Skipped)+h.Omitted, math.MaxInt32))
+		rep.LeftOut, rep.ReposAsFiles = int32(h.LeftOut), int32(h.ReposAsFiles)
 	}
 	s.Status.LastRestore = rep
 

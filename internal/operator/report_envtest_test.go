@@ -41,7 +41,7 @@ func TestPodReportsReachStatus(t *testing.T) {
 	ns := newNamespace(t)
 	create(t, newSession(ns, "rep"))
 	waitPod(t, ns, "rep-0")
-	hyd := podreport.EncodeHydrate(podreport.Hydrate{Outcome: "restored-older", Snapshot: "0000000004", Epoch: 5, Skipped: []podreport.Skip{
+	hyd := podreport.EncodeHydrate(podreport.Hydrate{Outcome: "restored-older", Snapshot: "0000000004", Epoch: 5, LeftOut: 2, ReposAsFiles: 1, Skipped: []podreport.Skip{
 		{ID: "0000000006", Reason: "object default/rep/snapshots/0000000006 is corrupt"},
 		{ID: "0000000005", Reason: "stale writer (epoch 3, fenced by epoch 4)"},
 	}})
@@ -64,7 +64,8 @@ func TestPodReportsReachStatus(t *testing.T) {
 		older := meta.FindStatusCondition(s.Status.Conditions, tetherv1.ConditionRestoredOlderSnapshot)
 		fenced := meta.FindStatusCondition(s.Status.Conditions, tetherv1.ConditionFenced)
 		if lr == nil || lr.Pod != "rep-0" || lr.Outcome != "restored-older" || lr.Snapshot != "0000000004" || lr.Epoch != 5 ||
-			lr.SkippedCount != 2 || len(lr.Skipped) != 2 || lr.Skipped[1].Reason != "stale writer (epoch 3, fenced by epoch 4)" {
+			lr.SkippedCount != 2 || len(lr.Skipped) != 2 || lr.Skipped[1].Reason != "stale writer (epoch 3, fenced by epoch 4)" ||
+			lr.LeftOut != 2 || lr.ReposAsFiles != 1 {
 			return fmt.Sprintf("lastRestore %+v", lr)
 		}
 		if older == nil || older.Status != metav1.ConditionTrue || !strings.Contains(older.Message, "0000000006 (object") || !strings.Contains(older.Message, "0000000005 (stale") {

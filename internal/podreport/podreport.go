@@ -43,6 +43,8 @@ const (
 	maxMessage = 1024
 	// MaxSkipped is the most skipped snapshots a record can list.
 	MaxSkipped = 100
+	// MaxCount bounds a count a record carries, within a status's int32.
+	MaxCount = 1 << 30
 	// maxEpoch keeps an epoch within what a status's int64 holds.
 	maxEpoch = 1 << 53
 )
@@ -62,6 +64,10 @@ type Hydrate struct {
 	// Skipped, newest first; Omitted more were skipped but did not fit.
 	Skipped []Skip `json:"skipped,omitempty"`
 	Omitted int    `json:"omitted,omitempty"`
+	// LeftOut counts the entries the restored snapshot's save could not
+	// keep; ReposAsFiles the repositories it held file by file.
+	LeftOut      int `json:"leftOut,omitempty"`
+	ReposAsFiles int `json:"reposAsFiles,omitempty"`
 }
 
 // Fence is the record of a sync that stopped because a newer writer took the
@@ -179,6 +185,9 @@ func Parse(msg string) (any, error) {
 		}
 		if len(h.Skipped) > MaxSkipped || h.Omitted < 0 || h.Omitted > 1<<20 {
 			return nil, errors.New("hydrate record: skipped list out of bounds")
+		}
+		if h.LeftOut < 0 || h.LeftOut > MaxCount || h.ReposAsFiles < 0 || h.ReposAsFiles > MaxCount {
+			return nil, errors.New("hydrate record: left-out counts out of range")
 		}
 		for i, s := range h.Skipped {
 			if !ValidID(s.ID) {

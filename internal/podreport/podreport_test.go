@@ -23,6 +23,8 @@ func TestParseHostile(t *testing.T) {
 		"token id":      `{"kind":"hydrate","outcome":"restored-older","snapshot":"0000000001","skipped":[{"id":"` + tok + `","reason":"x"}]}`,
 		"not takeover":  `{"kind":"fenced","epoch":3,"byEpoch":2}`,
 		"huge epoch":    `{"kind":"fenced","epoch":1,"byEpoch":18446744073709551615}`,
+		"neg left out":  `{"kind":"hydrate","outcome":"restored","snapshot":"0000000001","leftOut":-1}`,
+		"huge repos":    `{"kind":"hydrate","outcome":"restored","snapshot":"0000000001","reposAsFiles":4294967296}`,
 	}
 	for name, msg := range bad {
 		rec, err := Parse(msg)

@@ -2,6 +2,7 @@ package statesync
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -56,6 +57,15 @@ func TestSyncLeftOutIsSuccess(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Fatalf("metrics lack %q:\n%s", want, body)
 		}
+	}
+	// /healthz carries the counts too: the operator puts them in the
+	// session's status.
+	rec = httptest.NewRecorder()
+	s.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	var h struct{ LeftOut, ReposAsFiles int }
+	must(t, json.Unmarshal(rec.Body.Bytes(), &h))
+	if rec.Code != 200 || h.LeftOut != 1 || h.ReposAsFiles != 1 {
+		t.Fatalf("/healthz = %d %s, want 200 with leftOut 1 and reposAsFiles 1", rec.Code, rec.Body)
 	}
 }
 

@@ -27,11 +27,15 @@ type Metrics struct {
 	reposFiles  prometheus.Gauge
 	failuresBy  *prometheus.CounterVec
 
-	lastOK   time.Time
-	lastErr  string
-	lastID   string
-	syncer   *Syncer
-	clockNow func() time.Time
+	lastOK  time.Time
+	lastErr string
+	lastID  string
+	// What the last successful save left out, for /healthz (and so the
+	// operator's status).
+	lastLeftOut      int
+	lastReposAsFiles int
+	syncer           *Syncer
+	clockNow         func() time.Time
 }
 
 func newMetrics(s *Syncer) *Metrics {
@@ -80,6 +84,7 @@ func (m *Metrics) observe(st *snapshot.SaveStats, err error, d time.Duration) {
 	}
 	m.syncer.mu.Lock()
 	m.lastOK, m.lastErr, m.lastID = m.clockNow(), "", st.ID
+	m.lastLeftOut, m.lastReposAsFiles = len(st.LeftOut), len(st.ReposAsFiles)
 	m.syncer.mu.Unlock()
 }
 
@@ -125,6 +130,11 @@ type health struct {
 	FailingSeconds      float64   `json:"failingSeconds"`
 	NextAttempt         time.Time `json:"nextAttempt,omitzero"`
 	UnsavedSeconds      float64   `json:"oldestUnsavedChangeSeconds"`
+	// LeftOut and ReposAsFiles count what the newest snapshot lacks and which
+	// repositories it holds file by file (the names are in the sync's log
+	// and `tether snapshot ls`).
+	LeftOut      int `json:"leftOut"`
+	ReposAsFiles int `json:"reposAsFiles"`
 }
 
 // Handler serves /metrics and /healthz. /healthz is 200 while the last save
@@ -141,7 +151,7 @@ func (m *Metrics) Handler() http.Handler {
 		f := m.syncer.fails
 		body := health{State: m.syncer.phase.String(), LastSnapshot: m.lastID, LastSuccess: m.lastOK, Error: redact.String(m.lastErr),
 			ErrorKind: f.kind, ConsecutiveFailures: f.count, FailingSince: f.since, FailingSeconds: failingFor,
-			NextAttempt: f.retryAt, UnsavedSeconds: unsaved}
+			NextAttempt: f.retryAt, UnsavedSeconds: unsaved, LeftOut: m.lastLeftOut, ReposAsFiles: m.lastReposAsFiles}
 		failing := m.lastErr != ""
 		m.syncer.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
