@@ -98,7 +98,7 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 	c.Flags().StringVar(&cfg.CacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "stat cache and git object cache (env TETHER_CACHE_DIR)")
 	c.Flags().StringArrayVar(&cfg.Excludes, "exclude", cfg.Excludes, "gitignore-style pattern anchored at the workspace root, repeatable; **/ matches at any depth; replaces the defaults")
 	c.Flags().BoolVar(&noDefEx, "no-default-excludes", false, "save node_modules and the other default exclusions too")
-	c.Flags().StringVar(&maxSize, "max-size", envOr("TETHER_SYNC_MAX_SIZE", ""), "cap on the bytes of files outside repos/ per snapshot, e.g. 5G; over it the largest files are left out and logged (env TETHER_SYNC_MAX_SIZE; empty: no cap)")
+	c.Flags().StringVar(&maxSize, "max-size", envOr("TETHER_SYNC_MAX_SIZE", ""), "cap on the bytes of files outside git repositories per snapshot, e.g. 5G; over it the largest files are left out and logged (env TETHER_SYNC_MAX_SIZE; empty: no cap)")
 	c.Flags().StringVar(&listen, "listen", envOr("TETHER_SYNC_LISTEN", ""), "address for /metrics and /healthz, e.g. :9464 (env TETHER_SYNC_LISTEN; empty: off)")
 	c.Flags().StringVar(&termLog, "termination-log", "", "when fenced, write a JSON record of who took the session over to this file (on Kubernetes /dev/termination-log, for the operator)")
 	return c

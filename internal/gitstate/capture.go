@@ -58,6 +58,11 @@ type Result struct {
 	// Full reports that Bundle has no prerequisite: the caller must start a
 	// new chain with it and may forget the older bundles once it is stored.
 	Full bool
+	// Unborn are the repositories without a commit inside the working tree
+	// (relative, slash-separated): git cannot record them as gitlinks, so
+	// this capture leaves them out and the caller captures each as a
+	// repository of its own.
+	Unborn []string
 }
 
 // Capture records the full working state of the git repository whose working
@@ -153,6 +158,8 @@ type capturer struct {
 	prev *State
 	opts CaptureOptions
 	tmp  string // private temp dir under ScratchDir
+	// unborn are the embedded repositories without commits addAll left out.
+	unborn []string
 }
 
 // objEnv makes git write new objects to ObjectDir and find the user's
@@ -239,7 +246,7 @@ func (c *capturer) run(ctx context.Context) (*Result, error) {
 	}
 
 	if c.prev != nil && sameContent(c.prev, &st) {
-		return &Result{State: *c.prev}, nil
+		return &Result{State: *c.prev, Unborn: c.unborn}, nil
 	}
 
 	// Commits: the index, the unmerged entries, then the snapshot.
@@ -273,7 +280,7 @@ func (c *capturer) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{State: st, Bundle: bundle, Full: full}, nil
+	return &Result{State: st, Bundle: bundle, Full: full, Unborn: c.unborn}, nil
 }
 
 // hasCommit reports whether the commit is in ObjectDir or the repository.
@@ -422,9 +429,8 @@ func (c *capturer) readTrees(ctx context.Context, st *State) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range left {
-		st.Warnings = append(st.Warnings, fmt.Sprintf("%s is a git repository without commits inside the working tree: it is not captured (commit in it, or capture it as a repository of its own)", p))
-	}
+	// Each is the caller's to capture as a repository of its own (Result.Unborn).
+	c.unborn = left
 	if st.WorktreeTree, err = g.line(ctx, "write-tree"); err != nil {
 		return err
 	}

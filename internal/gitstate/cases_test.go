@@ -346,8 +346,9 @@ func TestEmbeddedRepositories(t *testing.T) {
 	repo := newRepo(t)
 	write(t, repo, "f", "x\n")
 	// An embedded repository with a commit becomes a gitlink (a submodule
-	// the caller captures on its own); one without commits is left out with
-	// a warning instead of failing the capture.
+	// the caller captures on its own); one without commits cannot be, so it
+	// is left out of this capture and named in Result.Unborn for the caller
+	// to capture as a repository of its own, instead of failing the capture.
 	born := filepath.Join(repo, "tools/born")
 	git(t, repo, "init", "-q", born)
 	write(t, born, "x", "x\n")
@@ -361,8 +362,8 @@ func TestEmbeddedRepositories(t *testing.T) {
 	if len(res.State.Submodules) != 1 || res.State.Submodules[0].Path != "tools/born" {
 		t.Errorf("submodules %+v, want tools/born", res.State.Submodules)
 	}
-	if len(res.State.Warnings) != 1 || !strings.Contains(res.State.Warnings[0], "scratch/unborn") {
-		t.Errorf("warnings %q, want one about scratch/unborn", res.State.Warnings)
+	if len(res.Unborn) != 1 || res.Unborn[0] != "scratch/unborn" {
+		t.Errorf("unborn %q, want scratch/unborn", res.Unborn)
 	}
 	dir := e.restore()
 	if _, err := os.Stat(filepath.Join(dir, "f")); err != nil {

@@ -7,6 +7,6 @@
 // valid UTF-8 in base64 (bytenames.go), and errors show paths escaped and
 // shortened (QuotePath, DisplayPath). A save never fails for one entry of
 // the workspace: what it cannot read is left out with its reason
-// (SaveStats.LeftOut, Manifest.LeftOut), and a repository under repos/
-// that git cannot capture is saved file by file (ReposAsFiles).
+// (SaveStats.LeftOut, Manifest.LeftOut), and a git repository (found
+// anywhere in the workspace) that git cannot capture is saved file by file (ReposAsFiles).
 package snapshot

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,15 +43,57 @@ func TestGitCasesRoundTrip(t *testing.T) {
 			if c.Heavy && testing.Short() {
 				t.Skip("heavy git case skipped in -short mode")
 			}
-			testGitCase(t, c)
+			testGitCase(t, c, "repos/"+c.Name, nil)
 		})
 	}
 }
 
-func testGitCase(t *testing.T, c gittest.Case) {
+// TestGitCasesAnywhere: repositories outside repos/ (where agents clone
+// when the task says so) are captured as git state, not file by file, with
+// TestGitCasesRoundTrip's checks: at src/app, at proj (a child of the
+// workspace root), and at repos/a/vendor/b, a repository nested in another
+// one without being its submodule. The cases are the ones that exercise
+// the capture's parts (work in progress, an operation in progress,
+// submodules, an unborn repository, credentials, a chain of captures).
+func TestGitCasesAnywhere(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the git CLI is required")
+		}
+		t.Skip("the git CLI is not on PATH")
+	}
+	pick := map[string]bool{"ordinary": true, "unborn": true, "merge-conflict": true, "submodule": true, "credentials": true, "chain-of-four": true}
+	outer := func(t *testing.T, ws string) int {
+		gittest.Ordinary(t, filepath.Join(ws, "repos", "a"))
+		return 1
+	}
+	for _, at := range []struct {
+		dir   string
+		setup func(*testing.T, string) int
+	}{{"src/app", nil}, {"proj", nil}, {"repos/a/vendor/b", outer}} {
+		for _, c := range gittest.Cases() {
+			if !pick[c.Name] {
+				continue
+			}
+			t.Run(strings.ReplaceAll(at.dir, "/", "_")+"/"+c.Name, func(t *testing.T) {
+				t.Parallel()
+				testGitCase(t, c, at.dir, at.setup)
+			})
+		}
+	}
+}
+
+// testGitCase runs case c with its repository at the workspace path at;
+// setup, when set, prepares the workspace first and returns how many
+// repositories it made.
+func testGitCase(t *testing.T, c gittest.Case, at string, setup func(*testing.T, string) int) {
 	ctx := context.Background()
 	ws := t.TempDir()
-	dir := filepath.Join(ws, "repos", c.Name)
+	dir := filepath.Join(ws, filepath.FromSlash(at))
+	others := 0
+	if setup != nil {
+		others = setup(t, ws)
+	}
 	var targets []gitCaseTarget
 	for _, b := range storetest.Backends(t) {
 		if c.Heavy && b.Name == "gofakes3" {
@@ -85,7 +128,7 @@ func testGitCase(t *testing.T, c gittest.Case) {
 			}
 			t.Logf("%s: save after step %d: %v, %d repos (%d captured), %d bytes uploaded in %d objects",
 				tg.name, i+1, took.Round(time.Millisecond), st.Repos, st.ReposCaptured, st.BytesUploaded, st.ObjectsUploaded)
-			if want := 1 + len(c.Nested); st.Repos != want {
+			if want := others + 1 + len(c.Nested); st.Repos != want {
 				t.Errorf("%s: save after step %d holds %d repositories, want %d", tg.name, i+1, st.Repos, want)
 			}
 			if i == 0 && st.ReposCaptured != st.Repos {
@@ -103,7 +146,7 @@ func testGitCase(t *testing.T, c gittest.Case) {
 				t.Fatalf("%s: restore after step %d: %v", tg.name, i+1, err)
 			}
 			t.Logf("%s: restore after step %d: %v", tg.name, i+1, time.Since(start).Round(time.Millisecond))
-			rdir := filepath.Join(out, "repos", c.Name)
+			rdir := filepath.Join(out, filepath.FromSlash(at))
 			compareGitCase(t, fmt.Sprintf("%s, after step %d", tg.name, i+1), c, dir, rdir)
 			restored[tg.name] = rdir
 		}
@@ -190,4 +233,69 @@ func dirNames(t *testing.T, dir string) string {
 		names = append(names, e.Name())
 	}
 	return fmt.Sprint(names)
+}
+
+// TestRepoAnywhereOneLineEdit: a one-line edit in a repository outside
+// repos/ uploads about what the same edit uploads under repos/: each is an
+// incremental capture, not the repository file by file.
+func TestRepoAnywhereOneLineEdit(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the git CLI is required")
+		}
+		t.Skip("the git CLI is not on PATH")
+	}
+	ws := t.TempDir()
+	where := []string{"repos/x", "src/app", "proj", "repos/a/vendor/b"}
+	gittest.Ordinary(t, filepath.Join(ws, "repos/a"))
+	for _, r := range where {
+		dir := filepath.Join(ws, filepath.FromSlash(r))
+		gittest.Ordinary(t, dir)
+		gittest.Git(t, dir, "commit", "-q", "-m", "work")
+	}
+	repo := openRepo(t, storetest.FileURL(t.TempDir()))
+	s, err := NewSaver(repo, ws, SaveOptions{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	first, err := s.Save(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Repos != len(where)+1 || len(first.ReposAsFiles) != 0 || first.Files != 0 {
+		t.Fatalf("first save: %d repos, %d as files, %d plain files; want %d, 0, 0", first.Repos, len(first.ReposAsFiles), first.Files, len(where)+1)
+	}
+	up := map[string]int64{}
+	for _, r := range where {
+		gittest.Write(t, filepath.Join(ws, filepath.FromSlash(r)), "a.txt", "a\none more line\n")
+		st, err := s.Save(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.ReposCaptured != 1 {
+			t.Errorf("edit in %s: %d repositories captured, want 1", r, st.ReposCaptured)
+		}
+		up[r] = st.BytesUploaded
+	}
+	t.Logf("bytes uploaded by a one-line edit: %v (first save %d)", up, first.BytesUploaded)
+	for _, r := range where[1:] {
+		if up[r] > up["repos/x"]*3/2+256 {
+			t.Errorf("a one-line edit in %s uploaded %d bytes, under repos/ %d", r, up[r], up["repos/x"])
+		}
+	}
+	out := filepath.Join(t.TempDir(), "restored")
+	rs, err := Restore(ctx, repo, out, RestoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append(where, "repos/a") {
+		gittest.CompareRepos(t, filepath.Join(ws, filepath.FromSlash(r)), filepath.Join(out, filepath.FromSlash(r)))
+	}
+	for _, r := range rs.Repos {
+		if r.Mode != RepoModeGit {
+			t.Errorf("%s came back %s, want git", r.Path, r.Mode)
+		}
+	}
 }

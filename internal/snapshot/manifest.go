@@ -63,7 +63,7 @@ type Manifest struct {
 	// RemovedB64 (stored form only) holds the removed paths that are not
 	// valid UTF-8, in base64; decoding moves them into Removed.
 	RemovedB64 []string `json:"removedB64,omitempty"`
-	// Repos are the git repositories under repos/ and their submodules,
+	// Repos are the git repositories of the workspace (wherever they are) and their submodules,
 	// captured by gitstate rather than file by file. In a stored format-2
 	// manifest a repository's bundle chain may start with the first FromBase
 	// bundles of the base's repository at the same path.
@@ -72,7 +72,7 @@ type Manifest struct {
 	// the snapshot (unreadable, vanished, too long a path, not a file, over
 	// the size cap), at most maxNotes of them; Summary.LeftOut counts all.
 	LeftOut []PathNote `json:"leftOut,omitempty"`
-	// ReposAsFiles (format 3) are the repositories under repos/ whose git
+	// ReposAsFiles (format 3) are the repositories whose git
 	// state could not be captured: their files, .git included, are entries
 	// of the snapshot, and Reason says what git said.
 	ReposAsFiles []PathNote `json:"reposAsFiles,omitempty"`

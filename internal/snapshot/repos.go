@@ -15,11 +15,6 @@ import (
 	"github.com/tether-dev/tether/internal/gitstate"
 )
 
-// reposDir is the workspace directory whose git repositories are captured by
-// gitstate (working tree, index, refs, operation in progress) instead of file
-// by file. Files git ignores there are not saved.
-const reposDir = "repos"
-
 // RepoEntry is one git repository of a snapshot: its state and the chain of
 // bundles (oldest, full, first) that hold its objects.
 type RepoEntry struct {
@@ -58,11 +53,14 @@ func (m *Manifest) eachChunk(fn func(Ref)) {
 	}
 }
 
-// isRepoRoot reports whether rel (a directory) is captured as a repository:
-// a direct child of repos/ that is a git working tree.
+// isRepoRoot reports whether rel (a directory below the workspace root) is
+// captured as a repository: a git working tree, wherever it is. Agents clone
+// where the task says, not only under repos/; each repository found is
+// captured as git state, incrementally, with its config's credentials
+// stripped. (A repository nested in a captured one is its gitlink, captured
+// with it; the workspace root itself is saved file by file.)
 func isRepoRoot(rel, abs string) bool {
-	dir, name := path.Split(rel)
-	return dir == reposDir+"/" && name != "" && gitstate.IsRepo(abs)
+	return rel != "" && rel != "." && gitstate.IsRepo(abs)
 }
 
 // captureRepo captures the repository at rel (and, recursively, its
@@ -150,7 +148,28 @@ func (w *saveRun) captureRepo(rel string) error {
 			}
 		}
 	}
+	// A repository without commits inside this one (a `git init` of the
+	// agent's) is no gitlink: its capture is its own.
+	for _, u := range res.Unborn {
+		sub := path.Join(rel, u)
+		if err := validPath(sub); err != nil || !gitstate.IsRepo(filepath.Join(w.s.workspace, filepath.FromSlash(sub))) {
+			w.stats.Warnings = append(w.stats.Warnings, fmt.Sprintf("%s: git names %s as a repository without commits, which it is not: left out", QuotePath(rel), QuotePath(u)))
+			continue
+		}
+		if err := w.captureRepo(sub); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// repoPaths lists the paths of m's repositories.
+func repoPaths(m *Manifest) []string {
+	ps := make([]string, len(m.Repos))
+	for i, r := range m.Repos {
+		ps[i] = r.Path
+	}
+	return ps
 }
 
 // gitError is a failure of git to capture a repository (as opposed to the
@@ -269,9 +288,9 @@ func (s *Saver) Close() error {
 }
 
 // validateRepos checks repository entries like file entries: clean relative
-// paths, each a direct child of repos/ (a directory of the snapshot) or a
-// submodule inside another repository of the snapshot, never twice, never
-// where a file entry is.
+// paths, each in a directory of the snapshot (or at its root) or a submodule
+// inside another repository of the snapshot, never twice, never where a file
+// entry is, never written through a symlink.
 func (m *Manifest) validateRepos(kinds map[string]string) error {
 	seen := map[string]bool{}
 	for _, r := range m.Repos {
@@ -288,12 +307,12 @@ func (m *Manifest) validateRepos(kinds map[string]string) error {
 	}
 	for _, r := range m.Repos {
 		parent := path.Dir(r.Path)
-		ok := parent == reposDir && kinds[reposDir] == TypeDir
+		ok := parent == "." || kinds[parent] == TypeDir
 		for p := parent; !ok && p != "." && p != "/"; p = path.Dir(p) {
 			ok = seen[p]
 		}
 		if !ok {
-			return fmt.Errorf("snapshot %s: repository %s is neither under %s/ nor inside another repository", m.ID, QuotePath(r.Path), reposDir)
+			return fmt.Errorf("snapshot %s: repository %s is neither in a directory of the snapshot nor inside another repository", m.ID, QuotePath(r.Path))
 		}
 		for p := parent; p != "."; p = path.Dir(p) {
 			if kinds[p] != "" && kinds[p] != TypeDir {

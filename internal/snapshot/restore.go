@@ -47,7 +47,7 @@ type RestoreStats struct {
 	Files      int    `json:"files"`
 	Bytes      int64  `json:"bytes"`
 	DurationMs int64  `json:"durationMs"`
-	// Repos says how each repository under repos/ came back: from its git
+	// Repos says how each git repository came back: from its git
 	// state, or file by file (.git included) because the save could not
 	// capture it as git state.
 	Repos []RestoredRepo `json:"repos,omitempty"`

@@ -36,7 +36,7 @@ type SaveOptions struct {
 	// Exclude reports whether a path (slash-separated, relative to the
 	// workspace) is left out. Directories are asked about before their contents.
 	Exclude func(rel string, isDir bool) bool
-	// CaptureRepo, when set, is asked before each git repository under repos/
+	// CaptureRepo, when set, is asked before each git repository of the workspace
 	// is captured; false reuses the previous snapshot's capture of it (the
 	// sync loop captures repositories only when they changed). Nil: always.
 	CaptureRepo func(rel string) bool
@@ -88,14 +88,17 @@ type SaveOptions struct {
 
 // SaveStats reports what one save did.
 type SaveStats struct {
-	ID            string `json:"id"`
-	Parent        string `json:"parent,omitempty"`
-	Files         int    `json:"files"`
-	Dirs          int    `json:"dirs"`
-	Symlinks      int    `json:"symlinks"`
-	Skipped       int    `json:"skipped"`       // sockets, devices and other entries a snapshot cannot hold
-	Repos         int    `json:"repos"`         // git repositories in the snapshot
-	ReposCaptured int    `json:"reposCaptured"` // of which a new bundle was stored
+	ID       string `json:"id"`
+	Parent   string `json:"parent,omitempty"`
+	Files    int    `json:"files"`
+	Dirs     int    `json:"dirs"`
+	Symlinks int    `json:"symlinks"`
+	Skipped  int    `json:"skipped"` // sockets, devices and other entries a snapshot cannot hold
+	Repos    int    `json:"repos"`   // git repositories in the snapshot
+	// RepoPaths are their paths (submodules and nested repositories
+	// included), wherever they are in the workspace.
+	RepoPaths     []string `json:"repoPaths,omitempty"`
+	ReposCaptured int      `json:"reposCaptured"` // of which a new bundle was stored
 	// ReposUnchanged counts repositories whose fingerprint (see
 	// repoFingerprint) was that of the previous capture: not captured again.
 	ReposUnchanged  int   `json:"reposUnchanged,omitempty"`
@@ -117,7 +120,7 @@ type SaveStats struct {
 	// is saved, and retrying would fail the same way.
 	LeftOut      []LeftOutFile `json:"leftOut,omitempty"`
 	LeftOutBytes int64         `json:"leftOutBytes,omitempty"` // of the files the size cap kept out
-	// ReposAsFiles are the repositories under repos/ whose git state could
+	// ReposAsFiles are the git repositories whose state could
 	// not be captured, saved file by file (.git included), with git's reason.
 	ReposAsFiles []LeftOutFile `json:"reposAsFiles,omitempty"`
 	// Unchanged: nothing differed from the newest snapshot and, with
@@ -408,7 +411,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 			st.ID = s.base.ID
 			st.Files, st.Dirs, st.Symlinks = m.Summary.Files, m.Summary.Dirs, m.Summary.Symlinks
 			st.BytesScanned = m.Summary.Bytes
-			st.Repos = len(m.Repos)
+			st.Repos, st.RepoPaths = len(m.Repos), repoPaths(m)
 			st.BytesUploaded = w.up.bytes.Load()
 			st.ObjectsUploaded = int(w.up.objects.Load())
 			st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
@@ -445,7 +448,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	st.ID = m.ID
 	st.Files, st.Dirs, st.Symlinks = m.Summary.Files, m.Summary.Dirs, m.Summary.Symlinks
 	st.BytesScanned = m.Summary.Bytes
-	st.Repos = len(m.Repos)
+	st.Repos, st.RepoPaths = len(m.Repos), repoPaths(m)
 	st.BytesUploaded = w.up.bytes.Load() + int64(len(obj))
 	st.ObjectsUploaded = int(w.up.objects.Load()) + 1
 	st.DurationMs = s.opts.Now().Sub(start).Milliseconds()

@@ -74,7 +74,7 @@ type HydrateResult struct {
 	Skipped []SkippedSnapshot `json:"skipped,omitempty"`
 	// Epoch is the writer epoch taken for this workspace (WriterFile).
 	Epoch uint64 `json:"epoch,omitempty"`
-	// Repos says how each repository under repos/ came back: from its git
+	// Repos says how each git repository came back: from its git
 	// state, or file by file because the save could not capture it.
 	Repos []snapshot.RestoredRepo `json:"repos,omitempty"`
 	// LeftOut counts what the restored snapshot's save left out.

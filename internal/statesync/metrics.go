@@ -48,7 +48,7 @@ func newMetrics(s *Syncer) *Metrics {
 	m.snapshots = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_snapshots_total", Help: "Snapshots written (saves that found no change write none)."})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_sync_errors_total", Help: "Errors by kind (save, prune)."}, []string{"kind"})
 	m.leftFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_files", Help: "Entries left out of the newest snapshot, each with a reason in its manifest: over the size cap (--max-size), unreadable, vanished between walk and read, path too long, sockets and other special files."})
-	m.reposFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_repos_saved_as_files", Help: "Repositories under repos/ the newest snapshot holds file by file (.git included) because git could not capture them."})
+	m.reposFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_repos_saved_as_files", Help: "Git repositories the newest snapshot holds file by file (.git included) because git could not capture them."})
 	m.leftBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_bytes", Help: "Bytes the size cap (--max-size) kept out of the last snapshot."})
 	unsaved := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_oldest_unsaved_change_age_seconds", Help: "Age of the oldest change not yet in a snapshot (0 when everything is saved)."},
 		func() float64 { return m.syncer.unsavedAge().Seconds() })

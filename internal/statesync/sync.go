@@ -35,12 +35,15 @@ type Syncer struct {
 	mu           sync.Mutex
 	pending      pendingState
 	lastCaptured map[string]time.Time // repo path -> last capture
-	saves        int
-	taking       taken // what the running save works from
-	saving       bool
-	lastLeftOut  string
-	phase        phase    // what the loop is doing (for /healthz)
-	fails        failures // the current run of failed saves
+	// repos are the git repositories the last good save met (their paths),
+	// so that a file event is charged to the repositories holding it.
+	repos       map[string]bool
+	saves       int
+	taking      taken // what the running save works from
+	saving      bool
+	lastLeftOut string
+	phase       phase    // what the loop is doing (for /healthz)
+	fails       failures // the current run of failed saves
 
 	// kick wakes the loop when something arrived (buffered, never blocks).
 	kick chan struct{}
@@ -124,9 +127,7 @@ func (s *Syncer) note(c change) {
 			s.mu.Unlock()
 			return
 		}
-		if repo := repoOf(c.rel); repo != "" {
-			s.pending.repoDirty[repo] = true
-		}
+		s.markRepos(c.rel)
 	}
 	if s.pending.since.IsZero() {
 		s.pending.since = now
@@ -152,13 +153,19 @@ func (s *Syncer) ignored(rel string) bool {
 	return false
 }
 
-// repoOf returns "repos/<name>" for a path inside a repository directory.
-func repoOf(rel string) string {
-	parts := strings.SplitN(rel, "/", 3)
-	if len(parts) >= 2 && parts[0] == "repos" {
-		return "repos/" + parts[1]
+// markRepos marks dirty every known repository holding rel (a submodule's
+// change dirties its superproject too: the superproject's capture is what
+// captures it again), and repos/<name> for a path under repos/ before the
+// first save has named the repositories. s.mu is held.
+func (s *Syncer) markRepos(rel string) {
+	if parts := strings.SplitN(rel, "/", 3); len(parts) >= 2 && parts[0] == "repos" {
+		s.pending.repoDirty["repos/"+parts[1]] = true
 	}
-	return ""
+	for p := rel; p != "." && p != "/" && p != ""; p = path.Dir(p) {
+		if s.repos[p] {
+			s.pending.repoDirty[p] = true
+		}
+	}
 }
 
 // Run snapshots until ctx is cancelled, then takes the final snapshot within
@@ -302,6 +309,10 @@ func (s *Syncer) saveOnce(ctx context.Context) error {
 	s.mu.Lock()
 	for _, r := range s.taking.captured {
 		s.lastCaptured[r] = start
+	}
+	s.repos = make(map[string]bool, len(st.RepoPaths))
+	for _, r := range st.RepoPaths {
+		s.repos[r] = true
 	}
 	if s.fails.count > 0 {
 		s.log.Info("snapshots resumed", "afterFailures", s.fails.count, "failedFor", start.Sub(s.fails.since).Round(time.Millisecond))
