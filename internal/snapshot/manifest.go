@@ -289,9 +289,11 @@ func unmarshalManifest(data []byte) (*Manifest, error) {
 // validate checks everything restore relies on before a single byte is written:
 // every path is clean, relative and inside the workspace, every parent is a
 // directory of the snapshot (so nothing is ever written through a symlink), no
-// path appears twice, and every file's chunks add up to its size.
+// path appears twice, every file's chunks add up to its size, and every
+// reference to one chunk gives it the same length.
 func (m *Manifest) validate() error {
 	kinds := make(map[string]string, len(m.Entries))
+	lens := chunkLens{}
 	for _, e := range m.Entries {
 		if err := validPath(e.Path); err != nil {
 			return fmt.Errorf("snapshot %s: entry %s: %w", m.ID, QuotePath(e.Path), err)
@@ -320,6 +322,9 @@ func (m *Manifest) validate() error {
 			if err := validChunks(e.Chunks, e.Size); err != nil {
 				return fmt.Errorf("snapshot %s: file %s %w", m.ID, QuotePath(e.Path), err)
 			}
+			if err := lens.agree(e.Chunks); err != nil {
+				return fmt.Errorf("snapshot %s: file %s %w", m.ID, QuotePath(e.Path), err)
+			}
 		default:
 			return fmt.Errorf("snapshot %s: entry %s has unknown type %s", m.ID, QuotePath(e.Path), QuotePath(e.Type))
 		}
@@ -331,6 +336,9 @@ func (m *Manifest) validate() error {
 	for _, r := range m.Repos {
 		for i, b := range r.Bundles {
 			if err := validChunks(b.Chunks, b.Size); err != nil {
+				return fmt.Errorf("snapshot %s: bundle %d of repository %s %w", m.ID, i, QuotePath(r.Path), err)
+			}
+			if err := lens.agree(b.Chunks); err != nil {
 				return fmt.Errorf("snapshot %s: bundle %d of repository %s %w", m.ID, i, QuotePath(r.Path), err)
 			}
 		}
@@ -351,6 +359,9 @@ func validChunks(chunks []Ref, size int64) error {
 	if size < 0 {
 		return fmt.Errorf("has a negative size %d", size)
 	}
+	if size > maxFileSize {
+		return fmt.Errorf("has size %d, over the limit of %d bytes (maxFileSize)", size, int64(maxFileSize))
+	}
 	var sum int64
 	for i, c := range chunks {
 		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" {
@@ -366,6 +377,27 @@ func validChunks(chunks []Ref, size int64) error {
 	}
 	if sum != size {
 		return fmt.Errorf("has size %d but its chunks hold %d bytes", size, sum)
+	}
+	return nil
+}
+
+// maxFileSize bounds the size of a file or bundle a manifest may give:
+// 16 TiB, the largest file ext4 holds. Without it, only the manifest's own
+// length would bound what a restore sets out to write.
+const maxFileSize = 1 << 44
+
+// chunkLens is the length each chunk id was first given in a manifest. A
+// chunk is its content: two references to one id with different lengths
+// cannot both be right, and restore would only find out after writing
+// part of the snapshot.
+type chunkLens map[string]int64
+
+func (l chunkLens) agree(chunks []Ref) error {
+	for _, c := range chunks {
+		if n, ok := l[c.ID]; ok && n != c.Len {
+			return fmt.Errorf("gives chunk %s a length of %d bytes, another entry gives it %d", c.ID, c.Len, n)
+		}
+		l[c.ID] = c.Len
 	}
 	return nil
 }
