@@ -125,11 +125,31 @@ type SaveStats struct {
 	Unchanged bool `json:"unchanged,omitempty"`
 }
 
-// builtinExcludes are tether's own scratch areas at the workspace root. Saving
-// them would snapshot the snapshotter. The writer file names the writer epoch
-// of the workspace it is in: restored elsewhere, it would let a second
-// workspace pass for the first.
-var builtinExcludes = []string{".tether/cache", ".tether-restore", ".tether/writer.json"}
+// builtinExcludes are tether's own files at the workspace root, which tether
+// writes and the agent does not: left out without a note. Saving them would
+// snapshot the snapshotter. The writer file names the writer epoch of the
+// workspace it is in: restored elsewhere, it would let a second workspace
+// pass for the first.
+var builtinExcludes = []string{".tether/cache", ".tether/writer.json"}
+
+// reservedName says why tether cannot keep the entry at rel ("" when it can):
+// names that restore or hydrate use for their own work, where an entry of
+// the agent's would be refused or removed. Such an entry is left out at
+// save, with this reason and a warning, rather than refused or lost at
+// restore.
+func reservedName(rel string) string {
+	switch {
+	case rel == stagingName:
+		return "the name " + stagingName + " at the workspace root is reserved by tether (restore builds the snapshot in it): rename it to have it saved"
+	case path.Dir(rel) == reposDir && strings.HasSuffix(rel, cloneSuffix):
+		return "names ending in " + cloneSuffix + " under " + reposDir + "/ are reserved by tether (hydrate clones into them and removes them): rename it to have it saved"
+	}
+	return ""
+}
+
+// cloneSuffix is what hydrate appends to repos/<name> for the directory it
+// clones into (statesync).
+const cloneSuffix = ".tether-clone"
 
 // Saver saves snapshots of one workspace into one session's Repo. It keeps the
 // last snapshot it saved (or found) as the base of the next one, so a sync loop
@@ -160,8 +180,11 @@ type Saver struct {
 	// warnedDamaged is the snapshot whose damage was last logged: a save
 	// that fails for another reason and is retried does not log it again.
 	warnedDamaged string
-	writer        *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
-	fenced        error   // set once a newer epoch was seen: every later save fails with it
+	// warnedReserved holds the reserved names already warned about: a sync
+	// saves every few seconds, and says so once.
+	warnedReserved map[string]bool
+	writer         *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
+	fenced         error   // set once a newer epoch was seen: every later save fails with it
 }
 
 // ErrConcurrentSave is returned when another writer created the snapshot id
@@ -579,6 +602,14 @@ func (w *saveRun) walk() ([]Entry, error) {
 		}
 		rel := filepath.ToSlash(p[len(root)+1:])
 		if w.excluded(rel, d.IsDir()) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if reason := reservedName(rel); reason != "" {
+			w.leaveOut(rel, 0, reason)
+			w.s.warnReserved(rel, reason)
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -1044,6 +1075,19 @@ const maxNotes = 1000
 // just before a save opens it: the moment a file can vanish or change kind
 // after the walk saw it.
 var testHookBeforeRead func(p string)
+
+// warnReserved logs, once per Saver, that the entry at rel has a name tether
+// reserves and is not saved.
+func (s *Saver) warnReserved(rel, reason string) {
+	if s.warnedReserved[rel] {
+		return
+	}
+	if s.warnedReserved == nil {
+		s.warnedReserved = map[string]bool{}
+	}
+	s.warnedReserved[rel] = true
+	s.opts.Log.Warn("not saving an entry whose name tether reserves", "path", DisplayPath(rel), "reason", reason, "session", s.repo.Namespace+"/"+s.repo.Session)
+}
 
 // leaveOut records an entry that is not in the snapshot, and why.
 func (w *saveRun) leaveOut(rel string, size int64, reason string) {
