@@ -26,7 +26,10 @@ import (
 // removedB64) instead of as text, which JSON would have turned into U+FFFD.
 // It also records what the save left out and why (leftOut), and the
 // repositories it saved file by file because git could not capture them
-// (reposAsFiles). Versions 1 and 2 hold text names only and load as before.
+// (reposAsFiles), and which files are hard links to an earlier one
+// (linkTo, on an entry that also keeps the content, so a reader that knows
+// nothing of it restores a copy). Versions 1 and 2 hold text names only and
+// load as before.
 const FormatVersion = 3
 
 // Entry types.
@@ -222,7 +225,7 @@ func entryLess(a, b string) bool {
 }
 
 func sameEntry(a, b *Entry) bool {
-	if a.Path != b.Path || a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Target != b.Target || len(a.Chunks) != len(b.Chunks) {
+	if a.Path != b.Path || a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Target != b.Target || a.LinkTo != b.LinkTo || len(a.Chunks) != len(b.Chunks) {
 		return false
 	}
 	for i := range a.Chunks {
@@ -262,6 +265,14 @@ type Entry struct {
 	Size   int64  `json:"size,omitempty"`
 	Chunks []Ref  `json:"chunks,omitempty"`
 	Target string `json:"target,omitempty"` // symlink target, as stored in the link
+	// LinkTo, on a file, names the earlier file entry of the snapshot this
+	// one is a hard link to (in the workspace both paths were one inode);
+	// restore links it there instead of writing it. The entry keeps the
+	// same size, chunks, mode and time as that file (validate checks), so a
+	// reader that ignores the field restores a copy, never an empty file.
+	// A name that is not valid UTF-8 is in LinkToB64 in the stored form.
+	LinkTo    string `json:"linkTo,omitempty"`
+	LinkToB64 string `json:"linkToB64,omitempty"`
 }
 
 // Ref names one chunk of a file and its plain length.
@@ -294,7 +305,9 @@ func unmarshalManifest(data []byte) (*Manifest, error) {
 func (m *Manifest) validate() error {
 	kinds := make(map[string]string, len(m.Entries))
 	lens := chunkLens{}
-	for _, e := range m.Entries {
+	files := map[string]*Entry{} // the files that are not links, for LinkTo
+	for i := range m.Entries {
+		e := &m.Entries[i]
 		if err := validPath(e.Path); err != nil {
 			return fmt.Errorf("snapshot %s: entry %s: %w", m.ID, QuotePath(e.Path), err)
 		}
@@ -325,8 +338,16 @@ func (m *Manifest) validate() error {
 			if err := lens.agree(e.Chunks); err != nil {
 				return fmt.Errorf("snapshot %s: file %s %w", m.ID, QuotePath(e.Path), err)
 			}
+			if e.LinkTo == "" {
+				files[e.Path] = e
+			} else if err := validLink(e, files[e.LinkTo]); err != nil {
+				return fmt.Errorf("snapshot %s: file %s is a hard link to %s, %w", m.ID, QuotePath(e.Path), QuotePath(e.LinkTo), err)
+			}
 		default:
 			return fmt.Errorf("snapshot %s: entry %s has unknown type %s", m.ID, QuotePath(e.Path), QuotePath(e.Type))
+		}
+		if e.LinkTo != "" && e.Type != TypeFile {
+			return fmt.Errorf("snapshot %s: %s %s is given as a hard link: only files are", m.ID, e.Type, QuotePath(e.Path))
 		}
 		if e.Mode&^07777 != 0 {
 			return fmt.Errorf("snapshot %s: entry %s has invalid mode %o", m.ID, QuotePath(e.Path), e.Mode)
@@ -377,6 +398,19 @@ func validChunks(chunks []Ref, size int64) error {
 	}
 	if sum != size {
 		return fmt.Errorf("has size %d but its chunks hold %d bytes", size, sum)
+	}
+	return nil
+}
+
+// validLink checks a hard link e against the file it links to, to (nil
+// when that is no earlier file entry of the manifest, or is a link itself):
+// one inode has one content, mode and time.
+func validLink(e, to *Entry) error {
+	if to == nil {
+		return fmt.Errorf("which is not an earlier file entry (that is not itself a link) of the snapshot")
+	}
+	if e.Size != to.Size || e.Mode != to.Mode || e.MTime != to.MTime || !reflect.DeepEqual(e.Chunks, to.Chunks) {
+		return fmt.Errorf("but its size, chunks, mode or time differ from that file's")
 	}
 	return nil
 }

@@ -237,15 +237,17 @@ func moveIntoPlace(staging, target string) error {
 // modes and times, deepest first.
 func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts RestoreOptions) error {
 	fetches := opts.Fetches
-	var files []*Entry
+	var files, links []*Entry
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		switch e.Type {
-		case TypeDir:
+		switch {
+		case e.Type == TypeDir:
 			if err := os.Mkdir(filepath.Join(dir, filepath.FromSlash(e.Path)), 0o700); err != nil {
 				return err
 			}
-		case TypeFile:
+		case e.Type == TypeFile && e.LinkTo != "":
+			links = append(links, e)
+		case e.Type == TypeFile:
 			files = append(files, e)
 		}
 	}
@@ -267,6 +269,20 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts Restor
 			})
 			if err != nil {
 				return err
+			}
+			// Hard links once every file they name is written (validate:
+			// each names an earlier file entry that is not a link).
+			for _, e := range links {
+				p := filepath.Join(dir, filepath.FromSlash(e.Path))
+				err := os.Link(filepath.Join(dir, filepath.FromSlash(e.LinkTo)), p)
+				if errors.Is(err, unix.EMLINK) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP) {
+					// A file system without hard links (or out of them for
+					// this inode) still gets the content: the entry has it.
+					err = restoreFile(ctx, repo, m.ID, e, p, fileMode(e.Mode, opts.KeepSetuid))
+				}
+				if err != nil {
+					return fmt.Errorf("hard link %s to %s: %w", QuotePath(e.Path), QuotePath(e.LinkTo), err)
+				}
 			}
 			// Write the files out while git still works: the syncfs that
 			// counts, before the completion marker, then has less to do.

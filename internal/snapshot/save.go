@@ -699,39 +699,75 @@ func (w *saveRun) walk() ([]Entry, error) {
 	}
 	dbSiblings := map[string]bool{}
 	entries := make([]Entry, 0, len(all))
+	// linked: for each inode with more than one link, the index in entries
+	// of the first of its paths that was saved; the later ones become hard
+	// links to it, neither read nor uploaded again.
+	linked := map[inode]int{}
 	for i := range all {
 		f := &all[i]
 		if leftOut[i] || dbSiblings[f.e.Path] {
 			continue
 		}
-		if f.e.Type == TypeFile && w.s.opts.ConsistentCopy != nil && sqliteCandidate(f.e.Path, byPath) {
-			ok, err := w.sqlite(f.p, &f.e)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				for _, suffix := range []string{"-wal", "-shm", "-journal"} {
-					dbSiblings[f.e.Path+suffix] = true
-				}
-				entries = append(entries, f.e)
-				continue
-			}
+		ino, multi := inodeOf(f.fi)
+		multi = multi && f.e.Type == TypeFile
+		if first, ok := linked[ino]; ok && multi {
+			to := &entries[first]
+			f.e.LinkTo, f.e.Size, f.e.Chunks, f.e.Mode, f.e.MTime = to.Path, to.Size, to.Chunks, to.Mode, to.MTime
+			entries = append(entries, f.e)
+			continue
 		}
-		if f.e.Type == TypeFile {
-			if err := w.ctx.Err(); err != nil {
-				return nil, err
-			}
-			ok, err := w.file(f.p, f.e.Path, f.fi, &f.e)
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				continue
-			}
+		ok, err := w.entry(f.p, f.fi, &f.e, byPath, dbSiblings)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			// Left out: the next path of its inode, if any, is the first.
+			continue
+		}
+		if multi {
+			linked[ino] = len(entries)
 		}
 		entries = append(entries, f.e)
 	}
 	return entries, nil
+}
+
+// entry fills in the content of e, found at p with fi: for a file, its
+// chunks, read (or taken from the stat cache) and uploaded as needed, or
+// those of a consistent copy when it is a SQLite database. It returns false
+// when the entry is left out.
+func (w *saveRun) entry(p string, fi fs.FileInfo, e *Entry, byPath, dbSiblings map[string]bool) (bool, error) {
+	if e.Type != TypeFile {
+		return true, nil
+	}
+	if w.s.opts.ConsistentCopy != nil && sqliteCandidate(e.Path, byPath) {
+		ok, err := w.sqlite(p, e)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+				dbSiblings[e.Path+suffix] = true
+			}
+			return true, nil
+		}
+	}
+	if err := w.ctx.Err(); err != nil {
+		return false, err
+	}
+	return w.file(p, e.Path, fi, e)
+}
+
+// inode names a file of the workspace: hard links share one.
+type inode struct{ dev, ino uint64 }
+
+// inodeOf returns fi's inode and whether it has more than one link.
+func inodeOf(fi fs.FileInfo) (inode, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return inode{}, false
+	}
+	return inode{uint64(st.Dev), st.Ino}, st.Nlink > 1 //nolint:unconvert // Dev is not uint64 on every platform
 }
 
 func sqliteCandidate(rel string, files map[string]bool) bool {
