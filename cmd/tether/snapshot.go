@@ -178,6 +178,7 @@ func newSnapshotRestoreCmd() *cobra.Command {
 		workspace string
 		id        string
 		asJSON    bool
+		keepSUID  bool
 	)
 	c := &cobra.Command{
 		Use:   "restore",
@@ -191,7 +192,7 @@ only then moves it into place. The target must be missing or empty.`,
 				return usagef("--workspace is required")
 			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				st, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: id})
+				st, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: id, KeepSetuid: keepSUID})
 				if err != nil {
 					return err
 				}
@@ -207,6 +208,9 @@ only then moves it into place. The target must be missing or empty.`,
 					}
 				}
 				printLeftOut(c.OutOrStdout(), st.LeftOutListed, st.LeftOut)
+				if st.SetuidDropped > 0 {
+					fmt.Fprintf(c.OutOrStdout(), "%d files restored without their setuid or setgid bits (--keep-setuid keeps them)\n", st.SetuidDropped)
+				}
 				return nil
 			})
 		},
@@ -214,9 +218,13 @@ only then moves it into place. The target must be missing or empty.`,
 	sf.register(c)
 	c.Flags().StringVar(&workspace, "workspace", "", "directory to restore into; must be missing or empty (required)")
 	c.Flags().StringVar(&id, "snapshot", "", "snapshot id to restore (default: the newest)")
+	c.Flags().BoolVar(&keepSUID, "keep-setuid", false, keepSetuidUsage)
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	return c
 }
+
+// keepSetuidUsage is the help of --keep-setuid (restore and hydrate).
+const keepSetuidUsage = "restore the setuid and setgid bits of files as saved; by default they are dropped, since a restore often runs as root and the snapshot is whatever its store holds (the snapshot keeps the bits either way)"
 
 // lsEntry is one line of `snapshot ls --json`.
 type lsEntry struct {

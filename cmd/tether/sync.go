@@ -111,6 +111,7 @@ func newHydrateCmd() *cobra.Command {
 		repos     []string
 		asJSON    bool
 		termLog   string
+		keepSUID  bool
 	)
 	c := &cobra.Command{
 		Use:   "hydrate",
@@ -133,7 +134,7 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 				specs = append(specs, s)
 			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				res, err := statesync.Hydrate(ctx, repo, workspace, specs, redact.Writer(c.ErrOrStderr()))
+				res, err := statesync.HydrateWith(ctx, repo, workspace, statesync.HydrateOptions{Repos: specs, Progress: redact.Writer(c.ErrOrStderr()), KeepSetuid: keepSUID})
 				if err != nil {
 					return err
 				}
@@ -155,6 +156,7 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 	c.Flags().StringVar(&workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory (env TETHER_WORKSPACE)")
 	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable; a token goes in TETHER_GIT_TOKEN or TETHER_GIT_TOKEN_FILE, never in the URL")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	c.Flags().BoolVar(&keepSUID, "keep-setuid", false, keepSetuidUsage)
 	c.Flags().StringVar(&termLog, "termination-log", "", "also write a short JSON summary (outcome, snapshot, skipped snapshots, epoch; at most 4096 bytes) to this file (on Kubernetes /dev/termination-log, for the operator)")
 	return c
 }

@@ -145,7 +145,7 @@ func TestInterruptedMoveIsFinished(t *testing.T) {
 	must(t, os.MkdirAll(tree, 0o700))
 	m, err := repo.LoadManifest(ctx, FormatID(1))
 	must(t, err)
-	must(t, build(ctx, repo, m, tree, 4))
+	must(t, build(ctx, repo, m, tree, RestoreOptions{Fetches: 4}))
 	must(t, os.WriteFile(filepath.Join(staging, completeMarker), []byte(m.ID), 0o600))
 	must(t, os.Rename(filepath.Join(tree, "artifacts"), filepath.Join(target, "artifacts")))
 

@@ -152,6 +152,8 @@ func TestValidateRefusesBadSizes(t *testing.T) {
 		{"chunks-exceed-size", 100, refs(60, 50), "first 2 chunks already hold more"},
 		{"chunks-short-of-size", 100, refs(60), "chunks hold 60 bytes"},
 		{"size-without-chunks", 1 << 40, nil, "chunks hold 0 bytes"},
+		{"size-over-bound", maxFileSize + 1, refs(maxChunk), "maxFileSize"},
+		{"size-max-int64", math.MaxInt64, refs(math.MaxInt64), "maxFileSize"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,6 +188,48 @@ func TestValidateRefusesBadSizes(t *testing.T) {
 	if err := validChunks(refs(maxChunk, maxChunk, 1), 2*maxChunk+1); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestValidateRefusesDisagreeingChunkLengths: two references to one chunk
+// that give it different lengths, each adding up to its own entry's size,
+// are refused before anything is written, naming the second entry, whether
+// both are files or one is a bundle.
+func TestValidateRefusesDisagreeingChunkLengths(t *testing.T) {
+	id := fmt.Sprintf("%064x", 7)
+	file := func(p string, n int64) Entry {
+		return Entry{Path: p, Type: TypeFile, Mode: 0o644, Size: n, Chunks: []Ref{{ID: id, Len: n}}}
+	}
+	cases := []struct {
+		name string
+		m    *Manifest
+		want string
+	}{
+		{"two-files", &Manifest{Version: 1, ID: FormatID(1), Entries: []Entry{file("a", 10), file("b", 20)}}, `file "b" gives chunk ` + id + " a length of 20 bytes, another entry gives it 10"},
+		{"file-and-bundle", &Manifest{Version: 1, ID: FormatID(1), Entries: []Entry{file("a", 10), {Path: "repos", Type: TypeDir, Mode: 0o755}},
+			Repos: []RepoEntry{{Path: "repos/app", State: &gitstate.State{}, Bundles: []Blob{{Size: 30, Chunks: []Ref{{ID: id, Len: 30}}}}}}},
+			`bundle 0 of repository "repos/app" gives chunk ` + id + " a length of 30 bytes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.m.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("validate: %v, want an error saying %q", err, tc.want)
+			}
+			repo := openRepo(t, "file://"+t.TempDir())
+			tc.m.Namespace, tc.m.Session = repo.Namespace, repo.Session
+			raw, err := marshalManifest(tc.m)
+			must(t, err)
+			must(t, repo.st.PutIfAbsent(context.Background(), repo.manifestKey(tc.m.ID), encode(raw)))
+			out := filepath.Join(t.TempDir(), "out")
+			if _, err := Restore(context.Background(), repo, out, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("restore: %v, want it to say %q", err, tc.want)
+			}
+			assertEmpty(t, out)
+		})
+	}
+	// The same chunk at the same length in several entries is ordinary
+	// (two copies of a file).
+	m := &Manifest{ID: FormatID(1), Entries: []Entry{file("a", 10), file("b", 10)}}
+	must(t, m.validate())
 }
 
 // TestBaseLengthIsBounded: a manifest naming a base object longer than

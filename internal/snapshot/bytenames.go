@@ -52,7 +52,7 @@ func fromWire(plain, enc, what string) (string, error) {
 func encodeEntries(es []Entry) []Entry {
 	var out []Entry
 	for i := range es {
-		if utf8.ValidString(es[i].Path) && utf8.ValidString(es[i].Target) {
+		if utf8.ValidString(es[i].Path) && utf8.ValidString(es[i].Target) && utf8.ValidString(es[i].LinkTo) {
 			continue
 		}
 		if out == nil {
@@ -61,6 +61,7 @@ func encodeEntries(es []Entry) []Entry {
 		e := &out[i]
 		e.Path, e.PathB64 = wireName(e.Path)
 		e.Target, e.TargetB64 = wireName(e.Target)
+		e.LinkTo, e.LinkToB64 = wireName(e.LinkTo)
 	}
 	if out == nil {
 		return es
@@ -71,7 +72,7 @@ func encodeEntries(es []Entry) []Entry {
 func decodeEntries(es []Entry, what string) error {
 	for i := range es {
 		e := &es[i]
-		if e.PathB64 == "" && e.TargetB64 == "" {
+		if e.PathB64 == "" && e.TargetB64 == "" && e.LinkToB64 == "" {
 			continue
 		}
 		var err error
@@ -81,7 +82,10 @@ func decodeEntries(es []Entry, what string) error {
 		if e.Target, err = fromWire(e.Target, e.TargetB64, fmt.Sprintf("%s %s: symlink target", what, QuotePath(e.Path))); err != nil {
 			return err
 		}
-		e.PathB64, e.TargetB64 = "", ""
+		if e.LinkTo, err = fromWire(e.LinkTo, e.LinkToB64, fmt.Sprintf("%s %s: hard link", what, QuotePath(e.Path))); err != nil {
+			return err
+		}
+		e.PathB64, e.TargetB64, e.LinkToB64 = "", "", ""
 	}
 	return nil
 }

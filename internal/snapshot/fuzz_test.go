@@ -76,6 +76,10 @@ func FuzzUnmarshalManifest(f *testing.F) {
 	f.Add([]byte(`{"version":3,"id":"x","entries":[{"pathB64":"Li4veA==","type":"file","mode":420},{"pathB64":"!","type":"file"}],"summary":{}}`))
 	f.Add([]byte(`{"version":3,"id":"x","base":{"id":"00","len":1},"removed":["a"],"removedB64":["/w==","*"],"changed":[{"pathB64":"AA==","type":"file"}],"summary":{}}`))
 	f.Add([]byte(`{"version":3,"id":"x","leftOut":[{"pathB64":"/w==","reason":"cannot be opened: open: permission denied"},{"path":"","reason":""}],"reposAsFiles":[{"path":"repos/a","reason":"git"}],"repos":[{"pathB64":"cmVwb3Mv/w==","state":{"version":1},"bundles":[]}],"summary":{"leftOut":2}}`))
+	// Sizes that disagree with their chunks, or one chunk given two lengths.
+	f.Add([]byte(`{"version":1,"id":"x","entries":[{"path":"a","type":"file","mode":420,"size":9223372036854775807,"chunks":[{"id":"0000000000000000000000000000000000000000000000000000000000000001","len":9223372036854775807}]},{"path":"b","type":"file","mode":420,"size":3,"chunks":[{"id":"0000000000000000000000000000000000000000000000000000000000000001","len":3}]}],"summary":{}}`))
+	// Hard links: good, to a later entry, to a link, and by byte name.
+	f.Add([]byte(`{"version":3,"id":"x","entries":[{"path":"a","type":"file","mode":420,"size":3,"chunks":[{"id":"0000000000000000000000000000000000000000000000000000000000000001","len":3}]},{"path":"b","type":"file","mode":420,"size":3,"chunks":[{"id":"0000000000000000000000000000000000000000000000000000000000000001","len":3}],"linkTo":"a"},{"path":"c","type":"file","mode":420,"size":3,"chunks":[{"id":"0000000000000000000000000000000000000000000000000000000000000001","len":3}],"linkTo":"b"},{"path":"d","type":"file","mode":420,"linkToB64":"/w==","linkTo":"e"}],"summary":{}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := unmarshalManifest(data)
 		if err != nil {

@@ -26,7 +26,10 @@ import (
 // removedB64) instead of as text, which JSON would have turned into U+FFFD.
 // It also records what the save left out and why (leftOut), and the
 // repositories it saved file by file because git could not capture them
-// (reposAsFiles). Versions 1 and 2 hold text names only and load as before.
+// (reposAsFiles), and which files are hard links to an earlier one
+// (linkTo, on an entry that also keeps the content, so a reader that knows
+// nothing of it restores a copy). Versions 1 and 2 hold text names only and
+// load as before.
 const FormatVersion = 3
 
 // Entry types.
@@ -222,7 +225,7 @@ func entryLess(a, b string) bool {
 }
 
 func sameEntry(a, b *Entry) bool {
-	if a.Path != b.Path || a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Target != b.Target || len(a.Chunks) != len(b.Chunks) {
+	if a.Path != b.Path || a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Target != b.Target || a.LinkTo != b.LinkTo || len(a.Chunks) != len(b.Chunks) {
 		return false
 	}
 	for i := range a.Chunks {
@@ -262,6 +265,14 @@ type Entry struct {
 	Size   int64  `json:"size,omitempty"`
 	Chunks []Ref  `json:"chunks,omitempty"`
 	Target string `json:"target,omitempty"` // symlink target, as stored in the link
+	// LinkTo, on a file, names the earlier file entry of the snapshot this
+	// one is a hard link to (in the workspace both paths were one inode);
+	// restore links it there instead of writing it. The entry keeps the
+	// same size, chunks, mode and time as that file (validate checks), so a
+	// reader that ignores the field restores a copy, never an empty file.
+	// A name that is not valid UTF-8 is in LinkToB64 in the stored form.
+	LinkTo    string `json:"linkTo,omitempty"`
+	LinkToB64 string `json:"linkToB64,omitempty"`
 }
 
 // Ref names one chunk of a file and its plain length.
@@ -289,10 +300,14 @@ func unmarshalManifest(data []byte) (*Manifest, error) {
 // validate checks everything restore relies on before a single byte is written:
 // every path is clean, relative and inside the workspace, every parent is a
 // directory of the snapshot (so nothing is ever written through a symlink), no
-// path appears twice, and every file's chunks add up to its size.
+// path appears twice, every file's chunks add up to its size, and every
+// reference to one chunk gives it the same length.
 func (m *Manifest) validate() error {
 	kinds := make(map[string]string, len(m.Entries))
-	for _, e := range m.Entries {
+	lens := chunkLens{}
+	files := map[string]*Entry{} // the files that are not links, for LinkTo
+	for i := range m.Entries {
+		e := &m.Entries[i]
 		if err := validPath(e.Path); err != nil {
 			return fmt.Errorf("snapshot %s: entry %s: %w", m.ID, QuotePath(e.Path), err)
 		}
@@ -320,8 +335,19 @@ func (m *Manifest) validate() error {
 			if err := validChunks(e.Chunks, e.Size); err != nil {
 				return fmt.Errorf("snapshot %s: file %s %w", m.ID, QuotePath(e.Path), err)
 			}
+			if err := lens.agree(e.Chunks); err != nil {
+				return fmt.Errorf("snapshot %s: file %s %w", m.ID, QuotePath(e.Path), err)
+			}
+			if e.LinkTo == "" {
+				files[e.Path] = e
+			} else if err := validLink(e, files[e.LinkTo]); err != nil {
+				return fmt.Errorf("snapshot %s: file %s is a hard link to %s, %w", m.ID, QuotePath(e.Path), QuotePath(e.LinkTo), err)
+			}
 		default:
 			return fmt.Errorf("snapshot %s: entry %s has unknown type %s", m.ID, QuotePath(e.Path), QuotePath(e.Type))
+		}
+		if e.LinkTo != "" && e.Type != TypeFile {
+			return fmt.Errorf("snapshot %s: %s %s is given as a hard link: only files are", m.ID, e.Type, QuotePath(e.Path))
 		}
 		if e.Mode&^07777 != 0 {
 			return fmt.Errorf("snapshot %s: entry %s has invalid mode %o", m.ID, QuotePath(e.Path), e.Mode)
@@ -331,6 +357,9 @@ func (m *Manifest) validate() error {
 	for _, r := range m.Repos {
 		for i, b := range r.Bundles {
 			if err := validChunks(b.Chunks, b.Size); err != nil {
+				return fmt.Errorf("snapshot %s: bundle %d of repository %s %w", m.ID, i, QuotePath(r.Path), err)
+			}
+			if err := lens.agree(b.Chunks); err != nil {
 				return fmt.Errorf("snapshot %s: bundle %d of repository %s %w", m.ID, i, QuotePath(r.Path), err)
 			}
 		}
@@ -351,6 +380,9 @@ func validChunks(chunks []Ref, size int64) error {
 	if size < 0 {
 		return fmt.Errorf("has a negative size %d", size)
 	}
+	if size > maxFileSize {
+		return fmt.Errorf("has size %d, over the limit of %d bytes (maxFileSize)", size, int64(maxFileSize))
+	}
 	var sum int64
 	for i, c := range chunks {
 		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" {
@@ -366,6 +398,40 @@ func validChunks(chunks []Ref, size int64) error {
 	}
 	if sum != size {
 		return fmt.Errorf("has size %d but its chunks hold %d bytes", size, sum)
+	}
+	return nil
+}
+
+// validLink checks a hard link e against the file it links to, to (nil
+// when that is no earlier file entry of the manifest, or is a link itself):
+// one inode has one content, mode and time.
+func validLink(e, to *Entry) error {
+	if to == nil {
+		return fmt.Errorf("which is not an earlier file entry (that is not itself a link) of the snapshot")
+	}
+	if e.Size != to.Size || e.Mode != to.Mode || e.MTime != to.MTime || !reflect.DeepEqual(e.Chunks, to.Chunks) {
+		return fmt.Errorf("but its size, chunks, mode or time differ from that file's")
+	}
+	return nil
+}
+
+// maxFileSize bounds the size of a file or bundle a manifest may give:
+// 16 TiB, the largest file ext4 holds. Without it, only the manifest's own
+// length would bound what a restore sets out to write.
+const maxFileSize = 1 << 44
+
+// chunkLens is the length each chunk id was first given in a manifest. A
+// chunk is its content: two references to one id with different lengths
+// cannot both be right, and restore would only find out after writing
+// part of the snapshot.
+type chunkLens map[string]int64
+
+func (l chunkLens) agree(chunks []Ref) error {
+	for _, c := range chunks {
+		if n, ok := l[c.ID]; ok && n != c.Len {
+			return fmt.Errorf("gives chunk %s a length of %d bytes, another entry gives it %d", c.ID, c.Len, n)
+		}
+		l[c.ID] = c.Len
 	}
 	return nil
 }

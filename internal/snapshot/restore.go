@@ -39,6 +39,13 @@ type RestoreOptions struct {
 	// bundle of a git repository (default 8). Whatever the count, the chunks
 	// held in memory stay within a budget of 64 MiB (fetchBudget).
 	Fetches int
+	// KeepSetuid restores the setuid and setgid bits of regular files as
+	// the manifest holds them. Off, they are dropped: a restore often runs
+	// as root, and a snapshot is whatever its store holds, so a setuid
+	// file in it would hand its owner's privileges to whoever runs it.
+	// The manifest keeps the bits either way; directories keep setgid
+	// (group inheritance, no privilege).
+	KeepSetuid bool
 }
 
 // RestoreStats reports what a restore did.
@@ -55,6 +62,9 @@ type RestoreStats struct {
 	// SaveStats.LeftOut); LeftOutListed lists the first of them.
 	LeftOut       int           `json:"leftOut,omitempty"`
 	LeftOutListed []LeftOutFile `json:"leftOutListed,omitempty"`
+	// SetuidDropped counts the files restored without the setuid or setgid
+	// bits the snapshot gives them (see RestoreOptions.KeepSetuid).
+	SetuidDropped int `json:"setuidDropped,omitempty"`
 }
 
 // How a repository came back (RestoredRepo.Mode).
@@ -120,7 +130,7 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 		if err := moveIntoPlace(staging, target); err != nil {
 			return nil, err
 		}
-		return statsOf(m, start), nil
+		return statsOf(m, start, opts.KeepSetuid), nil
 	}
 	if err := os.RemoveAll(staging); err != nil {
 		return nil, fmt.Errorf("restore %s: remove an unfinished staging directory: %w", repo, err)
@@ -145,7 +155,7 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 			os.RemoveAll(staging)
 		}
 	}()
-	if err := build(ctx, repo, m, tree, opts.Fetches); err != nil {
+	if err := build(ctx, repo, m, tree, opts); err != nil {
 		return nil, fmt.Errorf("restore %s snapshot %s: %w", repo, id, err)
 	}
 	if err := syncFS(staging); err != nil {
@@ -158,11 +168,16 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 	if err := moveIntoPlace(staging, target); err != nil {
 		return nil, err
 	}
-	return statsOf(m, start), nil
+	return statsOf(m, start, opts.KeepSetuid), nil
 }
 
-func statsOf(m *Manifest, start time.Time) *RestoreStats {
+func statsOf(m *Manifest, start time.Time, keepSetuid bool) *RestoreStats {
 	st := &RestoreStats{ID: m.ID, Files: m.Summary.Files, Bytes: m.Summary.Bytes, DurationMs: time.Since(start).Milliseconds(), LeftOut: m.Summary.LeftOut}
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.Type == TypeFile && fileMode(e.Mode, keepSetuid) != e.Mode {
+			st.SetuidDropped++
+		}
+	}
 	for _, r := range m.Repos {
 		st.Repos = append(st.Repos, RestoredRepo{Path: r.Path, Mode: RepoModeGit})
 	}
@@ -220,16 +235,19 @@ func moveIntoPlace(staging, target string) error {
 // repository's directory holds no file entry; validate checks), then
 // symlinks (last, so nothing is ever written through one), then directory
 // modes and times, deepest first.
-func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int) error {
-	var files []*Entry
+func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts RestoreOptions) error {
+	fetches := opts.Fetches
+	var files, links []*Entry
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		switch e.Type {
-		case TypeDir:
+		switch {
+		case e.Type == TypeDir:
 			if err := os.Mkdir(filepath.Join(dir, filepath.FromSlash(e.Path)), 0o700); err != nil {
 				return err
 			}
-		case TypeFile:
+		case e.Type == TypeFile && e.LinkTo != "":
+			links = append(links, e)
+		case e.Type == TypeFile:
 			files = append(files, e)
 		}
 	}
@@ -247,10 +265,24 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, fetches int
 				return ctx.Err()
 			}
 			err := parallel(ctx, fetches, files, func(ctx context.Context, e *Entry) error {
-				return restoreFile(ctx, repo, m.ID, e, filepath.Join(dir, filepath.FromSlash(e.Path)))
+				return restoreFile(ctx, repo, m.ID, e, filepath.Join(dir, filepath.FromSlash(e.Path)), fileMode(e.Mode, opts.KeepSetuid))
 			})
 			if err != nil {
 				return err
+			}
+			// Hard links once every file they name is written (validate:
+			// each names an earlier file entry that is not a link).
+			for _, e := range links {
+				p := filepath.Join(dir, filepath.FromSlash(e.Path))
+				err := os.Link(filepath.Join(dir, filepath.FromSlash(e.LinkTo)), p)
+				if errors.Is(err, unix.EMLINK) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP) {
+					// A file system without hard links (or out of them for
+					// this inode) still gets the content: the entry has it.
+					err = restoreFile(ctx, repo, m.ID, e, p, fileMode(e.Mode, opts.KeepSetuid))
+				}
+				if err != nil {
+					return fmt.Errorf("hard link %s to %s: %w", QuotePath(e.Path), QuotePath(e.LinkTo), err)
+				}
 			}
 			// Write the files out while git still works: the syncfs that
 			// counts, before the completion marker, then has less to do.
@@ -438,7 +470,17 @@ func chmod(p string, mode uint32) error {
 	return nil
 }
 
-func restoreFile(ctx context.Context, repo *Repo, snapshotID string, e *Entry, p string) error {
+// fileMode is the mode a regular file is restored with: setuid and setgid
+// only when asked for (RestoreOptions.KeepSetuid).
+func fileMode(mode uint32, keepSetuid bool) uint32 {
+	if keepSetuid {
+		return mode
+	}
+	return mode &^ (syscall.S_ISUID | syscall.S_ISGID)
+}
+
+// restoreFile writes e at p with the given mode bits.
+func restoreFile(ctx context.Context, repo *Repo, snapshotID string, e *Entry, p string, mode uint32) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
@@ -455,11 +497,11 @@ func restoreFile(ctx context.Context, repo *Repo, snapshotID string, e *Entry, p
 			return err
 		}
 	}
-	if err := f.Chmod(fs.FileMode(e.Mode & 0o777)); err != nil {
+	if err := f.Chmod(fs.FileMode(mode & 0o777)); err != nil {
 		return err
 	}
-	if e.Mode&^0o777 != 0 {
-		if err := chmod(p, e.Mode); err != nil {
+	if mode&^0o777 != 0 {
+		if err := chmod(p, mode); err != nil {
 			return err
 		}
 	}

@@ -128,11 +128,31 @@ type SaveStats struct {
 	Unchanged bool `json:"unchanged,omitempty"`
 }
 
-// builtinExcludes are tether's own scratch areas at the workspace root. Saving
-// them would snapshot the snapshotter. The writer file names the writer epoch
-// of the workspace it is in: restored elsewhere, it would let a second
-// workspace pass for the first.
-var builtinExcludes = []string{".tether/cache", ".tether-restore", ".tether/writer.json"}
+// builtinExcludes are tether's own files at the workspace root, which tether
+// writes and the agent does not: left out without a note. Saving them would
+// snapshot the snapshotter. The writer file names the writer epoch of the
+// workspace it is in: restored elsewhere, it would let a second workspace
+// pass for the first.
+var builtinExcludes = []string{".tether/cache", ".tether/writer.json"}
+
+// reservedName says why tether cannot keep the entry at rel ("" when it can):
+// names that restore or hydrate use for their own work, where an entry of
+// the agent's would be refused or removed. Such an entry is left out at
+// save, with this reason and a warning, rather than refused or lost at
+// restore.
+func reservedName(rel string) string {
+	switch {
+	case rel == stagingName:
+		return "the name " + stagingName + " at the workspace root is reserved by tether (restore builds the snapshot in it): rename it to have it saved"
+	case path.Dir(rel) == reposDir && strings.HasSuffix(rel, cloneSuffix):
+		return "names ending in " + cloneSuffix + " under " + reposDir + "/ are reserved by tether (hydrate clones into them and removes them): rename it to have it saved"
+	}
+	return ""
+}
+
+// cloneSuffix is what hydrate appends to repos/<name> for the directory it
+// clones into (statesync).
+const cloneSuffix = ".tether-clone"
 
 // Saver saves snapshots of one workspace into one session's Repo. It keeps the
 // last snapshot it saved (or found) as the base of the next one, so a sync loop
@@ -163,8 +183,11 @@ type Saver struct {
 	// warnedDamaged is the snapshot whose damage was last logged: a save
 	// that fails for another reason and is retried does not log it again.
 	warnedDamaged string
-	writer        *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
-	fenced        error   // set once a newer epoch was seen: every later save fails with it
+	// warnedReserved holds the reserved names already warned about: a sync
+	// saves every few seconds, and says so once.
+	warnedReserved map[string]bool
+	writer         *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
+	fenced         error   // set once a newer epoch was seen: every later save fails with it
 }
 
 // ErrConcurrentSave is returned when another writer created the snapshot id
@@ -587,6 +610,14 @@ func (w *saveRun) walk() ([]Entry, error) {
 			}
 			return nil
 		}
+		if reason := reservedName(rel); reason != "" {
+			w.leaveOut(rel, 0, reason)
+			w.s.warnReserved(rel, reason)
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
 		fi, err := d.Info()
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -671,39 +702,75 @@ func (w *saveRun) walk() ([]Entry, error) {
 	}
 	dbSiblings := map[string]bool{}
 	entries := make([]Entry, 0, len(all))
+	// linked: for each inode with more than one link, the index in entries
+	// of the first of its paths that was saved; the later ones become hard
+	// links to it, neither read nor uploaded again.
+	linked := map[inode]int{}
 	for i := range all {
 		f := &all[i]
 		if leftOut[i] || dbSiblings[f.e.Path] {
 			continue
 		}
-		if f.e.Type == TypeFile && w.s.opts.ConsistentCopy != nil && sqliteCandidate(f.e.Path, byPath) {
-			ok, err := w.sqlite(f.p, &f.e)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				for _, suffix := range []string{"-wal", "-shm", "-journal"} {
-					dbSiblings[f.e.Path+suffix] = true
-				}
-				entries = append(entries, f.e)
-				continue
-			}
+		ino, multi := inodeOf(f.fi)
+		multi = multi && f.e.Type == TypeFile
+		if first, ok := linked[ino]; ok && multi {
+			to := &entries[first]
+			f.e.LinkTo, f.e.Size, f.e.Chunks, f.e.Mode, f.e.MTime = to.Path, to.Size, to.Chunks, to.Mode, to.MTime
+			entries = append(entries, f.e)
+			continue
 		}
-		if f.e.Type == TypeFile {
-			if err := w.ctx.Err(); err != nil {
-				return nil, err
-			}
-			ok, err := w.file(f.p, f.e.Path, f.fi, &f.e)
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				continue
-			}
+		ok, err := w.entry(f.p, f.fi, &f.e, byPath, dbSiblings)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			// Left out: the next path of its inode, if any, is the first.
+			continue
+		}
+		if multi {
+			linked[ino] = len(entries)
 		}
 		entries = append(entries, f.e)
 	}
 	return entries, nil
+}
+
+// entry fills in the content of e, found at p with fi: for a file, its
+// chunks, read (or taken from the stat cache) and uploaded as needed, or
+// those of a consistent copy when it is a SQLite database. It returns false
+// when the entry is left out.
+func (w *saveRun) entry(p string, fi fs.FileInfo, e *Entry, byPath, dbSiblings map[string]bool) (bool, error) {
+	if e.Type != TypeFile {
+		return true, nil
+	}
+	if w.s.opts.ConsistentCopy != nil && sqliteCandidate(e.Path, byPath) {
+		ok, err := w.sqlite(p, e)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+				dbSiblings[e.Path+suffix] = true
+			}
+			return true, nil
+		}
+	}
+	if err := w.ctx.Err(); err != nil {
+		return false, err
+	}
+	return w.file(p, e.Path, fi, e)
+}
+
+// inode names a file of the workspace: hard links share one.
+type inode struct{ dev, ino uint64 }
+
+// inodeOf returns fi's inode and whether it has more than one link.
+func inodeOf(fi fs.FileInfo) (inode, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return inode{}, false
+	}
+	return inode{uint64(st.Dev), st.Ino}, st.Nlink > 1 //nolint:unconvert // Dev is not uint64 on every platform
 }
 
 func sqliteCandidate(rel string, files map[string]bool) bool {
@@ -1047,6 +1114,19 @@ const maxNotes = 1000
 // just before a save opens it: the moment a file can vanish or change kind
 // after the walk saw it.
 var testHookBeforeRead func(p string)
+
+// warnReserved logs, once per Saver, that the entry at rel has a name tether
+// reserves and is not saved.
+func (s *Saver) warnReserved(rel, reason string) {
+	if s.warnedReserved[rel] {
+		return
+	}
+	if s.warnedReserved == nil {
+		s.warnedReserved = map[string]bool{}
+	}
+	s.warnedReserved[rel] = true
+	s.opts.Log.Warn("not saving an entry whose name tether reserves", "path", DisplayPath(rel), "reason", reason, "session", s.repo.Namespace+"/"+s.repo.Session)
+}
 
 // leaveOut records an entry that is not in the snapshot, and why.
 func (w *saveRun) leaveOut(rel string, size int64, reason string) {

@@ -24,8 +24,9 @@ type SkippedSnapshot struct {
 // snapshot is left behind. Any other failure (the store unreachable, the
 // workspace disk full, a cancel) ends the hydrate at once: falling back then
 // would hand the agent older work when the newest may be fine a minute later.
-// Every skip is printed to progress as it happens.
-func restoreNewest(ctx context.Context, repo *snapshot.Repo, workspace string, ids []string, progress io.Writer) (*snapshot.RestoreStats, []SkippedSnapshot, error) {
+// Every skip is printed to progress as it happens. opts gives every restore
+// its options; its Snapshot is set to each id in turn.
+func restoreNewest(ctx context.Context, repo *snapshot.Repo, workspace string, ids []string, opts snapshot.RestoreOptions, progress io.Writer) (*snapshot.RestoreStats, []SkippedSnapshot, error) {
 	var skipped []SkippedSnapshot
 	order := make([]string, 0, len(ids))
 	// A restore that had verified a snapshot and was moving it into place
@@ -43,7 +44,8 @@ func restoreNewest(ctx context.Context, repo *snapshot.Repo, workspace string, i
 	}
 	for _, id := range order {
 		fmt.Fprintf(progress, "hydrate: restoring snapshot %s of %s into %s\n", id, repo, workspace)
-		rs, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: id})
+		opts.Snapshot = id
+		rs, err := snapshot.Restore(ctx, repo, workspace, opts)
 		if err == nil {
 			return rs, skipped, nil
 		}

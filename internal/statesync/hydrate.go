@@ -90,6 +90,23 @@ type HydrateResult struct {
 // run` again on the same directory) it is left as it is: it is at least as
 // new as the store. Then it clones the listed repositories that are absent.
 func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos []RepoSpec, progress io.Writer) (*HydrateResult, error) {
+	return HydrateWith(ctx, repo, workspace, HydrateOptions{Repos: repos, Progress: progress})
+}
+
+// HydrateOptions configure HydrateWith.
+type HydrateOptions struct {
+	// Repos are cloned into repos/<name> when absent.
+	Repos []RepoSpec
+	// Progress receives a line per step (nil: none).
+	Progress io.Writer
+	// KeepSetuid restores the setuid and setgid bits of files (see
+	// snapshot.RestoreOptions.KeepSetuid); off, they are dropped.
+	KeepSetuid bool
+}
+
+// HydrateWith is Hydrate with every option.
+func HydrateWith(ctx context.Context, repo *snapshot.Repo, workspace string, opts HydrateOptions) (*HydrateResult, error) {
+	repos, progress := opts.Repos, opts.Progress
 	start := time.Now()
 	if progress == nil {
 		progress = io.Discard
@@ -131,7 +148,7 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 		if !empty {
 			return nil, fmt.Errorf("hydrate %s: workspace %s is not empty but was not hydrated here, and the session has %d snapshots: refusing to mix them; use an empty directory (or restore with `tether snapshot restore` elsewhere)", repo, workspace, len(ids))
 		}
-		rs, skipped, err := restoreNewest(ctx, repo, workspace, ids, progress)
+		rs, skipped, err := restoreNewest(ctx, repo, workspace, ids, snapshot.RestoreOptions{KeepSetuid: opts.KeepSetuid}, progress)
 		if err != nil {
 			return nil, err
 		}
@@ -144,6 +161,11 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 			if r.Mode == snapshot.RepoModeFiles {
 				res.Warnings = append(res.Warnings, fmt.Sprintf("repository %s came back file by file, .git included: the save could not capture it as git state (%s)", snapshot.DisplayPath(r.Path), r.Reason))
 			}
+		}
+		if rs.SetuidDropped > 0 {
+			msg := fmt.Sprintf("%d files came back without their setuid or setgid bits (hydrate --keep-setuid keeps them)", rs.SetuidDropped)
+			res.Warnings = append(res.Warnings, msg)
+			fmt.Fprintf(progress, "hydrate: %s\n", msg)
 		}
 		if rs.LeftOut > 0 {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("snapshot %s lacks %d entries its save could not keep (see `tether snapshot restore` or the manifest for the list)", rs.ID, rs.LeftOut))
