@@ -144,15 +144,18 @@ func reservedName(rel string) string {
 	switch {
 	case rel == stagingName:
 		return "the name " + stagingName + " at the workspace root is reserved by tether (restore builds the snapshot in it): rename it to have it saved"
-	case path.Dir(rel) == reposDir && strings.HasSuffix(rel, cloneSuffix):
-		return "names ending in " + cloneSuffix + " under " + reposDir + "/ are reserved by tether (hydrate clones into them and removes them): rename it to have it saved"
+	case path.Dir(rel) == clonesDir && strings.HasSuffix(rel, cloneSuffix):
+		return "names ending in " + cloneSuffix + " under " + clonesDir + "/ are reserved by tether (hydrate clones into them and removes them): rename it to have it saved"
 	}
 	return ""
 }
 
 // cloneSuffix is what hydrate appends to repos/<name> for the directory it
-// clones into (statesync).
-const cloneSuffix = ".tether-clone"
+// clones a session's repository into (statesync), clonesDir where it does.
+const (
+	cloneSuffix = ".tether-clone"
+	clonesDir   = "repos"
+)
 
 // Saver saves snapshots of one workspace into one session's Repo. It keeps the
 // last snapshot it saved (or found) as the base of the next one, so a sync loop
