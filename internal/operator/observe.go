@@ -44,6 +44,9 @@ type HTTPObserver struct {
 	RunnerPort int32
 	// SyncPort is the sidecar's /healthz port (default SyncMetricsPort).
 	SyncPort int32
+	// Token returns the bearer token of pod's runner ("" for none); nil: no
+	// token. It is sent to the runner only, never to the sidecar.
+	Token func(ctx context.Context, pod *corev1.Pod) (string, error)
 }
 
 // runnerStatus is the subset of the runner's status file the operator uses.
@@ -74,7 +77,13 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 		c = &http.Client{Timeout: 3 * time.Second}
 	}
 	var rs runnerStatus
-	rerr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(o.RunnerPort)))+"/status", &rs)
+	token, rerr := "", error(nil)
+	if o.Token != nil {
+		token, rerr = o.Token(ctx, pod)
+	}
+	if rerr == nil {
+		rerr = getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(o.RunnerPort)))+"/status", token, &rs)
+	}
 	if rerr == nil {
 		obs.AgentSessionID, obs.ResumeOutcome = rs.SessionID, rs.Resume.Outcome
 		obs.LastActivity, obs.TurnOpen = rs.UpdatedAt, rs.TurnOpen
@@ -86,7 +95,7 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 	if syncPort == 0 {
 		syncPort = SyncMetricsPort
 	}
-	serr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(syncPort)))+"/healthz", &sh)
+	serr := getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(syncPort)))+"/healthz", "", &sh)
 	if serr == nil || sh.LastSnapshot != "" {
 		obs.SnapshotID, obs.SnapshotTime = sh.LastSnapshot, sh.LastSuccess
 	}
@@ -96,10 +105,13 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 	return obs, nil
 }
 
-func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+func getJSON(ctx context.Context, c *http.Client, url, token string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -109,6 +121,9 @@ func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return fmt.Errorf("GET %s: %s: the runner refused the operator's token (was its runner-token Secret replaced while the pod ran?)", url, resp.Status)
 	}
 	if jerr := json.Unmarshal(body, v); jerr != nil {
 		return fmt.Errorf("GET %s: %s: %v", url, resp.Status, jerr)
