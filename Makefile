@@ -6,6 +6,9 @@ SHELL := /bin/bash
 
 CACHE ?= $(HOME)/.cache/tether
 export CACHE
+# Programs the hack/ scripts install unversioned (rclone) are found here
+# first, by the tests and by the scripts they run.
+export PATH := $(CACHE)/bin:$(PATH)
 GO ?= go
 BIN := bin/tether
 STATICCHECK_VERSION := v0.8.2

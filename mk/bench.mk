@@ -13,9 +13,13 @@
 COMPARE_FLAGS ?=
 COMPARE_CHAOS_N ?= 20
 
-.PHONY: bench-compare
+# bench/compare's test of the baseline script runs rclone in `make test` too.
+TEST_DEPS += rclone
 
-bench-compare: build claude-cli
-	hack/install-rclone.sh
-	hack/install-minio.sh
+.PHONY: bench-compare rclone
+
+rclone:
+	TETHER_CACHE_DIR=$(CACHE) hack/install-rclone.sh >/dev/null
+
+bench-compare: build claude-cli rclone minio
 	$(GO) run ./bench/compare -tether $(BIN) -chaos $(COMPARE_CHAOS_N) $(COMPARE_FLAGS)

@@ -66,9 +66,9 @@ not json
 func TestBaselineScriptRoundTrip(t *testing.T) {
 	if _, err := exec.LookPath("rclone"); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("rclone missing: run hack/install-rclone.sh")
+			t.Fatal("rclone is not on PATH: `make test` installs it (hack/install-rclone.sh puts it in ~/.cache/tether/bin, which make puts first on PATH)")
 		}
-		t.Skip("rclone missing: run hack/install-rclone.sh")
+		t.Skip("rclone is not on PATH: run the tests through `make test`, or hack/install-rclone.sh and put ~/.cache/tether/bin on PATH")
 	}
 	dir := t.TempDir()
 	script := filepath.Join(dir, "baseline.sh")

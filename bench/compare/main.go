@@ -117,7 +117,7 @@ func run1(ctx context.Context, c config) error {
 	logf("machine: %s", res.machine)
 	for _, tool := range []string{"git", "rclone"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s is not on PATH; run hack/install-rclone.sh", tool)
+			return fmt.Errorf("%s is not on PATH; run it through `make bench-compare`, which installs rclone into ~/.cache/tether/bin and puts that first on PATH", tool)
 		}
 	}
 	scratch := c.dir

@@ -157,7 +157,7 @@ runs this binary, found next to tether or on $PATH.`,
 				return err
 			}
 			if observeInterval > 0 {
-				r.Observer = &operator.HTTPObserver{RunnerPort: cfg.RunnerPort, Token: operator.SecretTokens(mgr.GetClient())}
+				r.Observer = &operator.HTTPObserver{RunnerPort: cfg.RunnerPort, RunnerToken: operator.SecretTokens(mgr.GetClient())}
 				r.ObserveInterval = observeInterval
 			}
 			if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -77,7 +77,7 @@ workspace and session continues the conversation.`,
 	c.Flags().StringVar(&f.workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory of the session (required; env TETHER_WORKSPACE)")
 	c.Flags().StringVar(&f.prompt, "prompt", "", "initial prompt, sent once in the life of the session")
 	c.Flags().StringVar(&f.promptFile, "prompt-file", "", "read the initial prompt from this file")
-	c.Flags().StringArrayVar(&f.repos, "repo", nil, "repository to clone into repos/<name> when absent, URL[#branch], repeatable")
+	c.Flags().StringArrayVar(&f.repos, "repo", nil, "repository to clone into repos/<name> when absent, URL[#branch], repeatable; a token goes in TETHER_GIT_TOKEN or TETHER_GIT_TOKEN_FILE, never in the URL")
 	c.Flags().StringVar(&f.memoryLimit, "memory-limit", "4G", "memory limit of the runner with its agent CLI and tools, e.g. 512M, 4G")
 	c.Flags().StringVar(&f.memoryMax, "memory-max", "", "ceiling for --oom-bump")
 	c.Flags().Float64Var(&f.oomBump, "oom-bump", 0, "multiply the memory limit by this factor at every OOM restart (e.g. 1.5), up to --memory-max")

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +23,7 @@ func newRunnerCmd() *cobra.Command {
 		promptFile   string
 		listen       string
 		tokenFile    string
+		httpOpts     runner.HTTPOptions
 	)
 	c := &cobra.Command{
 		Use:   "runner --workspace DIR [flags] [-- AGENT-COMMAND [ARGS...]]",
@@ -39,7 +38,12 @@ a fresh session starts with a recap of the conversation.
 
 Every event goes to the durable log .tether/events.jsonl. With --listen, the
 runner serves AG-UI over SSE (POST /agui, GET /agui/events with Last-Event-ID),
-/healthz, /readyz and /metrics. SIGTERM: no new messages, the CLI finishes its
+/status, /healthz, /readyz and /metrics. Every endpoint but the probes requires
+the token (TETHER_RUNNER_TOKEN or --token-file) as "Authorization: Bearer", and
+the runner refuses to listen on anything but loopback without one. Streams are
+capped (--max-streams, then 503), a client that takes nothing for
+--stall-timeout is disconnected and resumes with Last-Event-ID, and bodies over
+--max-request-bytes get 413. SIGTERM: no new messages, the CLI finishes its
 turn and exits within --stop-timeout.
 
 Arguments after "--" name the agent command: the first is the CLI executable
@@ -72,16 +76,13 @@ with "-", all are arguments for the default CLI.`,
 				}
 				cfg.InitialPrompt = string(b)
 			}
-			token := os.Getenv("TETHER_RUNNER_TOKEN")
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return usagef("--token-file: %v", err)
-				}
-				token = strings.TrimSpace(string(b))
+			token, err := runnerToken(tokenFile)
+			if err != nil {
+				return err
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "runner")
-			return runRunner(cfg, listen, token)
+			httpOpts.Token = token
+			cfg.Logger = newLogger(os.Stderr).With("component", "runner")
+			return runRunner(cfg, listen, httpOpts)
 		},
 	}
 	f := c.Flags()
@@ -98,14 +99,34 @@ with "-", all are arguments for the default CLI.`,
 	f.StringVar(&cfg.InterruptNotice, "interrupt-notice", runner.DefaultInterruptNotice, "message sent to the agent after a resume when a crash cut its previous turn short")
 	f.BoolVar(&cfg.NoInterruptNotice, "no-interrupt-notice", false, "do not send the interrupted-turn notice")
 	f.StringVar(&listen, "listen", "", "address of the HTTP API (AG-UI, probes, metrics), e.g. :8080 (empty: off)")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token the AG-UI endpoints require (env TETHER_RUNNER_TOKEN; default: none)")
+	f.StringVar(&tokenFile, "token-file", envOr("TETHER_RUNNER_TOKEN_FILE", ""), "file holding the bearer token every endpoint but /healthz and /readyz requires (env TETHER_RUNNER_TOKEN_FILE; or the token itself in env TETHER_RUNNER_TOKEN); required unless --listen is a loopback address")
+	f.IntVar(&httpOpts.MaxStreams, "max-streams", envInt("TETHER_RUNNER_MAX_STREAMS", runner.DefaultMaxStreams), "AG-UI event streams served at once; one more gets 503 with Retry-After (env TETHER_RUNNER_MAX_STREAMS)")
+	f.Int64Var(&httpOpts.MaxBodyBytes, "max-request-bytes", runner.DefaultMaxBodyBytes, "largest request body taken; a larger one gets 413")
+	f.DurationVar(&httpOpts.StallTimeout, "stall-timeout", envDuration("TETHER_RUNNER_STALL_TIMEOUT", runner.DefaultStallTimeout), "an AG-UI client that takes no bytes for this long is disconnected; it reconnects with Last-Event-ID (env TETHER_RUNNER_STALL_TIMEOUT)")
 	f.DurationVar(&cfg.StartTimeout, "start-timeout", 60*time.Second, "how long the CLI may take to start")
 	f.DurationVar(&cfg.TurnStartTimeout, "turn-start-timeout", 120*time.Second, "how long the CLI may stay silent after a message is sent to it")
 	f.DurationVar(&cfg.StopTimeout, "stop-timeout", 12*time.Second, "on SIGTERM, how long the CLI gets to finish its turn and exit (the operator budgets 15s for the whole runner stop)")
 	return c
 }
 
-func runRunner(cfg runner.Config, listen, token string) error {
+// runnerToken reads the API token from the file named by --token-file, else
+// from TETHER_RUNNER_TOKEN; never from a flag's value, which ps shows.
+func runnerToken(tokenFile string) (string, error) {
+	if tokenFile == "" {
+		return strings.TrimSpace(os.Getenv("TETHER_RUNNER_TOKEN")), nil
+	}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return "", usagef("--token-file: %v", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", usagef("--token-file %s is empty; put the runner's token in it", tokenFile)
+	}
+	return token, nil
+}
+
+func runRunner(cfg runner.Config, listen string, httpOpts runner.HTTPOptions) error {
 	r, err := runner.New(cfg)
 	if err != nil {
 		return cliutil.Usage(err)
@@ -117,13 +138,16 @@ func runRunner(cfg runner.Config, listen, token string) error {
 	defer stop()
 	var srv *http.Server
 	if listen != "" {
-		ln, err := net.Listen("tcp", listen)
-		if err != nil {
-			return fmt.Errorf("runner HTTP API: %w", err)
+		ln, err := runner.Listen(listen, httpOpts.Token)
+		if errors.Is(err, runner.ErrNoToken) {
+			return cliutil.Usage(err)
 		}
-		srv = &http.Server{Handler: runner.Handler(r, token), ReadHeaderTimeout: 10 * time.Second}
+		if err != nil {
+			return err
+		}
+		srv = runner.NewServer(r, httpOpts)
 		go srv.Serve(ln)
-		cfg.Logger.Info("serving AG-UI", "addr", ln.Addr().String(), "auth", token != "")
+		cfg.Logger.Info("serving AG-UI", "addr", ln.Addr().String(), "auth", httpOpts.Token != "", "max_streams", httpOpts.MaxStreams)
 	}
 	runErr := r.Run(ctx)
 	if srv != nil {
@@ -136,4 +160,21 @@ func runRunner(cfg runner.Config, listen, token string) error {
 		cancel()
 	}
 	return runErr
+}
+
+// envInt is the integer in environment variable name, or def when it is
+// unset or not a number.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
+// envDuration is the duration in environment variable name, or def.
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
 }

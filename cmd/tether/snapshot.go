@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -138,7 +140,10 @@ func newSnapshotSaveCmd() *cobra.Command {
 				return usagef("--workspace is required")
 			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier("")})
+				// A one-off save joins the session's current writer epoch:
+				// it must not take the session over from a running sync.
+				join := func(ctx context.Context) (*snapshot.Writer, error) { return snapshot.JoinNewest(ctx, repo) }
+				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier(""), Writer: join})
 				if err != nil {
 					return err
 				}
@@ -211,6 +216,14 @@ type lsEntry struct {
 	Dirs     int       `json:"dirs"`
 	Symlinks int       `json:"symlinks"`
 	Bytes    int64     `json:"bytes"`
+	// Problem is set for a snapshot that cannot be restored (see
+	// snapshot.SnapshotInfo.Problem); the other fields are then zero when
+	// its manifest could not be read.
+	Problem string `json:"problem,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
+	// Stale: saved by a writer after a newer one took the session over;
+	// never restored by default.
+	Stale *snapshot.Staleness `json:"stale,omitempty"`
 }
 
 func newSnapshotLsCmd() *cobra.Command {
@@ -221,21 +234,49 @@ func newSnapshotLsCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "ls",
 		Short: "List a session's complete snapshots, oldest first",
-		Args:  noArgs,
+		Long: `Ls lists every snapshot of the session, oldest first: its id, time, files,
+size, host and STATUS. STATUS is "ok", or says why the snapshot cannot be
+restored:
+
+  unreadable: object K is corrupt: ...   its manifest or base object K does not decode
+  unreadable: object K is missing        its base object K is not in the store
+  incomplete: object K is missing (and N more)
+                                         a chunk it references is not in the store
+  stale writer (epoch e, fenced by epoch E)
+                                         saved by a writer after a newer one took
+                                         the session over; never restored by default
+
+Ls reads every manifest and lists the session's objects once; it does not read
+chunks (corruption inside a chunk is found by ` + "`tether snapshot verify`" + `). With
+--json it prints an array of {id, time, host, parent, files, dirs, symlinks,
+bytes, problem, epoch, stale}, problem only for a damaged snapshot, stale only
+for a stale writer's. A damaged snapshot does
+not fail the command: it exits 0 whenever the store could be listed.
+` + "`tether hydrate`" + ` restores the newest snapshot that is not damaged.`,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				ids, err := repo.SnapshotIDs(ctx)
+				infos, err := snapshot.List(ctx, repo)
 				if err != nil {
 					return err
 				}
-				list := make([]lsEntry, 0, len(ids))
-				for _, id := range ids {
-					m, err := repo.LoadManifest(ctx, id)
-					if err != nil {
-						return err
-					}
+				ids := make([]string, 0, len(infos))
+				for _, m := range infos {
+					ids = append(ids, m.ID)
+				}
+				stale, err := repo.Stale(ctx, ids)
+				if err != nil {
+					return err
+				}
+				list := make([]lsEntry, 0, len(infos))
+				damaged := 0
+				for _, m := range infos {
 					list = append(list, lsEntry{ID: m.ID, Time: m.Time, Host: m.Host, Parent: m.Parent,
-						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes})
+						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes, Problem: m.Problem,
+						Epoch: m.Epoch, Stale: stale[m.ID]})
+					if m.Problem != "" {
+						damaged++
+					}
 				}
 				if asJSON {
 					return printJSON(c.OutOrStdout(), list)
@@ -245,11 +286,27 @@ func newSnapshotLsCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST")
+				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST\tSTATUS")
 				for _, e := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime), e.Files, human(e.Bytes), e.Host)
+					status, when := "ok", "-"
+					switch {
+					case e.Problem != "":
+						status = e.Problem
+					case e.Stale != nil:
+						status = e.Stale.String()
+					}
+					if !e.Time.IsZero() {
+						when = e.Time.Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, when, e.Files, human(e.Bytes), e.Host, status)
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if damaged > 0 {
+					fmt.Fprintf(c.ErrOrStderr(), "%d of %d snapshots cannot be restored; run `tether snapshot verify` for the details and `tether snapshot verify --repair --workspace DIR` to save a whole snapshot again\n", damaged, len(list))
+				}
+				return nil
 			})
 		},
 	}
@@ -260,23 +317,42 @@ func newSnapshotLsCmd() *cobra.Command {
 
 func newSnapshotVerifyCmd() *cobra.Command {
 	var (
-		sf     sessionFlags
-		id     string
-		quick  bool
-		asJSON bool
+		sf        sessionFlags
+		id        string
+		quick     bool
+		asJSON    bool
+		repair    bool
+		workspace string
+		cacheDir  string
 	)
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check that snapshots are complete and every chunk matches its hash",
 		Long: `Verify reads every chunk referenced by the session's snapshots (or by one,
 with --snapshot) and checks it against its SHA-256. It reports every missing or
-corrupt object and which snapshots use it, and exits 1 if there is any.`,
+corrupt object and which snapshots use it, and exits 1 if there is any.
+
+With --repair --workspace DIR, after finding damage it saves a new snapshot of
+DIR (the session's live workspace) that does not depend on any damaged object:
+every file and repository that used one is read again and its chunks uploaded,
+a stored chunk that does not hold what its name says is replaced, and a damaged
+manifest or base object is not built upon. Then it verifies again and reports
+what it repaired and what stays damaged (objects only older snapshots use and
+the workspace no longer holds; damaged manifests, which are never rewritten).
+It exits 0 when the new snapshot verifies. Without --workspace it says what is
+damaged and how to repair it, and exits 1.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if workspace != "" && !repair {
+				return usagef("--workspace is only used with --repair")
+			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
 				rep, err := snapshot.Verify(ctx, repo, snapshot.VerifyOptions{Snapshot: id, Quick: quick})
 				if err != nil {
 					return err
+				}
+				if repair && len(rep.Problems) > 0 {
+					return repairSnapshots(ctx, c, repo, rep, workspace, cacheDir, quick, asJSON)
 				}
 				if asJSON {
 					if err := printJSON(c.OutOrStdout(), rep); err != nil {
@@ -288,7 +364,7 @@ corrupt object and which snapshots use it, and exits 1 if there is any.`,
 					}
 				}
 				if len(rep.Problems) > 0 {
-					return fmt.Errorf("verify %s: %d problems in %d snapshots", repo, len(rep.Problems), len(rep.Snapshots))
+					return fmt.Errorf("verify %s: %d problems in %d snapshots; `tether snapshot verify --repair --workspace DIR` saves a whole snapshot again from the live workspace", repo, len(rep.Problems), len(rep.Snapshots))
 				}
 				if !asJSON {
 					what := "read and hashed"
@@ -296,6 +372,9 @@ corrupt object and which snapshots use it, and exits 1 if there is any.`,
 						what = "found"
 					}
 					fmt.Fprintf(c.OutOrStdout(), "%d snapshots ok: %d objects %s (%s)\n", len(rep.Snapshots), rep.Objects, what, human(rep.Bytes))
+					if repair {
+						fmt.Fprintln(c.OutOrStdout(), "nothing to repair")
+					}
 				}
 				return nil
 			})
@@ -305,7 +384,106 @@ corrupt object and which snapshots use it, and exits 1 if there is any.`,
 	c.Flags().StringVar(&id, "snapshot", "", "verify only this snapshot id (default: all)")
 	c.Flags().BoolVar(&quick, "quick", false, "only check that objects exist, without reading them")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.Flags().BoolVar(&repair, "repair", false, "after finding damage, save a new snapshot from --workspace that re-uploads what is missing or corrupt")
+	c.Flags().StringVar(&workspace, "workspace", "", "with --repair: the session's live workspace to save from")
+	c.Flags().StringVar(&cacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "with --repair: the stat cache of saves (env TETHER_CACHE_DIR; empty: none)")
 	return c
+}
+
+// repairReport is what `snapshot verify --repair --json` prints.
+type repairReport struct {
+	Before   *snapshot.VerifyReport `json:"before"`
+	Saved    *snapshot.SaveStats    `json:"saved,omitempty"`
+	After    *snapshot.VerifyReport `json:"after,omitempty"`
+	Repaired []string               `json:"repaired,omitempty"`
+	// NewSnapshotOK: the snapshot the repair saved verifies.
+	NewSnapshotOK bool `json:"newSnapshotOk"`
+}
+
+// repairSnapshots saves a snapshot of workspace that does not depend on any
+// object rep found damaged, verifies again and reports the difference.
+func repairSnapshots(ctx context.Context, c *cobra.Command, repo *snapshot.Repo, rep *snapshot.VerifyReport, workspace, cacheDir string, quick, asJSON bool) error {
+	out := c.OutOrStdout()
+	if !asJSON {
+		for _, p := range rep.Problems {
+			fmt.Fprintln(out, "problem:", p)
+		}
+	}
+	if workspace == "" {
+		if asJSON {
+			if err := printJSON(out, repairReport{Before: rep}); err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("verify %s: %d problems in %d snapshots, not repaired: no --workspace. A snapshot that uses a damaged object cannot be restored as it is; "+
+			"`tether hydrate` restores the newest one that can. To repair, run `tether snapshot verify --repair --workspace DIR` where DIR is the session's live workspace "+
+			"(the one `tether sync` saves, or one restored with `tether snapshot restore`): it saves a new snapshot that uploads again every damaged object DIR still holds",
+			repo, len(rep.Problems), len(rep.Snapshots))
+	}
+	saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{
+		CacheDir:       cacheDir,
+		ConsistentCopy: statesync.SQLiteCopier(""),
+		Repair:         rep.Damaged,
+		// Its warnings are printed below, as notes of the report.
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		return err
+	}
+	defer saver.Close()
+	st, err := saver.Save(ctx)
+	if err != nil {
+		return fmt.Errorf("repair %s: %w", repo, err)
+	}
+	after, err := snapshot.Verify(ctx, repo, snapshot.VerifyOptions{Quick: quick})
+	if err != nil {
+		return fmt.Errorf("repair %s: verify after saving snapshot %s: %w", repo, st.ID, err)
+	}
+	still := map[string]bool{}
+	for _, id := range after.Damaged {
+		still[id] = true
+	}
+	r := repairReport{Before: rep, Saved: st, After: after, NewSnapshotOK: true}
+	for _, id := range rep.Damaged {
+		if !still[id] {
+			r.Repaired = append(r.Repaired, id)
+		}
+	}
+	// Problems name the snapshots they touch by id; an id inside an object
+	// key (hex) has no word boundary around it.
+	mentions := regexp.MustCompile(`\b` + st.ID + `\b`)
+	for _, p := range after.Problems {
+		if mentions.MatchString(p) {
+			r.NewSnapshotOK = false
+		}
+	}
+	if asJSON {
+		if err := printJSON(out, r); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(out, "saved snapshot %s from %s: %d files, %s uploaded in %d objects\n", st.ID, workspace, st.Files, human(st.BytesUploaded), st.ObjectsUploaded)
+		for _, w := range st.Warnings {
+			fmt.Fprintln(out, "note:", w)
+		}
+		for _, id := range r.Repaired {
+			fmt.Fprintf(out, "repaired: object %s is whole again\n", id)
+		}
+		for _, p := range after.Problems {
+			fmt.Fprintln(out, "still damaged:", p)
+		}
+	}
+	if !r.NewSnapshotOK {
+		return fmt.Errorf("repair %s: the new snapshot %s does not verify either (see above): the store may be failing; check it and run `tether snapshot verify` again", repo, st.ID)
+	}
+	if !asJSON {
+		fmt.Fprintf(out, "snapshot %s verifies: it is what `tether hydrate` restores next", st.ID)
+		if len(after.Problems) > 0 {
+			fmt.Fprintf(out, "; %d problems remain in older snapshots that this workspace cannot fix (a damaged manifest is never rewritten, and content the workspace no longer holds cannot be uploaded again); they age out with retention", len(after.Problems))
+		}
+		fmt.Fprintln(out)
+	}
+	return nil
 }
 
 func newSnapshotPruneCmd() *cobra.Command {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tether-dev/tether/internal/local"
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
 
@@ -127,7 +129,7 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 				specs = append(specs, s)
 			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				res, err := statesync.Hydrate(ctx, repo, workspace, specs, c.ErrOrStderr())
+				res, err := statesync.Hydrate(ctx, repo, workspace, specs, redact.Writer(c.ErrOrStderr()))
 				if err != nil {
 					return err
 				}
@@ -141,14 +143,21 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 	}
 	sf.register(c)
 	c.Flags().StringVar(&workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory (env TETHER_WORKSPACE)")
-	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable")
+	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable; a token goes in TETHER_GIT_TOKEN or TETHER_GIT_TOKEN_FILE, never in the URL")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
 }
 
+// newLogger is the logger of tether's long-running commands: text lines on
+// w, every message and attribute redacted, since logs are collected and
+// read far from the pod.
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(redact.Handler(slog.NewTextHandler(w, nil)))
+}
+
 // runSync runs the sync loop until ctx ends, serving metrics if asked.
 func runSync(ctx context.Context, repo *snapshot.Repo, cfg statesync.Config, sf sessionFlags, listen string) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("session", sf.namespace+"/"+sf.session)
+	log := newLogger(os.Stderr).With("session", sf.namespace+"/"+sf.session)
 	s, err := statesync.New(cfg, repo, log)
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/internal/redact"
 )
 
 // Exit codes of every command.
@@ -16,6 +18,9 @@ const (
 	ExitOK    = 0
 	ExitError = 1
 	ExitUsage = 2 // bad flag, argument or name
+	// ExitFenced: a newer writer took the session over (snapshot.FencedError);
+	// restarting the process cannot help, so supervisors tell it apart.
+	ExitFenced = 3
 )
 
 // UsageError marks an error as the caller's mistake: exit 2.
@@ -50,17 +55,23 @@ func ExitCode(err error) int {
 	case IsUsage(err):
 		return ExitUsage
 	}
+	// An interface, not the type: the operator binary links this package.
+	var f interface{ Fenced() bool }
+	if errors.As(err, &f) && f.Fenced() {
+		return ExitFenced
+	}
 	return ExitError
 }
 
 // Run executes root with args, prints an error as one line "name: error" to
-// stderr, and returns the exit code. Flag errors count as usage errors.
+// stderr, redacted (internal/redact), and returns the exit code. Flag errors
+// count as usage errors.
 func Run(name string, root *cobra.Command, args []string, stderr io.Writer) int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return Usage(err) })
 	root.SetArgs(args)
 	err := root.Execute()
 	if err != nil {
-		fmt.Fprintln(stderr, name+":", err)
+		fmt.Fprintln(stderr, name+":", redact.String(err.Error()))
 	}
 	return ExitCode(err)
 }

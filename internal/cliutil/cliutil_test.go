@@ -38,3 +38,17 @@ func TestRunPrintsOneLineAndMapsFlagErrors(t *testing.T) {
 		t.Fatalf("failure: exit %d, %q", code, errb.String())
 	}
 }
+
+// An error that quotes a credential (a git or HTTP message) is printed
+// without it.
+func TestRunRedactsTheErrorLine(t *testing.T) {
+	const tok = "ghp_0123456789abcdefghijABCDEFGHIJ012345"
+	cmd := &cobra.Command{Use: "x", SilenceUsage: true, SilenceErrors: true, RunE: func(*cobra.Command, []string) error {
+		return fmt.Errorf("clone https://bot:%s@github.com/acme/app.git: exit status 128", tok)
+	}}
+	var errb bytes.Buffer
+	if code := Run("x", cmd, nil, &errb); code != ExitError || strings.Contains(errb.String(), tok) ||
+		errb.String() != "x: clone https://github.com/acme/app.git: exit status 128\n" {
+		t.Fatalf("exit %d, %q", code, errb.String())
+	}
+}

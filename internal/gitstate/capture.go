@@ -106,6 +106,8 @@ type repo struct {
 	commonDir string // shared git dir (refs, config, objects)
 	objects   string // object directory
 	format    string // object format
+	// filtersOff switches off the filter drivers the repository defines.
+	filtersOff [][2]string
 }
 
 func openRepo(ctx context.Context, dir string) (*repo, error) {
@@ -126,6 +128,12 @@ func openRepo(ctx context.Context, dir string) (*repo, error) {
 		return nil, fmt.Errorf("open git repository %s: unexpected rev-parse output %q", abs, out)
 	}
 	r := &repo{top: f[0], gitDir: f[1], commonDir: f[2], objects: f[3], format: f[4]}
+	// The repository's config, which the agent writes, may name a filter
+	// driver that any command reading the working tree or the index would
+	// run: every command in it runs with those drivers switched off.
+	if r.filtersOff, err = filterOverrides(ctx, gitCmd{dir: abs, env: []string{"GIT_DIR=" + r.gitDir}}); err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", abs, err)
+	}
 	want, err1 := filepath.EvalSymlinks(abs)
 	got, err2 := filepath.EvalSymlinks(r.top)
 	if err1 != nil || err2 != nil || want != got {
@@ -137,7 +145,7 @@ func openRepo(ctx context.Context, dir string) (*repo, error) {
 
 // git runs commands against the user's repository, reading only.
 func (r *repo) git() gitCmd {
-	return gitCmd{dir: r.top, env: []string{"GIT_DIR=" + r.gitDir, "GIT_WORK_TREE=" + r.top}}
+	return gitCmd{dir: r.top, env: []string{"GIT_DIR=" + r.gitDir, "GIT_WORK_TREE=" + r.top}, config: r.filtersOff}
 }
 
 type capturer struct {
@@ -155,10 +163,9 @@ func (c *capturer) objEnv(index string) gitCmd {
 	// uncompressed makes a capture of a large changed file several times
 	// faster.
 	g := c.repo.git().with(
-		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=core.looseCompression", "GIT_CONFIG_VALUE_0=0",
 		"GIT_OBJECT_DIRECTORY="+c.opts.ObjectDir,
 		"GIT_ALTERNATE_OBJECT_DIRECTORIES="+quoteAlternate(c.repo.objects),
-	)
+	).withConfig([2]string{"core.looseCompression", "0"})
 	if index != "" {
 		g = g.with("GIT_INDEX_FILE=" + index)
 	}
@@ -592,21 +599,12 @@ func validHookName(n string) bool {
 // infoFiles are files of the common git dir's info/ that change what git shows.
 var infoFiles = []string{"exclude", "attributes"}
 
-// configKeys selects the repository-local config a restore brings back:
-// remotes, upstreams, submodules, identity and the settings that change how
-// git behaves for the user (pull/push/merge/rebase/commit, aliases, line
-// endings). Left out on purpose: credential.*, http.* (extra headers carry
-// tokens), url.* (insteadOf keys carry credentials), and everything about
-// the repository's layout, which init decides anew. Values are sanitised as
-// URLs. Two keys are read only to warn: core.sparsecheckout and
-// extensions.partialclone.
-const configKeys = `^(remote|branch|submodule|user|pull|push|fetch|merge|rebase|commit|tag|diff|status|log|format|alias|rerere|color)\.` +
-	`|^core\.(autocrlf|eol|safecrlf|whitespace|quotepath|abbrev|sparsecheckout)$|^extensions\.partialclone$`
-
 // readMeta records config, info files, shallow commits and any operation in
-// progress.
+// progress. Config is what AllowedConfig accepts, without credentials; two
+// keys outside it are read only to warn: core.sparsecheckout and
+// extensions.partialclone.
 func (c *capturer) readMeta(ctx context.Context, st *State) error {
-	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--get-regexp", configKeys)
+	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--list")
 	if err != nil && exitCode(err) != 1 {
 		return err
 	}
@@ -620,9 +618,8 @@ func (c *capturer) readMeta(ctx context.Context, st *State) error {
 			st.Warnings = append(st.Warnings, "sparse checkout is on: files outside the sparse-checkout patterns are captured from the index and restored into the working tree, and the sparse-checkout patterns are not restored")
 		case k == "extensions.partialclone":
 			st.Warnings = append(st.Warnings, "partial clone: objects the clone never fetched cannot be bundled; a capture needs them and may fail or fetch them from the promisor remote")
-		case k == "core.sparsecheckout" || k == "commit.template":
-		default:
-			st.Config = append(st.Config, ConfigEntry{Key: k, Value: SanitizeURL(v)})
+		case AllowedConfig(k, v):
+			st.Config = append(st.Config, ConfigEntry{Key: k, Value: CleanConfigValue(v)})
 		}
 	}
 
@@ -962,4 +959,33 @@ func emptyDir(dir string) error {
 		}
 	}
 	return nil
+}
+
+// filterOverrides returns config entries that switch off every filter
+// driver the repository's config (with its includes) defines: an empty
+// clean, smudge and process command is no command, and a filter that is not
+// required may be missing. Command-line config wins over the repository's.
+func filterOverrides(ctx context.Context, g gitCmd) ([][2]string, error) {
+	out, err := g.run(ctx, nil, "config", "-z", "--includes", "--name-only", "--get-regexp", `^filter\.`)
+	if err != nil && exitCode(err) != 1 {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var kv [][2]string
+	for _, k := range strings.Split(string(out), "\x00") {
+		first, last := strings.Index(k, "."), strings.LastIndex(k, ".")
+		if first < 0 || last <= first {
+			continue
+		}
+		drv := k[first+1 : last]
+		if seen[drv] {
+			continue
+		}
+		seen[drv] = true
+		for _, v := range []string{"clean", "smudge", "process"} {
+			kv = append(kv, [2]string{"filter." + drv + "." + v, ""})
+		}
+		kv = append(kv, [2]string{"filter." + drv + ".required", "false"})
+	}
+	return kv, nil
 }

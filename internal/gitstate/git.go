@@ -14,13 +14,26 @@ import (
 
 // gitConfigArgs are passed to every git command. They make a capture or a
 // restore independent of the user's global and system configuration and stop
-// git from running anything the repository's own config asks for (hooks,
-// fsmonitor daemons), from writing split-index files next to the user's index,
-// and from starting background gc or maintenance.
+// git from running anything a repository's config (the user's, or one a
+// restore wrote from a State read from the store) could name: hooks,
+// fsmonitor daemons, askpass programs, credential helpers, an ssh command,
+// commit signing, the ext:: transport, attributes from a global file. Filter
+// drivers cannot be switched off as a whole: a restore writes no filter.*
+// config (AllowedConfig), and a capture switches off by name each driver the
+// repository's config defines (filterOverrides). They also stop git from
+// writing split-index files next to the user's index and from starting
+// background gc or maintenance.
 var gitConfigArgs = []string{
 	"-c", "core.quotePath=false",
 	"-c", "core.hooksPath=/dev/null",
 	"-c", "core.fsmonitor=false",
+	"-c", "core.attributesFile=/dev/null",
+	"-c", "core.sshCommand=ssh",
+	"-c", "core.askPass=",
+	"-c", "credential.helper=",
+	"-c", "commit.gpgSign=false",
+	"-c", "tag.gpgSign=false",
+	"-c", "protocol.ext.allow=never",
 	"-c", "core.splitIndex=false",
 	"-c", "gc.auto=0",
 	"-c", "maintenance.auto=false",
@@ -37,25 +50,74 @@ var identity = []string{
 	"GIT_COMMITTER_NAME=tether", "GIT_COMMITTER_EMAIL=tether@localhost",
 }
 
+var (
+	homeOnce sync.Once
+	homeDir  string
+)
+
+// emptyHome is an empty, read-only directory made once per process, git's
+// HOME: nothing under the real HOME (~/.gitconfig, ~/.config/git/attributes
+// and ignore, ~/.ssh/config) then changes what git does.
+func emptyHome() string {
+	homeOnce.Do(func() {
+		homeDir = "/dev/null" // git treats files under it as missing
+		if d, err := os.MkdirTemp("", "tether-git-home-"); err == nil && os.Chmod(d, 0o555) == nil {
+			homeDir = d
+		}
+	})
+	return homeDir
+}
+
+// dropEnv are variables of the process environment git never sees besides
+// every GIT_* one: tether may itself run under a git hook, whose GIT_DIR or
+// GIT_INDEX_FILE would redirect us, and GIT_CONFIG_PARAMETERS, GIT_EXEC_PATH,
+// GIT_SSH_COMMAND, GIT_ASKPASS or SSH_ASKPASS would name programs.
+func dropEnv(kv string) bool {
+	for _, p := range []string{"GIT_", "LC_", "LANG=", "HOME=", "XDG_CONFIG_HOME=", "SSH_ASKPASS", "EDITOR=", "VISUAL=", "PAGER="} {
+		if strings.HasPrefix(kv, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // baseEnv is the environment git runs with: the process environment minus
-// every GIT_* variable (tether may itself run under a git hook, whose GIT_DIR
-// or GIT_INDEX_FILE would redirect us), with global and system config
-// disabled, prompts off, optional locks off and messages in English so errors
-// can be matched.
+// dropEnv's variables, HOME an empty directory, global and system config
+// disabled, prompts off, optional locks off and messages in English so
+// errors can be matched.
 func baseEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "GIT_") || strings.HasPrefix(kv, "LC_") || strings.HasPrefix(kv, "LANG=") {
-			continue
+		if !dropEnv(kv) {
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
+	home := emptyHome()
 	return append(env,
+		"HOME="+home, "XDG_CONFIG_HOME="+home,
 		"LC_ALL=C", "LANG=C",
 		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 		"GIT_TERMINAL_PROMPT=0", "GIT_OPTIONAL_LOCKS=0",
-		"GIT_ATTR_NOSYSTEM=1",
+		"GIT_ATTR_NOSYSTEM=1", "GIT_PAGER=cat", "GIT_EDITOR=false",
 	)
+}
+
+// Command returns a git command for dir that runs with what every git
+// command of gitstate runs with: an environment without the caller's GIT_*
+// variables, HOME, askpass or editor, no system or global config, no
+// prompts, and gitConfigArgs' -c overrides (no hooks, fsmonitor, askpass,
+// credential helper, ssh command, signing, ext:: transport or global
+// attributes) before args. env is added last and may set GIT_DIR and the
+// like, or give a later git its own HOME. For other packages that run git
+// (hydrate's clone): a -c credential.helper=... in args comes after the
+// override that empties the list, so it is the only helper. The caller
+// sets Stdin, Stdout and Stderr.
+func Command(ctx context.Context, dir string, env []string, args ...string) *exec.Cmd {
+	full := append(append([]string{}, gitConfigArgs...), args...)
+	c := exec.CommandContext(ctx, "git", full...)
+	c.Dir = dir
+	c.Env = append(baseEnv(), env...)
+	return c
 }
 
 // traceGit prints every git command and its duration to stderr, for
@@ -66,6 +128,9 @@ var traceGit = os.Getenv("TETHER_GITSTATE_TRACE") != ""
 type gitCmd struct {
 	dir string   // working directory
 	env []string // extra environment (GIT_DIR, GIT_INDEX_FILE, ...)
+	// config is passed as GIT_CONFIG_KEY_n/GIT_CONFIG_VALUE_n, which, unlike
+	// -c, takes any subsection (a filter driver named "a=b").
+	config [][2]string
 }
 
 // gitError is a failed git command with its stderr.
@@ -96,10 +161,14 @@ func exitCode(err error) int {
 }
 
 func (g gitCmd) cmd(ctx context.Context, stdin []byte, args ...string) *exec.Cmd {
-	full := append(append([]string{}, gitConfigArgs...), args...)
-	c := exec.CommandContext(ctx, "git", full...)
-	c.Dir = g.dir
-	c.Env = append(baseEnv(), g.env...)
+	env := g.env
+	if len(g.config) > 0 {
+		env = append(append([]string{}, g.env...), fmt.Sprintf("GIT_CONFIG_COUNT=%d", len(g.config)))
+		for i, kv := range g.config {
+			env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, kv[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, kv[1]))
+		}
+	}
+	c := Command(ctx, g.dir, env, args...)
 	if stdin != nil {
 		c.Stdin = bytes.NewReader(stdin)
 	}
@@ -134,7 +203,12 @@ func (g gitCmd) line(ctx context.Context, args ...string) (string, error) {
 }
 
 func (g gitCmd) with(env ...string) gitCmd {
-	return gitCmd{dir: g.dir, env: append(append([]string{}, g.env...), env...)}
+	return gitCmd{dir: g.dir, env: append(append([]string{}, g.env...), env...), config: g.config}
+}
+
+// withConfig returns g with config entries added.
+func (g gitCmd) withConfig(kv ...[2]string) gitCmd {
+	return gitCmd{dir: g.dir, env: g.env, config: append(append([][2]string{}, g.config...), kv...)}
 }
 
 var (

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,10 +25,9 @@ type BundleSource func(ctx context.Context) (io.ReadCloser, error)
 // once, which costs one syncfs instead of an fsync per pack, ref and
 // index), and the working tree is written by as many processes as there
 // are cores.
-var restoreConfig = []string{
-	"GIT_CONFIG_COUNT=2",
-	"GIT_CONFIG_KEY_0=core.fsync", "GIT_CONFIG_VALUE_0=none",
-	"GIT_CONFIG_KEY_1=checkout.workers", "GIT_CONFIG_VALUE_1=0",
+var restoreConfig = [][2]string{
+	{"core.fsync", "none"},
+	{"checkout.workers", "0"},
 }
 
 // Restore recreates in repoDir the repository state st was captured from.
@@ -62,22 +61,47 @@ func Restore(ctx context.Context, repoDir string, st *State, bundles []string) e
 // system) before relying on it. On error repoDir is left partly restored:
 // restore into a staging directory and move it into place (nothing in the
 // restored .git names its own path).
+//
+// st is not trusted (it comes from the store): RestoreFrom refuses a State
+// that fails Validate, and drops config entries outside AllowedConfig,
+// logging a warning that names the repository and the key.
 func RestoreFrom(ctx context.Context, repoDir string, st *State, bundles []BundleSource) error {
-	if err := restore(ctx, repoDir, st, bundles); err != nil {
+	return RestoreWith(ctx, repoDir, st, bundles, RestoreOptions{})
+}
+
+// RestoreOptions configure RestoreWith.
+type RestoreOptions struct {
+	// Warn is told what the restore left out (config entries outside the
+	// allow-list), one sentence each; nil logs them with slog.Default.
+	Warn func(msg string)
+}
+
+// RestoreWith is RestoreFrom with options.
+func RestoreWith(ctx context.Context, repoDir string, st *State, bundles []BundleSource, opts RestoreOptions) error {
+	if opts.Warn == nil {
+		opts.Warn = func(msg string) { slog.Default().Warn(msg) }
+	}
+	if err := restore(ctx, repoDir, st, bundles, opts); err != nil {
 		return fmt.Errorf("restore of git repository into %s: %w", repoDir, err)
 	}
 	return nil
 }
 
-func restore(ctx context.Context, repoDir string, st *State, bundles []BundleSource) error {
-	if st == nil || st.Version != StateVersion {
-		return fmt.Errorf("state has format version %d, this tether reads %d: use a matching tether", versionOf(st), StateVersion)
+func restore(ctx context.Context, repoDir string, st *State, bundles []BundleSource, opts RestoreOptions) error {
+	if err := st.Validate(); err != nil {
+		return fmt.Errorf("refusing the state: %w", err)
 	}
 	if len(bundles) == 0 {
 		return fmt.Errorf("no bundles given for snapshot %s", st.Snapshot)
 	}
-	if err := validateRefs(st); err != nil {
-		return err
+	config := make([]ConfigEntry, 0, len(st.Config))
+	for _, c := range st.Config {
+		key, _, _, _, ok := canonicalKey(c.Key)
+		if !ok || !AllowedConfig(key, c.Value) {
+			opts.Warn(fmt.Sprintf("git repository %s: config key %q dropped: the state holds it, but tether restores no such key (it could name a program or hold credentials)", repoDir, showKey(c.Key)))
+			continue
+		}
+		config = append(config, ConfigEntry{Key: key, Value: CleanConfigValue(c.Value)})
 	}
 	top, err := filepath.Abs(repoDir)
 	if err != nil {
@@ -99,11 +123,11 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []BundleSou
 	if format != "sha1" {
 		initArgs = append(initArgs, "--object-format="+format)
 	}
-	if _, err := (gitCmd{dir: top, env: restoreConfig}).run(ctx, nil, append(initArgs, top)...); err != nil {
+	if _, err := (gitCmd{dir: top, config: restoreConfig}).run(ctx, nil, append(initArgs, top)...); err != nil {
 		return err
 	}
 	gitDir := filepath.Join(top, ".git")
-	g := gitCmd{dir: top, env: append(append([]string{"GIT_DIR=" + gitDir, "GIT_WORK_TREE=" + top}, identity...), restoreConfig...)}
+	g := gitCmd{dir: top, env: append([]string{"GIT_DIR=" + gitDir, "GIT_WORK_TREE=" + top}, identity...), config: restoreConfig}
 
 	if len(st.Shallow) > 0 {
 		if err := os.WriteFile(filepath.Join(gitDir, "shallow"), []byte(strings.Join(st.Shallow, "\n")+"\n"), 0o644); err != nil {
@@ -174,10 +198,21 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []BundleSou
 		return err
 	}
 
-	for _, c := range st.Config {
+	initKeys, err := configKeys(ctx, g)
+	if err != nil {
+		return err
+	}
+	for _, c := range config {
 		if _, err := g.run(ctx, nil, "config", "--add", c.Key, c.Value); err != nil {
 			return err
 		}
+	}
+	// What git wrote is what is checked: before any command reads the
+	// working tree, the config holds nothing outside the allow-list and
+	// init's own keys (in particular no filter driver, which the attributes
+	// of the snapshot's tree or info/attributes could name).
+	if err := checkConfig(ctx, g, initKeys); err != nil {
+		return err
 	}
 	names := make([]string, 0, len(st.Info))
 	for n := range st.Info {
@@ -263,11 +298,35 @@ func validateRefs(st *State) error {
 	return nil
 }
 
-func versionOf(st *State) int {
-	if st == nil {
-		return 0
+// configKeys returns the keys of the repository's local config.
+func configKeys(ctx context.Context, g gitCmd) (map[string]bool, error) {
+	out, err := g.run(ctx, nil, "config", "--local", "-z", "--name-only", "--list")
+	if err != nil {
+		return nil, err
 	}
-	return st.Version
+	keys := map[string]bool{}
+	for _, k := range strings.Split(string(out), "\x00") {
+		if k != "" {
+			keys[k] = true
+		}
+	}
+	return keys, nil
+}
+
+// checkConfig refuses a repository whose local config holds a key outside
+// the allow-list and those git init wrote (initKeys).
+func checkConfig(ctx context.Context, g gitCmd, initKeys map[string]bool) error {
+	out, err := g.run(ctx, nil, "config", "--local", "-z", "--list")
+	if err != nil {
+		return err
+	}
+	for _, kv := range strings.Split(string(out), "\x00") {
+		k, v, _ := strings.Cut(kv, "\n")
+		if k != "" && !initKeys[k] && !AllowedConfig(k, v) {
+			return fmt.Errorf("the restored config holds %q, which restore never writes; refusing to check out", showKey(k))
+		}
+	}
+	return nil
 }
 
 func validInfoName(n string) bool {
@@ -313,21 +372,10 @@ func restoreConflicts(ctx context.Context, g gitCmd, st *State) error {
 // refusing paths outside the known state files and directories.
 func writeOperation(gitDir string, op *Operation) error {
 	for rel, b := range op.Files {
-		clean := path.Clean(rel)
-		ok := clean == rel && !strings.HasPrefix(clean, "../") && !path.IsAbs(clean)
-		if ok {
-			ok = false
-			for _, f := range opFiles {
-				ok = ok || clean == f
-			}
-			for _, d := range opDirs {
-				ok = ok || strings.HasPrefix(clean, d+"/")
-			}
-		}
-		if !ok {
+		if !validOpFile(rel) {
 			return fmt.Errorf("operation %s names an unexpected state file %q", op.Kind, rel)
 		}
-		p := filepath.Join(gitDir, filepath.FromSlash(clean))
+		p := filepath.Join(gitDir, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}

@@ -159,12 +159,7 @@ func TestRestoreWithReverseIndex(t *testing.T) {
 	repo, e := chain(t)
 	saved := restoreConfig
 	t.Cleanup(func() { restoreConfig = saved })
-	restoreConfig = []string{
-		"GIT_CONFIG_COUNT=3",
-		"GIT_CONFIG_KEY_0=core.fsync", "GIT_CONFIG_VALUE_0=none",
-		"GIT_CONFIG_KEY_1=checkout.workers", "GIT_CONFIG_VALUE_1=0",
-		"GIT_CONFIG_KEY_2=pack.writeReverseIndex", "GIT_CONFIG_VALUE_2=true",
-	}
+	restoreConfig = append(append([][2]string{}, saved...), [2]string{"pack.writeReverseIndex", "true"})
 	dir := filepath.Join(t.TempDir(), "r")
 	if err := Restore(context.Background(), dir, e.states[1], e.bundles); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tether-dev/tether/internal/cliutil"
 	"github.com/tether-dev/tether/internal/fsutil"
 	"github.com/tether-dev/tether/internal/runner"
 	"github.com/tether-dev/tether/internal/statesync"
@@ -33,6 +34,10 @@ func fakeMain() {
 		if a == "--workspace" && i+1 < len(os.Args) {
 			ws = os.Args[i+1]
 		}
+	}
+	if os.Getenv(statesync.EnvGitToken) != "" || os.Getenv(statesync.EnvGitTokenFile) != "" {
+		// Tells TestSupervisorKeepsGitTokenFromChildren a child got it.
+		_ = os.WriteFile(filepath.Join(ws, ".tether/fake-saw-git-token-"+os.Args[1]), nil, 0o644)
 	}
 	switch os.Args[1] {
 	case "runner":
@@ -142,6 +147,14 @@ func fakeSync(ws string) {
 	if d, err := time.ParseDuration(os.Getenv("TETHER_FAKE_SYNC_DIE")); err == nil && strings.Count(fakeSyncLogText(ws), "start ") == 1 {
 		// The first sync crashes once, as a sync hitting a bug would.
 		time.AfterFunc(d, func() { logf("crash"); os.Exit(7) })
+	}
+	if d, err := time.ParseDuration(os.Getenv("TETHER_FAKE_SYNC_FENCED")); err == nil {
+		// A newer writer takes the session over: what `tether sync` prints and exits.
+		time.AfterFunc(d, func() {
+			logf("fenced")
+			fmt.Fprintln(os.Stderr, "tether: session default/sup-test was taken over by writer epoch 2 (host elsewhere, hydrate, at 2026-12-03T08:00:00Z by its clock); this writer, epoch 1 (host here, hydrate), stopped saving and wrote nothing more: the session's work continues there")
+			os.Exit(cliutil.ExitFenced)
+		})
 	}
 	var last time.Time
 	req := filepath.Join(ws, statesync.SnapshotRequestFile)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -23,7 +24,10 @@ type inputAPI struct {
 // setupInput picks the runner's address (listen, or a free loopback port)
 // and returns the runner flags and environment that make it serve there.
 func setupInput(listen string) (*inputAPI, []string, []string, error) {
-	token := ""
+	// The runner inherits the environment: a token the user set for their
+	// own --listen is the one to send too (off loopback the runner needs
+	// one).
+	token := os.Getenv("TETHER_RUNNER_TOKEN")
 	if listen == "" {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

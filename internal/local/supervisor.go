@@ -7,15 +7,16 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tether-dev/tether/internal/fsutil"
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/runner"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
@@ -211,7 +212,8 @@ func (s *Supervisor) Force() { s.once.Do(func() { close(s.force) }) }
 func (s *Supervisor) printf(format string, args ...any) {
 	s.outMu.Lock()
 	defer s.outMu.Unlock()
-	fmt.Fprintf(s.cfg.Out, "tether: "+format+"\n", args...)
+	// Lines quote errors and the sync's log, which may quote a URL.
+	fmt.Fprint(s.cfg.Out, redact.String(fmt.Sprintf("tether: "+format+"\n", args...)))
 }
 
 // lockedWriter serializes the agent stream with the supervisor's lines.
@@ -242,7 +244,7 @@ func (s *Supervisor) ws(rel string) string { return filepath.Join(s.cfg.Workspac
 // the session ended cleanly with its final snapshot.
 func (s *Supervisor) Run(ctx context.Context) (err error) {
 	cfg := &s.cfg
-	s.status = Status{Session: cfg.Namespace + "/" + cfg.Session, Workspace: cfg.Workspace, Store: redactURL(cfg.StoreURL),
+	s.status = Status{Session: cfg.Namespace + "/" + cfg.Session, Workspace: cfg.Workspace, Store: redact.URL(cfg.StoreURL),
 		PID: os.Getpid(), State: StateStarting, StartedAt: time.Now().UTC(), MaxRestart: cfg.MaxRestarts, Deaths: []Death{}}
 	if err := os.MkdirAll(cfg.Workspace, 0o755); err != nil {
 		return fmt.Errorf("workspace %s: %w", cfg.Workspace, err)
@@ -297,7 +299,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	defer runnerLog.Close()
 	s.printf("logs: %s", cfg.LogDir)
 
-	env := append(os.Environ(), cfg.Env...)
+	env := append(withoutGitCredentials(os.Environ()), cfg.Env...)
 	syncArgs := append([]string{"sync", "--workspace", cfg.Workspace, "--store", cfg.StoreURL, "--namespace", cfg.Namespace, "--session", cfg.Session}, cfg.SyncArgs...)
 	startSync := func() (*child, error) {
 		// SIGTERM if the supervisor dies: the sync still takes its final
@@ -318,7 +320,8 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 			err = serr
 		}
 		if err != nil {
-			s.status.State, s.status.Error = StateFailed, err.Error()
+			// The status file is in the workspace, so in the store too.
+			s.status.State, s.status.Error = StateFailed, redact.String(err.Error())
 		} else {
 			s.status.State = StateStopped
 		}
@@ -473,6 +476,11 @@ func (s *Supervisor) watchLife(ctx context.Context, rc *child, oomCh <-chan OOME
 			stop("interrupted")
 		case <-(*syncC).done:
 			old := *syncC
+			if line, ok := syncFenced(old); ok { // another writer owns the session now (fenced.go)
+				s.printf("the session was taken over: %s; stopping the agent here", line)
+				stop("the session was taken over by another writer")
+				return true, "fenced", fencedError(s.status.Session, line)
+			}
 			_, sig, code := describeExit(old.state)
 			s.printf("the sync exited unexpectedly (%s%s; last log line: %s); restarting it", sig, codeString(code), old.tail.LastLine())
 			time.Sleep(time.Second)
@@ -694,6 +702,9 @@ func (s *Supervisor) stopSync(c *child) error {
 		return fmt.Errorf("the final snapshot did not complete (sync killed after %s); the previous snapshot is intact, and the workspace still holds everything", time.Since(start).Round(time.Millisecond))
 	}
 	killSession(c.pid, 2*time.Second)
+	if line, ok := syncFenced(c); ok {
+		return fencedError(s.status.Session, line)
+	}
 	if !c.state.Success() {
 		_, sig, code := describeExit(c.state)
 		return fmt.Errorf("the final snapshot failed (sync %s%s: %s); the workspace still holds everything, see %s", sig, codeString(code), c.tail.LastLine(), s.status.Sync.Log)
@@ -714,16 +725,24 @@ func (s *Supervisor) hydrate(ctx context.Context) (*statesync.HydrateResult, err
 	if err != nil {
 		return nil, err
 	}
-	w := lockedWriter{&s.outMu, s.cfg.Out}
+	w := redact.Writer(lockedWriter{&s.outMu, s.cfg.Out})
 	return statesync.Hydrate(ctx, repo, s.cfg.Workspace, s.cfg.Repos, prefixWriter{w, "tether: "})
 }
 
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparsable URL>"
+// withoutGitCredentials drops the git token hydrate's clone used (see
+// statesync.EnvGitToken) from the children's environment: the sync never
+// needs it, and whatever the agent's tools print of their environment ends
+// up in a transcript, so in the store.
+func withoutGitCredentials(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case statesync.EnvGitToken, statesync.EnvGitTokenFile:
+			continue
+		}
+		out = append(out, kv)
 	}
-	return store.Redact(u)
+	return out
 }
 
 // prefixWriter prefixes each write (hydrate prints whole lines).

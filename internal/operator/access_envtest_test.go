@@ -143,7 +143,7 @@ func TestObserverAuthenticates(t *testing.T) {
 		json.NewEncoder(w).Encode(runner.Status{State: runner.StateReady, SessionID: "authed-session",
 			Resume: runner.ResumeStatus{Outcome: runner.ResumeResumed}, UpdatedAt: time.Now()})
 	})
-	fakeObs.useReal(ns, &HTTPObserver{RunnerPort: port, SyncPort: 1, Token: SecretTokens(opClient),
+	fakeObs.useReal(ns, &HTTPObserver{RunnerPort: port, SyncPort: 1, RunnerToken: SecretTokens(opClient),
 		Client: &http.Client{Timeout: 2 * time.Second}})
 
 	create(t, newSession(ns, "obs"))

@@ -148,7 +148,7 @@ func TestHTTPObserverSendsToken(t *testing.T) {
 	})
 	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: "127.0.0.1"}}
 	o := &HTTPObserver{RunnerPort: runnerPort, SyncPort: syncPort,
-		Token: func(context.Context, *corev1.Pod) (string, error) { return token, nil }}
+		RunnerToken: func(context.Context, *corev1.Pod) (string, error) { return token, nil }}
 	obs, err := o.Observe(context.Background(), pod)
 	if err != nil || obs.AgentSessionID != "sid-1" || obs.SnapshotID != "0001" {
 		t.Fatalf("with token: %+v %v", obs, err)
@@ -158,7 +158,7 @@ func TestHTTPObserverSendsToken(t *testing.T) {
 	}
 	// Without the token the runner's part is missing and the error says why,
 	// without any token in it.
-	o.Token = func(context.Context, *corev1.Pod) (string, error) { return "wrong", nil }
+	o.RunnerToken = func(context.Context, *corev1.Pod) (string, error) { return "wrong", nil }
 	obs, _ = o.Observe(context.Background(), pod)
 	if obs.AgentSessionID != "" || unauthorized.Load() != 1 {
 		t.Fatalf("wrong token observed %+v (401s %d)", obs, unauthorized.Load())

@@ -44,9 +44,10 @@ type HTTPObserver struct {
 	RunnerPort int32
 	// SyncPort is the sidecar's /healthz port (default SyncMetricsPort).
 	SyncPort int32
-	// Token returns the bearer token of pod's runner ("" for none); nil: no
-	// token. It is sent to the runner only, never to the sidecar.
-	Token func(ctx context.Context, pod *corev1.Pod) (string, error)
+	// RunnerToken returns the bearer token of the pod's runner, sent with
+	// GET /status (nil, or "": none is sent). The runner requires it
+	// whenever it listens beyond loopback, as it does in a pod.
+	RunnerToken func(ctx context.Context, pod *corev1.Pod) (string, error)
 }
 
 // runnerStatus is the subset of the runner's status file the operator uses.
@@ -77,9 +78,12 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 		c = &http.Client{Timeout: 3 * time.Second}
 	}
 	var rs runnerStatus
-	token, rerr := "", error(nil)
-	if o.Token != nil {
-		token, rerr = o.Token(ctx, pod)
+	var token string
+	var rerr error
+	if o.RunnerToken != nil {
+		if token, rerr = o.RunnerToken(ctx, pod); rerr != nil {
+			rerr = fmt.Errorf("runner token: %w", rerr)
+		}
 	}
 	if rerr == nil {
 		rerr = getJSON(ctx, c, "http://"+net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(o.RunnerPort)))+"/status", token, &rs)
@@ -105,6 +109,7 @@ func (o *HTTPObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observatio
 	return obs, nil
 }
 
+// getJSON GETs url into v, with token as the bearer token when not empty.
 func getJSON(ctx context.Context, c *http.Client, url, token string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

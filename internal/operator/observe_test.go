@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -64,5 +65,47 @@ func TestHTTPObserver(t *testing.T) {
 	}
 	if _, err := o.Observe(context.Background(), &corev1.Pod{}); err == nil {
 		t.Fatal("no error for a pod without IP")
+	}
+}
+
+// TestHTTPObserverToken: the observer sends the pod's runner token, so a
+// runner that requires one still reports; a token that cannot be had is an
+// error for the runner part only.
+func TestHTTPObserverToken(t *testing.T) {
+	const token = "per-session-token-0123456789"
+	var gotPod string
+	runnerPort := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+		json.NewEncoder(w).Encode(runner.Status{State: runner.StateReady, SessionID: "6c1f-uuid"})
+	})
+	syncPort := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("the runner token went to the sync sidecar")
+		}
+		w.Write([]byte(`{"lastSnapshot":"0007"}`))
+	})
+	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: "127.0.0.1"}}
+	pod.Namespace, pod.Name = "ns", "s1-pod"
+
+	if obs, _ := (&HTTPObserver{RunnerPort: runnerPort, SyncPort: syncPort}).Observe(context.Background(), pod); obs.AgentSessionID != "" {
+		t.Fatalf("a runner requiring a token reported to an observer without one: %+v", obs)
+	}
+	o := &HTTPObserver{RunnerPort: runnerPort, SyncPort: syncPort, RunnerToken: func(_ context.Context, p *corev1.Pod) (string, error) {
+		gotPod = p.Namespace + "/" + p.Name
+		return token, nil
+	}}
+	obs, err := o.Observe(context.Background(), pod)
+	if err != nil || obs.AgentSessionID != "6c1f-uuid" || obs.SnapshotID != "0007" || gotPod != "ns/s1-pod" {
+		t.Fatalf("with the token: %+v, %v (token asked for %q)", obs, err, gotPod)
+	}
+	o.RunnerToken = func(context.Context, *corev1.Pod) (string, error) {
+		return "", errors.New("secret ns/s1-runner-token not found")
+	}
+	obs, err = o.Observe(context.Background(), pod)
+	if err != nil || obs.AgentSessionID != "" || obs.SnapshotID != "0007" {
+		t.Fatalf("token lookup failing: %+v, %v; want the sync part only", obs, err)
 	}
 }

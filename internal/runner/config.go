@@ -136,4 +136,7 @@ const (
 	// treats any change as "snapshot now".
 	SnapshotRequestFile = ".tether/snapshot-request"
 	ClaudeDir           = ".claude"
+	// CacheDir holds data the runner can rebuild (the AG-UI frame file);
+	// snapshots leave it out.
+	CacheDir = ".tether/cache"
 )

@@ -122,11 +122,10 @@ func (l *EventLog) AppendRecord(rec Record, durable bool) (Record, error) {
 		return Record{}, fmt.Errorf("event log %s is closed", l.path)
 	}
 	rec.Seq, rec.Time = int64(len(l.offsets))+1, time.Now().UTC()
-	line, err := json.Marshal(rec)
+	line, err := encodeRecord(rec)
 	if err != nil {
 		return Record{}, fmt.Errorf("event log %s: encode record: %w", l.path, err)
 	}
-	line = append(line, '\n')
 	if _, err := l.f.Write(line); err != nil {
 		return Record{}, fmt.Errorf("event log %s: %w", l.path, err)
 	}
@@ -140,6 +139,40 @@ func (l *EventLog) AppendRecord(rec Record, durable bool) (Record, error) {
 	close(l.notify)
 	l.notify = make(chan struct{})
 	return rec, nil
+}
+
+// recordHead is Record without Data, field for field (TestEncodeRecord
+// compares the two encodings).
+type recordHead struct {
+	Seq  int64     `json:"seq"`
+	Time time.Time `json:"time"`
+	Turn int64     `json:"turn,omitempty"`
+	Run  string    `json:"run,omitempty"`
+	Kind string    `json:"kind"`
+	Type string    `json:"type"`
+}
+
+// encodeRecord is json.Marshal(rec) plus a newline, built in one buffer of
+// the line's size: json.Marshal would hold a few copies of Data, which can be
+// a CLI line of many megabytes.
+func encodeRecord(rec Record) ([]byte, error) {
+	data := rec.Data
+	// A line break in Data would split the record; json.Marshal compacts
+	// it away (it can only sit between tokens).
+	if !json.Valid(data) || bytes.ContainsAny(data, "\r\n") {
+		line, err := json.Marshal(rec)
+		return append(line, '\n'), err
+	}
+	head, err := json.Marshal(recordHead{rec.Seq, rec.Time, rec.Turn, rec.Run, rec.Kind, rec.Type})
+	if err != nil {
+		return nil, err
+	}
+	head = head[:len(head)-1] // the closing brace
+	line := make([]byte, 0, len(head)+len(`,"data":`)+len(data)+2)
+	line = append(line, head...)
+	line = append(line, `,"data":`...)
+	line = append(line, data...)
+	return append(line, '}', '\n'), nil
 }
 
 // Last returns the Seq of the newest record (0 for an empty log) and a

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEventLogAppendReadReopen(t *testing.T) {
@@ -68,5 +69,32 @@ func TestEventLogDamaged(t *testing.T) {
 	defer r.events.Close()
 	if m, _ := filepath.Glob(p + ".damaged-*"); len(m) != 1 {
 		t.Errorf("damaged log not kept aside: %v", m)
+	}
+}
+
+// TestEncodeRecord: the event log's own encoder writes what json.Marshal
+// would, so readers decode the same record.
+func TestEncodeRecord(t *testing.T) {
+	at := time.Date(2026, 12, 3, 8, 0, 0, 123456789, time.UTC)
+	for _, rec := range []Record{
+		{Seq: 1, Time: at, Kind: KindRunner, Type: "resume", Data: json.RawMessage(`{"outcome":"none"}`)},
+		{Seq: 2, Time: at, Turn: 3, Run: `run-"x"`, Kind: KindCLI, Type: "user", Data: json.RawMessage(`{"a":[1,2,{"b":"c d"}]}`)},
+		{Seq: 3, Time: at, Kind: KindInput, Type: SourceUser, Data: json.RawMessage("{\n  \"text\": \"pretty\"\n}")},
+		{Seq: 4, Time: at, Kind: KindCLI, Type: "invalid", Data: json.RawMessage(`"not json at all"`)},
+	} {
+		want, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := encodeRecord(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want)+"\n" {
+			t.Errorf("encodeRecord:\n%s\njson.Marshal:\n%s", got, want)
+		}
+	}
+	if _, err := encodeRecord(Record{Data: json.RawMessage(`{"broken":`)}); err == nil {
+		t.Error("no error for Data that is not JSON")
 	}
 }

@@ -2,19 +2,70 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/ag-ui-protocol/ag-ui/sdks/community/go/pkg/core/types"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler serves the runner over HTTP:
+// Defaults of HTTPOptions.
+const (
+	DefaultMaxStreams   = 64
+	DefaultMaxBodyBytes = 16 << 20
+	DefaultStallTimeout = 30 * time.Second
+	// MinTokenLength is the shortest token Listen accepts for an address
+	// other hosts can reach.
+	MinTokenLength = 16
+)
+
+// HTTPOptions configure the runner's HTTP API. Zero values take the
+// defaults.
+type HTTPOptions struct {
+	// Token, when set, must come as "Authorization: Bearer <token>" on every
+	// endpoint but the probes /healthz and /readyz (which then say no more
+	// than ready or not).
+	Token string
+	// MaxStreams caps the SSE streams (POST /agui, /agui/events) served at
+	// once; one more is answered 503 with Retry-After.
+	MaxStreams int
+	// MaxBodyBytes caps a request body; a larger one is answered 413.
+	MaxBodyBytes int64
+	// StallTimeout is how long a stream's client may take no bytes before
+	// it is disconnected. What it has not taken is then bounded by the
+	// socket's send buffer: the runner queues nothing for it, and every
+	// frame it got whole carries the id to reconnect from (Last-Event-ID).
+	StallTimeout time.Duration
+}
+
+func (o *HTTPOptions) setDefaults() {
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = DefaultMaxStreams
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
+}
+
+// Handler is NewHandler with default options and token.
+func Handler(r *Runner, token string) http.Handler {
+	return NewHandler(r, HTTPOptions{Token: token})
+}
+
+// NewHandler serves the runner over HTTP:
 //
 //	POST /agui          AG-UI RunAgentInput -> SSE stream of that run's events
 //	GET  /agui/events   SSE replay of the whole event log after Last-Event-ID
@@ -25,10 +76,15 @@ import (
 //	GET  /readyz        200 once the CLI is up and resume decided, else 503
 //	GET  /metrics       Prometheus
 //
-// With a non-empty token, /agui* and /status need "Authorization: Bearer
-// <token>" (compared in constant time); probes and metrics stay open.
-func Handler(r *Runner, token string) http.Handler {
-	h := &server{r: r, token: token}
+// Streams are sent from a file of encoded frames (see frameLog), so a
+// client that reads slowly costs a goroutine and a stream slot, not a copy
+// of what it has yet to read.
+func NewHandler(r *Runner, opts HTTPOptions) http.Handler {
+	opts.setDefaults()
+	h := &server{r: r, opts: opts, streams: make(chan struct{}, opts.MaxStreams), bodies: make(chan struct{}, 2)}
+	if opts.Token != "" {
+		h.tokenSum = sha256.Sum256([]byte(opts.Token))
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /agui", h.auth(h.run))
 	mux.HandleFunc("GET /agui/events", h.auth(h.replay))
@@ -36,25 +92,83 @@ func Handler(r *Runner, token string) http.Handler {
 	mux.HandleFunc("GET /status", h.auth(h.status))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", h.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(r.Metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", h.auth(promhttp.HandlerFor(r.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP))
 	return mux
 }
 
+// NewServer is the http.Server for NewHandler: header and idle timeouts, and
+// a small socket send buffer, so what the kernel holds for a client that
+// does not read stays small too.
+func NewServer(r *Runner, opts HTTPOptions) *http.Server {
+	return &http.Server{
+		Handler:           NewHandler(r, opts),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetWriteBuffer(256 << 10)
+			}
+			return ctx
+		},
+	}
+}
+
+// ErrNoToken is wrapped by Listen's refusal of an address other hosts can
+// reach without a (long enough) token.
+var ErrNoToken = errors.New("no usable token")
+
+// Listen listens on addr for the HTTP API. It refuses an address other hosts
+// can reach (anything but loopback) without a token: whoever reaches the
+// API can run commands through the agent and read the conversation.
+func Listen(addr, token string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("runner HTTP API: %w", err)
+	}
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		return ln, nil
+	}
+	switch {
+	case token == "":
+		ln.Close()
+		return nil, fmt.Errorf("runner HTTP API: %w: refusing to listen on %s (%s), which other hosts can reach, and whoever reaches it "+
+			"can run commands through the agent; set TETHER_RUNNER_TOKEN or --token-file to a random secret, or listen on 127.0.0.1",
+			ErrNoToken, addr, ln.Addr())
+	case len(token) < MinTokenLength:
+		ln.Close()
+		return nil, fmt.Errorf("runner HTTP API: %w: the token (TETHER_RUNNER_TOKEN or --token-file) is %d characters, too short for %s, "+
+			"which other hosts can reach; use at least %d random ones (e.g. openssl rand -hex 16)", ErrNoToken, len(token), addr, MinTokenLength)
+	}
+	return ln, nil
+}
+
 type server struct {
-	r     *Runner
-	token string
+	r        *Runner
+	opts     HTTPOptions
+	tokenSum [sha256.Size]byte
+	streams  chan struct{} // a slot per stream served
+	bodies   chan struct{} // a slot per request body being decoded
+
+	framesMu sync.Mutex
+	frames   *frameLog
+}
+
+func (s *server) authorized(req *http.Request) bool {
+	if s.opts.Token == "" {
+		return true
+	}
+	scheme, tok, _ := strings.Cut(req.Header.Get("Authorization"), " ")
+	// Comparing digests keeps the comparison constant-time in the token's
+	// length too.
+	got := sha256.Sum256([]byte(tok))
+	return strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(got[:], s.tokenSum[:]) == 1
 }
 
 func (s *server) auth(next http.HandlerFunc) http.HandlerFunc {
-	if s.token == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.token)
 	return func(w http.ResponseWriter, req *http.Request) {
-		got := []byte(req.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if !s.authorized(req) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tether runner"`)
-			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+			http.Error(w, "missing or wrong bearer token: send Authorization: Bearer <the runner's token> (TETHER_RUNNER_TOKEN)", http.StatusUnauthorized)
 			return
 		}
 		next(w, req)
@@ -66,17 +180,117 @@ func (s *server) status(w http.ResponseWriter, _ *http.Request) {
 	json.NewEncoder(w).Encode(s.r.Status())
 }
 
-func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
+func (s *server) readyz(w http.ResponseWriter, req *http.Request) {
 	st := s.r.Status()
+	ready := false
 	select {
 	case <-s.r.Ready():
-		if st.State == StateReady {
-			fmt.Fprintf(w, "ready (resume %s)\n", st.Resume.Outcome)
-			return
-		}
+		ready = st.State == StateReady
 	default:
 	}
-	http.Error(w, "not ready: "+st.State, http.StatusServiceUnavailable)
+	// Probes carry no token; without one they learn ready or not, no more.
+	detail := s.authorized(req)
+	switch {
+	case ready && detail:
+		fmt.Fprintf(w, "ready (resume %s)\n", st.Resume.Outcome)
+	case ready:
+		io.WriteString(w, "ready\n")
+	case detail:
+		http.Error(w, "not ready: "+st.State, http.StatusServiceUnavailable)
+	default:
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+	}
+}
+
+// acquireStream takes a stream slot or answers 503; call release when the
+// stream ends.
+func (s *server) acquireStream(w http.ResponseWriter) (release func(), ok bool) {
+	select {
+	case s.streams <- struct{}{}:
+		s.r.Metrics.sseStreams.Inc()
+		return func() { <-s.streams; s.r.Metrics.sseStreams.Dec() }, true
+	default:
+		s.r.Metrics.sseRejected.Inc()
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, fmt.Sprintf("the runner serves at most %d event streams at once and all are taken; retry later", s.opts.MaxStreams), http.StatusServiceUnavailable)
+		return nil, false
+	}
+}
+
+// readBody decodes the request body into v (v nil: reads and drops it),
+// answering 413 when it is larger than MaxBodyBytes and 400 when it does not
+// decode. It reports whether the handler may go on.
+func (s *server) readBody(w http.ResponseWriter, req *http.Request, v any) bool {
+	limit := s.opts.MaxBodyBytes
+	tooLarge := func() bool {
+		http.Error(w, fmt.Sprintf("request body too large: the runner takes at most %d bytes (%s); send a smaller RunAgentInput", limit, humanBytes(limit)), http.StatusRequestEntityTooLarge)
+		return false
+	}
+	if req.ContentLength > limit {
+		return tooLarge()
+	}
+	// Decoding holds a few copies of the body: only a couple at a time, and
+	// a client that sends slowly gets a deadline.
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case s.bodies <- struct{}{}:
+		defer func() { <-s.bodies }()
+	case <-req.Context().Done():
+		return false
+	case <-timer.C:
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "the runner is busy reading other requests; retry later", http.StatusServiceUnavailable)
+		return false
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	// Cleared at once: a deadline left on the connection would end the
+	// stream this request starts.
+	defer rc.SetReadDeadline(time.Time{})
+	body := http.MaxBytesReader(w, req.Body, limit)
+	var err error
+	if v == nil {
+		_, err = io.Copy(io.Discard, body)
+	} else {
+		err = json.NewDecoder(body).Decode(v)
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return tooLarge()
+	case err != nil:
+		http.Error(w, "bad RunAgentInput: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+func humanBytes(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// frameLog returns the runner's rendered events, starting the rendering on
+// first use.
+func (s *server) frameLog() (*frameLog, error) {
+	s.framesMu.Lock()
+	defer s.framesMu.Unlock()
+	if s.frames != nil {
+		return s.frames, nil
+	}
+	log := s.r.Events()
+	if log == nil {
+		return nil, ErrNotReady
+	}
+	fl, err := openFrameLog(log, s.r.cfg.Thread, framesDir(s.r.cfg.Workspace), s.r.Done())
+	if err != nil {
+		return nil, err
+	}
+	s.frames = fl
+	return fl, nil
 }
 
 // userText returns the text of the last user message of a RunAgentInput.
@@ -106,14 +320,25 @@ func userText(in types.RunAgentInput) (string, error) {
 }
 
 func (s *server) run(w http.ResponseWriter, req *http.Request) {
+	release, ok := s.acquireStream(w)
+	if !ok {
+		return
+	}
+	defer release()
 	var in types.RunAgentInput
-	if err := json.NewDecoder(io.LimitReader(req.Body, 16<<20)).Decode(&in); err != nil {
-		http.Error(w, "bad RunAgentInput: "+err.Error(), http.StatusBadRequest)
+	if !s.readBody(w, req, &in) {
 		return
 	}
 	text, err := userText(in)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	// The frames first: a message is not sent when its run cannot be
+	// streamed.
+	fl, err := s.frameLog()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	rec, err := s.r.Send(req.Context(), text, in.RunID)
@@ -125,14 +350,14 @@ func (s *server) run(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	sse := startSSE(w)
+	sse := s.startSSE(w)
 	// The run's events are the log's records of its turn, from its input
 	// record to its end.
-	s.follow(req.Context(), sse, rec.Seq, 0, func(r Record) (send, last bool) {
-		if r.Turn != rec.Turn {
+	s.follow(req, sse, fl, rec.Seq, 0, func(r frameRec) (send, last bool) {
+		if r.turn != rec.Turn {
 			return false, false
 		}
-		return true, endsRun(r)
+		return true, r.endsRun
 	})
 }
 
@@ -152,6 +377,9 @@ func endsRun(rec Record) bool {
 }
 
 func (s *server) replay(w http.ResponseWriter, req *http.Request) {
+	if req.Method == http.MethodPost && !s.readBody(w, req, nil) {
+		return
+	}
 	last := req.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = req.URL.Query().Get("after")
@@ -164,78 +392,93 @@ func (s *server) replay(w http.ResponseWriter, req *http.Request) {
 	if seq < 1 {
 		seq = 1
 	}
-	sse := startSSE(w)
-	s.follow(req.Context(), sse, seq, next, func(Record) (bool, bool) { return true, false })
+	release, ok := s.acquireStream(w)
+	if !ok {
+		return
+	}
+	defer release()
+	fl, err := s.frameLog()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	sse := s.startSSE(w)
+	s.follow(req, sse, fl, seq, next, func(frameRec) (bool, bool) { return true, false })
 }
 
-// follow writes the events of records from seq on (skipping the first skip
-// events of record seq) until filter says last, the client goes away or the
-// runner ends.
-func (s *server) follow(ctx context.Context, sse *sseWriter, seq int64, skip int, filter func(Record) (send, last bool)) {
-	log := s.r.Events()
-	after := seq - 1
-	thread := s.r.cfg.Thread
+// follow sends the frames of records from seq on (skipping the first skip
+// events of record seq) until filter says last, the client goes away, does
+// not take what it is sent within StallTimeout, or the runner ends.
+func (s *server) follow(req *http.Request, sse *sseWriter, fl *frameLog, seq int64, skip int, filter func(frameRec) (send, last bool)) {
+	defer sse.deadline()
+	ctx := req.Context()
 	for {
-		n, notify := log.Last()
-		if after < n {
-			recs, err := log.ReadAfter(after, 512)
-			if err != nil {
-				return
+		sp, err := fl.next(ctx, seq, skip, filter)
+		if err != nil {
+			if !errors.Is(err, errStreamEnded) && ctx.Err() == nil {
+				s.r.log.Error("AG-UI stream ended early", "client", req.RemoteAddr, "err", err)
 			}
-			for _, rec := range recs {
-				after = rec.Seq
-				send, last := filter(rec)
-				if send {
-					for i, ev := range Translate(rec, thread) {
-						if rec.Seq == seq && i < skip {
-							continue
-						}
-						if err := sse.write(ev); err != nil {
-							return
-						}
-					}
-				}
-				if last {
-					return
-				}
-			}
-			continue
-		}
-		select {
-		case <-notify:
-		case <-ctx.Done():
 			return
-		case <-s.r.Done():
-			// Deliver what the runner wrote last, then end.
-			if n2, _ := log.Last(); n2 == after {
-				return
+		}
+		if err := sse.copy(fl.f, sp.off, sp.end); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.r.Metrics.sseStalled.Inc()
+				s.r.log.Info("disconnected an AG-UI client that took no bytes for too long; it can reconnect with the Last-Event-ID it got last",
+					"client", req.RemoteAddr, "stall_timeout", s.opts.StallTimeout)
 			}
+			return
+		}
+		seq, skip = sp.next, 0
+		if sp.last {
+			return
 		}
 	}
 }
 
 type sseWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
 }
 
-func startSSE(w http.ResponseWriter) *sseWriter {
+func (s *server) startSSE(w http.ResponseWriter) *sseWriter {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	rc.Flush()
-	return &sseWriter{w: w, rc: rc}
+	sse := &sseWriter{w: w, rc: http.NewResponseController(w), stall: s.opts.StallTimeout}
+	sse.deadline()
+	sse.rc.Flush()
+	return sse
 }
 
-func (s *sseWriter) write(ev Event) error {
-	data, err := ev.Event.ToJSON()
-	if err != nil {
-		return err
+// deadline gives the next writes StallTimeout to complete.
+func (s *sseWriter) deadline() { s.rc.SetWriteDeadline(time.Now().Add(s.stall)) }
+
+// copyBufs are the buffers streams copy frames through: held only while a
+// copy runs, so an idle follower holds none.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// copy sends bytes [off, end) of f, a buffer at a time, each write under
+// the stall deadline.
+func (s *sseWriter) copy(f *os.File, off, end int64) error {
+	if off >= end {
+		return nil
 	}
-	if _, err := fmt.Fprintf(s.w, "id: %s\nevent: %s\ndata: %s\n\n", ev.ID, ev.Event.Type(), data); err != nil {
-		return err
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for off < end {
+		n := int(min(int64(len(buf)), end-off))
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			return fmt.Errorf("AG-UI frame cache: %w", err)
+		}
+		s.deadline()
+		if _, err := s.w.Write(buf[:n]); err != nil {
+			return err
+		}
+		off += int64(n)
 	}
+	s.deadline()
 	return s.rc.Flush()
 }

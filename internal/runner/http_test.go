@@ -215,7 +215,11 @@ func TestHTTPAuthAndProbes(t *testing.T) {
 	}{
 		{"GET", "/healthz", "", 200},
 		{"GET", "/readyz", "", 200},
-		{"GET", "/metrics", "", 200},
+		{"GET", "/metrics", "", 401},
+		{"GET", "/metrics", "Bearer " + testToken, 200},
+		{"GET", "/metrics", "Bearer " + testToken + "x", 401},
+		{"GET", "/agui/events", "", 401},
+		{"POST", "/agui/events", "", 401},
 		{"GET", "/status", "", 401},
 		{"GET", "/status", "Bearer wrong", 401},
 		{"GET", "/status", "Bearer " + testToken, 200},
@@ -246,7 +250,9 @@ func TestHTTPAuthAndProbes(t *testing.T) {
 			t.Errorf("send output lacks %q:\n%s", want, out.String())
 		}
 	}
-	resp, err := http.Get(hs.URL + "/metrics")
+	req, _ := http.NewRequest("GET", hs.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,9 @@ type Metrics struct {
 	initDurable prometheus.Histogram
 	firstByte   prometheus.Histogram
 	ready       prometheus.Gauge
+	sseStreams  prometheus.Gauge
+	sseRejected prometheus.Counter
+	sseStalled  prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -50,8 +53,17 @@ func newMetrics() *Metrics {
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tether_runner_ready", Help: "1 when the CLI is up and the resume outcome decided.",
 		}),
+		sseStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tether_runner_sse_streams", Help: "AG-UI event streams being served.",
+		}),
+		sseRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_runner_sse_rejected_total", Help: "AG-UI event streams refused (503) because all stream slots were taken.",
+		}),
+		sseStalled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_runner_sse_stalled_total", Help: "AG-UI clients disconnected for taking no bytes within the stall timeout.",
+		}),
 	}
-	m.Registry.MustRegister(m.turns, m.resumes, m.events, m.overhead, m.initDurable, m.firstByte, m.ready)
+	m.Registry.MustRegister(m.turns, m.resumes, m.events, m.overhead, m.initDurable, m.firstByte, m.ready, m.sseStreams, m.sseRejected, m.sseStalled)
 	for _, o := range []string{ResumeNone, ResumeResumed, ResumeFailed} {
 		m.resumes.WithLabelValues(o)
 	}

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -587,7 +588,7 @@ func (r *Runner) begin(in input) (bool, error) {
 }
 
 func (r *Runner) handleLine(l cliLine) error {
-	ev, perr := agent.ParseLine(l.b)
+	ev, perr := parseCLILine(l.b)
 	if perr == nil && ev.IsInit() {
 		// The id goes to disk before anything else of the turn is
 		// recorded or forwarded: a kill from here on cannot lose it.
@@ -612,6 +613,24 @@ func (r *Runner) handleLine(l cliLine) error {
 		r.log.Info("turn finished", "turn", r.turn, "subtype", ev.Result.Subtype, "is_error", ev.Result.IsError)
 	}
 	return nil
+}
+
+// parseCLILine is agent.ParseLine, except that a big line that is neither a
+// system line nor a result (a tool's output, a long answer) is only checked
+// and typed: the runner needs nothing more of it, and parsing it whole holds
+// several copies of it at once. The runner shares the agent's memory limit.
+func parseCLILine(line []byte) (agent.Event, error) {
+	if len(line) <= bigRecord {
+		return agent.ParseLine(line)
+	}
+	var head struct {
+		Type string `json:"type"`
+	}
+	switch err := json.Unmarshal(line, &head); {
+	case err != nil, head.Type == "", head.Type == agent.TypeSystem, head.Type == agent.TypeResult, head.Type == "control_response":
+		return agent.ParseLine(line)
+	}
+	return agent.Event{Type: head.Type, Raw: bytes.TrimRight(line, "\r\n")}, nil
 }
 
 func (r *Runner) onInit(ev agent.Event, readAt time.Time) error {

@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "save" {
 		os.Exit(childSave())
 	}
+	if os.Getenv(childEnv) == "restore" {
+		os.Exit(childRestore()) // bomb_test.go
+	}
 	storetest.Main(m)
 }
 

@@ -15,7 +15,7 @@ func manifestObject(t *testing.T, repo *Repo, id string) (*Manifest, int) {
 	t.Helper()
 	obj, err := repo.st.Get(context.Background(), repo.manifestKey(id))
 	must(t, err)
-	raw, err := decode(obj)
+	raw, err := decodeManifest(obj)
 	must(t, err)
 	m, err := unmarshalManifest(raw)
 	must(t, err)

@@ -37,6 +37,10 @@ type Manifest struct {
 	Session   string    `json:"session"`
 	Time      time.Time `json:"time"`
 	Host      string    `json:"host,omitempty"`
+	// Writer and Epoch name the writer epoch that saved the snapshot (see
+	// writer.go). Manifests from before fencing have neither: epoch 0.
+	Writer string `json:"writer,omitempty"`
+	Epoch  uint64 `json:"epoch,omitempty"`
 	// Parent is the snapshot this one was saved incrementally against ("" for a first save).
 	Parent string `json:"parent,omitempty"`
 	// Base (format 2) is the object this manifest is a delta against; it
@@ -68,6 +72,9 @@ type baseState struct {
 	// ref names the object; its Len, the length of the JSON, decides when a
 	// delta has grown too large and a new base is due.
 	ref Ref
+	// objSize is the size of the object as stored (0: unknown), which a
+	// save's Stat of it must find again.
+	objSize int64
 }
 
 // reposByPath indexes the base's repositories by path.
@@ -291,11 +298,23 @@ func (m *Manifest) validate() error {
 	return m.validateRepos(kinds)
 }
 
+// validChunks checks the lengths restore allocates and writes by: each
+// chunk within the chunker's limit, and their sum (computed without
+// overflow) the size.
 func validChunks(chunks []Ref, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("has a negative size %d", size)
+	}
 	var sum int64
-	for _, c := range chunks {
-		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" || c.Len <= 0 {
+	for i, c := range chunks {
+		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" {
 			return fmt.Errorf("references an invalid chunk %q", c.ID)
+		}
+		if c.Len <= 0 || c.Len > maxChunk {
+			return fmt.Errorf("gives chunk %s a length of %d bytes, outside 1..%d (the chunk size limit)", c.ID, c.Len, maxChunk)
+		}
+		if c.Len > size-sum {
+			return fmt.Errorf("has size %d but its first %d chunks already hold more", size, i+1)
 		}
 		sum += c.Len
 	}

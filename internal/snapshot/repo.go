@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/tether-dev/tether/internal/store"
 )
@@ -20,6 +21,7 @@ import (
 //	<namespace>/<session>/objects/<2 hex>/<sha256>   chunks, named by the hash of their plain content
 //	<namespace>/<session>/snapshots/<id>              manifests; a snapshot exists once its manifest does
 //	<namespace>/<session>/locks/<kind>-<time>-<rand>  who is saving or pruning right now
+//	<namespace>/<session>/writers/<epoch>             who took the session over, in order (writer.go)
 //
 // Objects and manifests are immutable. Only Prune deletes, and it deletes
 // manifests before the objects they alone referenced.
@@ -33,6 +35,11 @@ type Repo struct {
 	// usually share it (verify and prune read every manifest).
 	mu       sync.Mutex
 	lastBase *baseState
+
+	// budget bounds the plain bytes of the chunks this process has fetched
+	// and not yet written out (see fetchChunk), whatever the fetch counts.
+	budget *semaphore.Weighted
+	fence  fenceCache // writer epochs and manifest heads (writer.go)
 }
 
 // OpenRepo validates the names and returns the session's area of st.
@@ -43,7 +50,7 @@ func OpenRepo(st store.Store, namespace, session string) (*Repo, error) {
 	if err := ValidateName("session", session); err != nil {
 		return nil, err
 	}
-	return &Repo{st: st, Namespace: namespace, Session: session, base: namespace + "/" + session + "/"}, nil
+	return &Repo{st: st, Namespace: namespace, Session: session, base: namespace + "/" + session + "/", budget: semaphore.NewWeighted(fetchBudget)}, nil
 }
 
 // Store returns the underlying store.
@@ -65,12 +72,33 @@ const (
 	encZstd byte = 1
 )
 
+// Limits on what an object may hold once decoded. Whoever can write the
+// store can put a few KiB that inflate to gigabytes under any name, so every
+// object is decoded into a buffer of the length the reader expects, and
+// nothing claiming more is ever allocated. A chunk's length is given by the
+// manifest (at most maxChunk, validate checks); a base object's by the
+// manifest that names it, within maxBaseLen; a manifest's own length is not
+// recorded anywhere, so it has a ceiling of its own: a format-2 manifest is
+// a delta of at most about an eighth of its base (32 MiB for the largest),
+// and the rest leaves room for format-1 manifests, which list every entry.
+const (
+	maxBaseLen     = 256 << 20
+	maxManifestLen = 64 << 20
+	// fetchBudget bounds the chunk data held in memory by fetches under way
+	// (restore and verify), so their memory does not grow with the number
+	// of fetches nor with what the store claims.
+	fetchBudget = 64 << 20
+)
+
 var (
 	// A 1 MiB window (chunks are at most 4 MiB) and the low-memory mode keep
 	// the encoder's history buffers at about 2 MiB instead of 9: the sync
 	// sidecar holds this encoder for the whole session.
 	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
-	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(1<<30))
+	// zdec decodes objects of a known length: DecodeAll stops at the
+	// capacity of the buffer it is given (for some blocks the check comes
+	// after the block, so it can overshoot by one block, 128 KiB, no more).
+	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderMaxMemory(maxBaseLen), zstd.WithDecoderLowmem(true))
 )
 
 // encode compresses data when that saves at least 1/16 of it; random or already
@@ -88,18 +116,78 @@ func encode(data []byte) []byte {
 	return raw
 }
 
-func decode(obj []byte) ([]byte, error) {
+// decode returns the content of an object that must hold exactly want
+// bytes (0 < want <= maxBaseLen), allocating no more than that.
+func decode(obj []byte, want int64) ([]byte, error) {
+	if want <= 0 || want > maxBaseLen {
+		return nil, fmt.Errorf("an expected length of %d bytes is outside 1..%d", want, maxBaseLen)
+	}
+	data, err := decodeLimit(obj, want, fmt.Sprintf("the %d bytes it should hold", want))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) != want {
+		return nil, fmt.Errorf("it holds %d bytes, the manifest says %d", len(data), want)
+	}
+	return data, nil
+}
+
+// decodeManifest returns the content of a manifest object: as long as its
+// zstd header says (encode's frames always say), within maxManifestLen.
+func decodeManifest(obj []byte) ([]byte, error) {
+	limit := int64(maxManifestLen)
+	what := fmt.Sprintf("the manifest limit of %d bytes (maxManifestLen)", limit)
+	if len(obj) > 1 && obj[0] == encZstd {
+		var h zstd.Header
+		if err := h.Decode(obj[1:]); err != nil {
+			return nil, fmt.Errorf("bad zstd header: %w", err)
+		}
+		if h.HasFCS && h.FrameContentSize > uint64(limit) {
+			return nil, fmt.Errorf("it says it decompresses to %d bytes, more than %s; refused", h.FrameContentSize, what)
+		}
+		if h.HasFCS && h.FrameContentSize > 0 {
+			limit, what = int64(h.FrameContentSize), fmt.Sprintf("the %d bytes its header gives", h.FrameContentSize)
+		}
+	}
+	return decodeLimit(obj, limit, what)
+}
+
+// decodeLimit returns the content of an object, refusing one of more than
+// limit bytes without allocating more than that; what describes the limit
+// for errors.
+func decodeLimit(obj []byte, limit int64, what string) ([]byte, error) {
 	if len(obj) == 0 {
 		return nil, errors.New("empty object (no header)")
 	}
 	switch obj[0] {
 	case encRaw:
+		if int64(len(obj)-1) > limit {
+			return nil, fmt.Errorf("it holds %d bytes, more than %s", len(obj)-1, what)
+		}
 		return obj[1:], nil
 	case encZstd:
-		return zdec.DecodeAll(obj[1:], nil)
+		data, err := zdec.DecodeAll(obj[1:], make([]byte, 0, limit))
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			return nil, fmt.Errorf("it decompresses to more than %s; refused before inflating it (a decompression bomb?)", what)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("it does not decompress within %s: %w", what, err)
+		}
+		return data, nil
 	default:
 		return nil, fmt.Errorf("unknown encoding %d", obj[0])
 	}
+}
+
+// getObject reads an object that decodes to at most plain bytes: encode
+// never stores more than the header byte and the plain content, so a
+// larger object is corrupt and is refused before it is read into memory.
+func (r *Repo) getObject(ctx context.Context, key string, plain int64) ([]byte, error) {
+	obj, err := store.GetLimit(ctx, r.st, key, 1+plain)
+	if errors.Is(err, store.ErrTooLarge) {
+		return nil, &CorruptError{Key: key, Reason: fmt.Sprintf("the store holds a larger object than its content can need: %v", err)}
+	}
+	return obj, err
 }
 
 // hashID is the name of a chunk: the hex SHA-256 of its plain content.
@@ -128,24 +216,58 @@ func (e *MissingError) Error() string {
 	return fmt.Sprintf("snapshot %s references object %s, which is missing from the store; the snapshot is incomplete: restore an earlier one (`tether snapshot ls`) and run `tether snapshot verify`", e.Snapshot, e.Key)
 }
 
-// readChunk fetches a chunk and checks its content against its name.
-func (r *Repo) readChunk(ctx context.Context, id, snapshotID string) ([]byte, error) {
-	key := r.objectKey(id)
-	obj, err := r.st.Get(ctx, key)
+// readChunk fetches a chunk (or a base object) and checks its content
+// against its name and the length c.Len the manifest gives it.
+func (r *Repo) readChunk(ctx context.Context, c Ref, snapshotID string) ([]byte, error) {
+	key := r.objectKey(c.ID)
+	if c.Len <= 0 || c.Len > maxBaseLen {
+		return nil, &CorruptError{Key: key, Reason: fmt.Sprintf("a manifest gives it %d bytes, outside 1..%d", c.Len, maxBaseLen)}
+	}
+	obj, err := r.getObject(ctx, key, c.Len)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, &MissingError{Key: key, Snapshot: snapshotID}
 	}
 	if err != nil {
 		return nil, err
 	}
-	data, err := decode(obj)
+	data, err := decode(obj, c.Len)
 	if err != nil {
 		return nil, &CorruptError{Key: key, Reason: err.Error()}
 	}
-	if got := hashID(data); got != id {
+	if got := hashID(data); got != c.ID {
 		return nil, &CorruptError{Key: key, Reason: "its content hashes to " + got[:16] + "…"}
 	}
 	return data, nil
+}
+
+// fetchChunk is readChunk within the process's fetch budget: the chunk's
+// bytes are counted against it until release is called, once they have
+// been written out.
+func (r *Repo) fetchChunk(ctx context.Context, c Ref, snapshotID string) (data []byte, release func(), err error) {
+	release, err = r.reserve(ctx, c.Len)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err = r.readChunk(ctx, c, snapshotID)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return data, release, nil
+}
+
+// reserve takes n bytes (at most the whole budget) from the fetch budget
+// and returns the function that gives them back. A holder of reserved
+// chunks must be able to hand them on without reserving more (blobReader
+// reserves in chunk order, and its reader consumes them in that order), so
+// the budget cannot deadlock.
+func (r *Repo) reserve(ctx context.Context, n int64) (release func(), err error) {
+	w := min(max(n, 1), fetchBudget)
+	if err := r.budget.Acquire(ctx, w); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { r.budget.Release(w) }) }, nil
 }
 
 // writeChunk stores a chunk unless the store already has it. It returns the
@@ -163,7 +285,7 @@ func (r *Repo) writeChunk(ctx context.Context, id string, data []byte) (int64, e
 		// Present with another size: left torn by a power cut before a sync,
 		// or written by another version's encoder. Keep it only if it holds
 		// what its name says.
-		if _, rerr := r.readChunk(ctx, id, ""); rerr == nil {
+		if _, rerr := r.readChunk(ctx, Ref{ID: id, Len: int64(len(data))}, ""); rerr == nil {
 			return 0, nil
 		}
 		if err := r.st.Put(ctx, key, obj); err != nil {
@@ -178,7 +300,7 @@ func (r *Repo) writeChunk(ctx context.Context, id string, data []byte) (int64, e
 		// Usually a concurrent writer stored the same content. But on a store
 		// that tore an earlier upload, the key may hold garbage: check, and
 		// replace it if so (its name says what it must hold).
-		if _, rerr := r.readChunk(ctx, id, ""); rerr == nil {
+		if _, rerr := r.readChunk(ctx, Ref{ID: id, Len: int64(len(data))}, ""); rerr == nil {
 			return 0, nil
 		}
 		err = r.st.Put(ctx, key, obj)
@@ -207,13 +329,14 @@ func (r *Repo) SnapshotIDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Latest returns the newest complete snapshot id, or "" when there is none.
+// Latest returns the newest complete snapshot id that is not stale (see
+// writer.go), or "" when there is none.
 func (r *Repo) Latest(ctx context.Context) (string, error) {
 	ids, err := r.SnapshotIDs(ctx)
-	if err != nil || len(ids) == 0 {
+	if err != nil {
 		return "", err
 	}
-	return ids[len(ids)-1], nil
+	return r.current(ctx, ids)
 }
 
 // Resolve turns a user's snapshot id ("", "latest", "42") into an existing id.
@@ -226,7 +349,11 @@ func (r *Repo) Resolve(ctx context.Context, want string) (string, error) {
 		if len(ids) == 0 {
 			return "", fmt.Errorf("%s has no snapshots yet", r)
 		}
-		return ids[len(ids)-1], nil
+		id, err := r.current(ctx, ids)
+		if err == nil && id == "" {
+			err = fmt.Errorf("every snapshot of %s is stale (saved by a writer after a newer one took the session over; `tether snapshot ls` shows them): name one explicitly to restore it", r)
+		}
+		return id, err
 	}
 	id, _, err := ParseID(want)
 	if err != nil {
@@ -242,14 +369,14 @@ func (r *Repo) Resolve(ctx context.Context, want string) (string, error) {
 // LoadManifest reads and checks one snapshot's manifest.
 func (r *Repo) LoadManifest(ctx context.Context, id string) (*Manifest, error) {
 	key := r.manifestKey(id)
-	obj, err := r.st.Get(ctx, key)
+	obj, err := r.getObject(ctx, key, maxManifestLen)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("snapshot %s does not exist in %s", id, r)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot %s of %s: %w", id, r, err)
 	}
-	data, err := decode(obj)
+	data, err := decodeManifest(obj)
 	if err != nil {
 		return nil, &CorruptError{Key: key, Reason: err.Error()}
 	}
@@ -281,7 +408,10 @@ func (r *Repo) loadBase(ctx context.Context, ref Ref, snapshotID string) (*baseS
 		return b, nil
 	}
 	r.mu.Unlock()
-	data, err := r.readChunk(ctx, ref.ID, snapshotID)
+	if ref.Len <= 0 || ref.Len > maxBaseLen {
+		return nil, &CorruptError{Key: r.manifestKey(snapshotID), Reason: fmt.Sprintf("it names a base object of %d bytes, outside 1..%d (maxBaseLen)", ref.Len, maxBaseLen)}
+	}
+	data, err := r.readChunk(ctx, ref, snapshotID)
 	if err != nil {
 		return nil, err
 	}

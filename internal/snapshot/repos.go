@@ -67,7 +67,7 @@ func isRepoRoot(rel, abs string) bool {
 func (w *saveRun) captureRepo(rel string) error {
 	abs := filepath.Join(w.s.workspace, filepath.FromSlash(rel))
 	var prev *RepoEntry
-	if w.s.base != nil {
+	if w.s.base != nil && !w.s.repoMissing(rel) {
 		for i := range w.s.base.Repos {
 			if w.s.base.Repos[i].Path == rel {
 				prev = &w.s.base.Repos[i]

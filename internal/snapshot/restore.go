@@ -35,7 +35,8 @@ type RestoreOptions struct {
 	// Snapshot is the id to restore; "" or "latest" means the newest.
 	Snapshot string
 	// Fetches is how many chunks are fetched at once, for files and for each
-	// bundle of a git repository (default 8).
+	// bundle of a git repository (default 8). Whatever the count, the chunks
+	// held in memory stay within a budget of 64 MiB (fetchBudget).
 	Fetches int
 }
 
@@ -68,7 +69,9 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 		return nil, err
 	}
 	if err := m.validate(); err != nil {
-		return nil, fmt.Errorf("restore %s: refusing a bad manifest: %w", repo, err)
+		// A manifest that decodes but fails the checks is damage too (a
+		// caller may fall back to an older snapshot), named as such.
+		return nil, fmt.Errorf("restore %s: refusing a bad manifest: %w", repo, &CorruptError{Key: repo.manifestKey(id), Reason: err.Error()})
 	}
 	target, err = filepath.Abs(target)
 	if err != nil {
@@ -278,43 +281,59 @@ func restoreGitRepos(ctx context.Context, repo *Repo, m *Manifest, dir string, f
 }
 
 // blobReader reads a stored blob (a bundle) in order while fetching up to n
-// of its chunks ahead, in parallel. No byte of a chunk is returned before
-// the whole chunk has been checked against its hash and its length.
+// of its chunks ahead, in parallel, within the repository's fetch budget.
+// No byte of a chunk is returned before the whole chunk has been checked
+// against its hash and its length.
 type blobReader struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	slots  []chan chunkResult // chunk i's result, sent once
-	ahead  chan struct{}      // one token per chunk fetched but not yet read
-	next   int                // the chunk Read takes next
-	cur    []byte             // what Read has not returned of chunk next-1
-	err    error
-	atEOF  func() // called once all of the blob has been read
+	ctx     context.Context
+	cancel  context.CancelFunc
+	slots   []chan chunkResult // chunk i's result, sent once
+	ahead   chan struct{}      // one token per chunk fetched but not yet read
+	next    int                // the chunk Read takes next
+	cur     []byte             // what Read has not returned of chunk next-1
+	release func()             // gives chunk next-1's bytes back to the budget
+	err     error
+	atEOF   func()        // called once all of the blob has been read
+	fetches chan struct{} // closed once no fetch is under way or to come
 }
 
 type chunkResult struct {
-	data []byte
-	err  error
+	data    []byte
+	release func()
+	err     error
 }
 
 func newBlobReader(ctx context.Context, repo *Repo, snapshotID string, b Blob, n int) *blobReader {
 	ctx, cancel := context.WithCancel(ctx)
-	r := &blobReader{ctx: ctx, cancel: cancel, slots: make([]chan chunkResult, len(b.Chunks)), ahead: make(chan struct{}, n)}
+	r := &blobReader{ctx: ctx, cancel: cancel, slots: make([]chan chunkResult, len(b.Chunks)), ahead: make(chan struct{}, n), release: func() {}, fetches: make(chan struct{})}
 	for i := range r.slots {
 		r.slots[i] = make(chan chunkResult, 1)
 	}
 	go func() {
+		var wg sync.WaitGroup
+		defer func() { wg.Wait(); close(r.fetches) }()
 		for i, c := range b.Chunks {
 			select {
 			case r.ahead <- struct{}{}:
 			case <-ctx.Done():
 				return
 			}
+			// Reserved here, in chunk order: the chunk the reader waits
+			// for never waits for the budget behind chunks that come
+			// after it.
+			release, err := repo.reserve(ctx, c.Len)
+			if err != nil {
+				return // canceled: Read and Close see it
+			}
+			wg.Add(1)
 			go func() {
-				data, err := repo.readChunk(ctx, c.ID, snapshotID)
-				if err == nil && int64(len(data)) != c.Len {
-					err = fmt.Errorf("chunk %s holds %d bytes, the manifest says %d", c.ID, len(data), c.Len)
+				defer wg.Done()
+				data, err := repo.readChunk(ctx, c, snapshotID)
+				if err != nil {
+					release()
+					release = nil
 				}
-				r.slots[i] <- chunkResult{data, err}
+				r.slots[i] <- chunkResult{data, release, err}
 			}()
 		}
 	}()
@@ -323,6 +342,8 @@ func newBlobReader(ctx context.Context, repo *Repo, snapshotID string, b Blob, n
 
 func (r *blobReader) Read(p []byte) (int, error) {
 	for len(r.cur) == 0 {
+		r.release()
+		r.release = func() {}
 		if r.err != nil {
 			return 0, r.err
 		}
@@ -338,6 +359,9 @@ func (r *blobReader) Read(p []byte) (int, error) {
 			<-r.ahead
 			r.next++
 			r.cur, r.err = res.data, res.err
+			if res.release != nil {
+				r.release = res.release
+			}
 		case <-r.ctx.Done():
 			r.err = r.ctx.Err()
 		}
@@ -347,9 +371,22 @@ func (r *blobReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Close stops the fetches still under way.
+// Close stops the fetches still under way and gives back to the budget the
+// bytes of every chunk fetched and not read.
 func (r *blobReader) Close() error {
 	r.cancel()
+	<-r.fetches
+	r.release()
+	r.cur = nil
+	for _, slot := range r.slots[r.next:] {
+		select {
+		case res := <-slot:
+			if res.release != nil {
+				res.release()
+			}
+		default: // never fetched
+		}
+	}
 	return nil
 }
 
@@ -367,14 +404,13 @@ func restoreFile(ctx context.Context, repo *Repo, snapshotID string, e *Entry, p
 	}
 	defer f.Close()
 	for _, c := range e.Chunks {
-		data, err := repo.readChunk(ctx, c.ID, snapshotID)
+		data, release, err := repo.fetchChunk(ctx, c, snapshotID)
 		if err != nil {
 			return fmt.Errorf("file %s: %w", e.Path, err)
 		}
-		if int64(len(data)) != c.Len {
-			return fmt.Errorf("file %s: chunk %s holds %d bytes, the manifest says %d", e.Path, c.ID, len(data), c.Len)
-		}
-		if _, err := f.Write(data); err != nil {
+		_, err = f.Write(data)
+		release()
+		if err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -65,10 +66,24 @@ type SaveOptions struct {
 	MaxBytes int64
 	// Uploads is how many chunks are compressed and uploaded at once (default 4).
 	Uploads int
+	// Writer, when set, gives the writer epoch this Saver saves as (see
+	// TakeEpoch). It is called at the first save, and again only until it
+	// succeeds: a Saver never changes epoch, so once a newer epoch exists
+	// every save returns a FencedError. Nil: no fencing, manifests of epoch 0.
+	Writer func(ctx context.Context) (*Writer, error)
 	// Host is recorded in manifests (default: os.Hostname).
 	Host string
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Log receives the warnings a person should see once: a damaged
+	// snapshot the save could not build on, objects missing from the store
+	// (default: slog.Default()). They are also in SaveStats.Warnings.
+	Log *slog.Logger
+	// Repair names objects (chunk ids) that a verify found missing or
+	// corrupt: the files and repositories that use them are read again from
+	// the workspace, and a stored copy that does not hold what its name says
+	// is replaced (see `tether snapshot verify --repair`).
+	Repair []string
 }
 
 // SaveStats reports what one save did.
@@ -103,8 +118,10 @@ type SaveStats struct {
 }
 
 // builtinExcludes are tether's own scratch areas at the workspace root. Saving
-// them would snapshot the snapshotter.
-var builtinExcludes = []string{".tether/cache", ".tether-restore"}
+// them would snapshot the snapshotter. The writer file names the writer epoch
+// of the workspace it is in: restored elsewhere, it would let a second
+// workspace pass for the first.
+var builtinExcludes = []string{".tether/cache", ".tether-restore", ".tether/writer.json"}
 
 // Saver saves snapshots of one workspace into one session's Repo. It keeps the
 // last snapshot it saved (or found) as the base of the next one, so a sync loop
@@ -125,6 +142,18 @@ type Saver struct {
 	repoFP     map[string]string    // fingerprint of each repository when base's capture of it began
 	cache      *statCache
 	tmpGit     string // git object dirs when there is no CacheDir
+
+	// checked: a listing confirmed, at checkedAt, which objects of base
+	// exist (see checkBase); missing holds the chunks of base it did not
+	// find, which no new snapshot may reference without uploading them.
+	checked   bool
+	checkedAt time.Time
+	missing   map[string]bool
+	// warnedDamaged is the snapshot whose damage was last logged: a save
+	// that fails for another reason and is retried does not log it again.
+	warnedDamaged string
+	writer        *Writer // the epoch this Saver saves as (nil: none yet, or no fencing)
+	fenced        error   // set once a newer epoch was seen: every later save fails with it
 }
 
 // ErrConcurrentSave is returned when another writer created the snapshot id
@@ -152,6 +181,9 @@ func NewSaver(repo *Repo, workspace string, opts SaveOptions) (*Saver, error) {
 	}
 	if opts.Host == "" {
 		opts.Host, _ = os.Hostname()
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
 	}
 	s := &Saver{repo: repo, workspace: abs, opts: opts}
 	if opts.CacheDir != "" {
@@ -213,6 +245,7 @@ func (s *Saver) loadBase(ctx context.Context, latest string) error {
 	if s.base != nil && s.base.ID == latest {
 		return nil
 	}
+	s.checked, s.missing = false, nil
 	if s.cache != nil {
 		if oi, err := s.repo.st.Stat(ctx, s.repo.manifestKey(latest)); err == nil {
 			if m, stats, repoFP, ok := s.cache.load(latest, oi.Size); ok {
@@ -248,6 +281,9 @@ func (s *Saver) setBase(m *Manifest, stats map[string]fileState) {
 // Save writes a new snapshot of the workspace and returns what it did.
 func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	start := s.opts.Now()
+	if err := s.checkFence(ctx); err != nil {
+		return nil, err
+	}
 	unlock, err := s.repo.lock(ctx, lockShared)
 	if err != nil {
 		return nil, err
@@ -258,23 +294,54 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	latest := ""
 	var next uint64 = 1
 	if len(ids) > 0 {
-		latest = ids[len(ids)-1]
-		_, n, _ := ParseID(latest)
+		_, n, _ := ParseID(ids[len(ids)-1])
 		next = n + 1
 	}
-	if err := s.loadBase(ctx, latest); err != nil {
-		return nil, fmt.Errorf("save %s: load previous snapshot: %w", s.repo, err)
+	// The parent is the newest snapshot that is not stale: a fenced
+	// writer's late snapshot is never built upon.
+	latest, err := s.repo.current(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("save %s: %w", s.repo, err)
 	}
 
 	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]fileState{}, newRepoFP: map[string]string{}}
-	w.stats.Parent = latest
-	if s.base != nil {
-		s.base.eachChunk(func(c Ref) { w.known[c.ID] = true })
+	parent := latest
+	if err := s.loadBase(ctx, latest); err != nil {
+		if !IsDamaged(err) {
+			return nil, fmt.Errorf("save %s: load previous snapshot: %w", s.repo, err)
+		}
+		// A save never builds on what it cannot read: it starts over as a
+		// first save does (every file read, every chunk the store lacks
+		// uploaded) and leaves the damaged snapshot as it is.
+		msg := fmt.Sprintf("snapshot %s cannot be read (%s): saving a full snapshot that does not depend on it; run `tether snapshot verify` to see what else is damaged", latest, DamageReason(err))
+		if s.warnedDamaged != latest {
+			s.opts.Log.Warn(msg, "session", s.repo.Namespace+"/"+s.repo.Session, "store", s.repo.st.String())
+			s.warnedDamaged = latest
+		}
+		w.stats.Warnings = append(w.stats.Warnings, msg)
+		s.base, s.baseByPath, s.stats, s.baseCached, s.repoFP = nil, nil, nil, "", nil
+		parent = ""
 	}
+	if s.base != nil {
+		if err := s.checkBase(ctx, w); err != nil {
+			return nil, fmt.Errorf("save %s: check that the objects of snapshot %s exist: %w", s.repo, s.base.ID, err)
+		}
+		s.base.eachChunk(func(c Ref) {
+			if !s.missing[c.ID] {
+				w.known[c.ID] = true
+			}
+		})
+	}
+	w.stats.Parent = parent
 	w.up = newUploader(ctx, s.repo, s.opts.Uploads)
+	if len(s.opts.Repair) > 0 {
+		w.up.recheck = map[string]bool{}
+		for _, id := range s.opts.Repair {
+			w.up.recheck[id] = true
+		}
+	}
 	entries, werr := w.walk()
 	uerr := w.up.wait()
 	if werr == nil {
@@ -291,7 +358,9 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		Session:   s.repo.Session,
 		Time:      start.UTC(),
 		Host:      s.opts.Host,
-		Parent:    latest,
+		Parent:    parent,
+		Writer:    s.writerID(),
+		Epoch:     s.epoch(),
 		Entries:   entries,
 		Repos:     w.repos,
 	}
@@ -307,7 +376,22 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 			m.Summary.Symlinks++
 		}
 	}
-	if s.base != nil && sameContent(s.base, m) {
+	// A base whose base object is lost (from == nil) is not skipped: the
+	// point of this save is then to write one that is whole.
+	if s.base != nil && s.base.from != nil && sameContent(s.base, m) {
+		// Skipping would leave the newest snapshot as it is: make sure its
+		// base object is still there (one Stat), or write a whole one.
+		ok, err := s.baseStillThere(ctx, w, s.base.from)
+		if err != nil {
+			return nil, fmt.Errorf("save %s: %w", s.repo, err)
+		}
+		if !ok {
+			s.base.from = nil
+		} else {
+			w.baseChecked = true
+		}
+	}
+	if s.base != nil && s.base.from != nil && sameContent(s.base, m) {
 		w.stats.Unchanged = true
 		if s.opts.SkipUnchanged {
 			st := &w.stats
@@ -332,6 +416,11 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		return nil, fmt.Errorf("save %s: flush chunks: %w", s.repo, err)
 	}
 	obj := encode(raw)
+	// The last moment to learn that a newer writer took over: after this
+	// the snapshot exists (and, if it loses this race, is stale).
+	if err := s.checkFence(ctx); err != nil {
+		return nil, err
+	}
 	// The manifest is written last and only if absent: it is what makes the
 	// snapshot exist, and nobody can overwrite it.
 	if err := s.repo.st.PutIfAbsent(ctx, s.repo.manifestKey(m.ID), obj); err != nil {
@@ -341,6 +430,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		}
 		return nil, fmt.Errorf("save %s: write manifest %s: %w", s.repo, m.ID, err)
 	}
+	s.repo.fence.putHead(&manifestHead{ID: m.ID, Writer: m.Writer, Epoch: m.Epoch})
 	st := &w.stats
 	st.ID = m.ID
 	st.Files, st.Dirs, st.Symlinks = m.Summary.Files, m.Summary.Dirs, m.Summary.Symlinks
@@ -352,6 +442,12 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 
 	s.setBase(m, w.newStats)
 	s.repoFP = w.newRepoFP
+	// Every object m references was found by the listing or uploaded by
+	// this save: as good as checked.
+	s.missing = nil
+	if !s.checked {
+		s.checked, s.checkedAt = true, start
+	}
 	if s.cache != nil {
 		// Best effort: a lost cache costs one re-read of the files, nothing else.
 		if s.baseCached != m.Base.ID && baseRaw == nil {
@@ -380,7 +476,15 @@ func (s *Saver) storedForm(ctx context.Context, m *Manifest, w *saveRun) (raw, b
 		if err != nil {
 			return nil, nil, err
 		}
-		if len(raw) <= 1024 || int64(len(raw))*8 <= from.ref.Len {
+		small := len(raw) <= 1024 || int64(len(raw))*8 <= from.ref.Len
+		if small {
+			ok, err := s.baseStillThere(ctx, w, from)
+			if err != nil {
+				return nil, nil, err
+			}
+			small = ok
+		}
+		if small {
 			m.Base, m.from = &Ref{ID: from.ref.ID, Len: from.ref.Len}, from
 			return raw, nil, nil
 		}
@@ -397,6 +501,7 @@ func (s *Saver) storedForm(ctx context.Context, m *Manifest, w *saveRun) (raw, b
 	if n > 0 {
 		w.up.bytes.Add(n)
 		w.up.objects.Add(1)
+		from.objSize = n
 	}
 	if raw, err = marshalManifest(m.delta(from)); err != nil {
 		return nil, nil, err
@@ -407,11 +512,13 @@ func (s *Saver) storedForm(ctx context.Context, m *Manifest, w *saveRun) (raw, b
 
 // saveRun is the state of one Save.
 type saveRun struct {
-	s        *Saver
-	ctx      context.Context
-	start    time.Time
-	known    map[string]bool // chunks the store is known to have
-	newStats map[string]fileState
+	s     *Saver
+	ctx   context.Context
+	start time.Time
+	known map[string]bool // chunks the store is known to have
+	// baseChecked: this save already confirmed the base object exists.
+	baseChecked bool
+	newStats    map[string]fileState
 	// newRepoFP holds the fingerprints of the repositories this save
 	// captured (or found unchanged), for the next save.
 	newRepoFP map[string]string
@@ -644,7 +751,9 @@ func unixMode(fi fs.FileInfo) uint32 {
 func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 	key := statKeyOf(fi)
 	prev := w.s.baseByPath[rel]
-	if prev != nil && prev.Type != TypeFile {
+	if prev != nil && (prev.Type != TypeFile || w.s.refsMissing(prev.Chunks)) {
+		// Not a file before, or its chunks are not all in the store: read
+		// it whole, so every chunk of the new entry is uploaded if absent.
 		prev = nil
 	}
 	old := w.s.stats[rel] // zero when unknown
@@ -813,6 +922,9 @@ type uploader struct {
 	err     error
 	bytes   atomic.Int64
 	objects atomic.Int64
+	// recheck: chunks a verify named damaged, whose stored copy is read and
+	// replaced if wrong instead of being trusted for existing.
+	recheck map[string]bool
 }
 
 func newUploader(ctx context.Context, repo *Repo, n int) *uploader {
@@ -831,7 +943,11 @@ func (u *uploader) put(id string, data []byte) error {
 	go func() {
 		defer u.wg.Done()
 		defer func() { <-u.sem }()
-		n, err := u.repo.writeChunk(u.ctx, id, buf)
+		write := u.repo.writeChunk
+		if u.recheck[id] {
+			write = u.repo.rewriteChunk
+		}
+		n, err := write(u.ctx, id, buf)
 		if err != nil {
 			u.mu.Lock()
 			if u.err == nil {

@@ -27,10 +27,15 @@ type VerifyReport struct {
 	Objects   int      `json:"objects"`
 	Bytes     int64    `json:"bytes"`
 	Problems  []string `json:"problems,omitempty"`
+	// Damaged lists the ids of the chunks found missing or corrupt, for
+	// SaveOptions.Repair. (A damaged base object shows as a problem of the
+	// manifests that use it: they cannot be read.)
+	Damaged []string `json:"damaged,omitempty"`
 }
 
 // Verify checks snapshots: every manifest decodes and passes the checks restore
-// makes, and every chunk it references exists and (unless Quick) hashes to its
+// makes, every repository's git state is one capture could have written (no
+// config key outside the allow-list, which a restore would drop), and every chunk it references exists and (unless Quick) hashes to its
 // name. It reads each chunk once however many snapshots share it, and reports
 // every problem rather than stopping at the first.
 func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport, error) {
@@ -65,6 +70,7 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 		if err := m.validate(); err != nil {
 			rep.Problems = append(rep.Problems, err.Error())
 		}
+		rep.Problems = append(rep.Problems, gitStateProblems(m)...)
 		m.eachChunk(func(c Ref) {
 			if u := users[c.ID]; len(u) == 0 || u[len(u)-1] != id {
 				users[c.ID] = append(u, id)
@@ -89,13 +95,11 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 				problem = err
 			}
 		} else {
-			data, err := repo.readChunk(ctx, id, "")
-			switch {
-			case err != nil:
+			data, release, err := repo.fetchChunk(ctx, Ref{ID: id, Len: lens[id]}, "")
+			if err != nil {
 				problem = err
-			case int64(len(data)) != lens[id]:
-				problem = &CorruptError{Key: repo.objectKey(id), Reason: fmt.Sprintf("it holds %d bytes, manifests say %d", len(data), lens[id])}
-			default:
+			} else {
+				release()
 				mu.Lock()
 				rep.Bytes += int64(len(data))
 				mu.Unlock()
@@ -117,6 +121,9 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 		}
 		mu.Lock()
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%s (used by snapshot %s)", msg, strings.Join(users[id], ", ")))
+		if miss != nil || corrupt != nil {
+			rep.Damaged = append(rep.Damaged, id)
+		}
 		mu.Unlock()
 		return nil
 	})
@@ -124,5 +131,26 @@ func Verify(ctx context.Context, repo *Repo, opts VerifyOptions) (*VerifyReport,
 		return nil, err
 	}
 	sort.Strings(rep.Problems)
+	sort.Strings(rep.Damaged)
 	return rep, nil
+}
+
+// gitStateProblems lists what is wrong with the git states of m's
+// repositories: a state restore refuses, and each config key outside the
+// allow-list (capture never records one; a restore drops it, so a snapshot
+// holding one was written by something else than tether).
+func gitStateProblems(m *Manifest) []string {
+	var problems []string
+	for _, r := range m.Repos {
+		if r.State == nil {
+			continue // validate reported it
+		}
+		if err := r.State.Validate(); err != nil {
+			problems = append(problems, fmt.Sprintf("snapshot %s: repository %s: restore refuses its git state: %v", m.ID, r.Path, err))
+		}
+		for _, k := range r.State.UnsafeConfig() {
+			problems = append(problems, fmt.Sprintf("snapshot %s: repository %s: its git state holds config key %q, which tether never captures (it could name a program to run or hold a credential); restore drops it", m.ID, r.Path, k))
+		}
+	}
+	return problems
 }

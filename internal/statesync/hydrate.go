@@ -14,6 +14,7 @@ import (
 
 	"github.com/tether-dev/tether/internal/fsutil"
 	"github.com/tether-dev/tether/internal/gitstate"
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/snapshot"
 )
 
@@ -25,6 +26,10 @@ const (
 	OutcomeRestored = "restored" // the newest snapshot was restored
 	OutcomeFresh    = "fresh"    // the session has no snapshot: a new workspace
 	OutcomeKept     = "kept"     // the workspace was already live here (a restart): left as is
+
+	// OutcomeRestoredOlder: the newest snapshots were damaged and skipped
+	// (HydrateResult.Skipped says which and why); an older one was restored.
+	OutcomeRestoredOlder = "restored-older"
 )
 
 // RepoSpec is a repository to clone into repos/<Name> when absent.
@@ -34,15 +39,21 @@ type RepoSpec struct {
 	Name   string
 }
 
-// ParseRepoSpec parses URL[#branch].
+// ParseRepoSpec parses URL[#branch]. A URL carrying a credential (user
+// information, a token-shaped value, a secret-looking parameter) is refused
+// with the supported route (GitCredentialsHint), and so is a transport
+// that runs a program (ext::).
 func ParseRepoSpec(s string) (RepoSpec, error) {
 	u, branch, _ := strings.Cut(s, "#")
 	if u == "" {
-		return RepoSpec{}, fmt.Errorf("--repo %q has no URL; use URL[#branch]", s)
+		return RepoSpec{}, fmt.Errorf("--repo %q has no URL; use URL[#branch]", redactRepo(s))
+	}
+	if err := checkRepoURL(u); err != nil {
+		return RepoSpec{}, err
 	}
 	name := strings.TrimSuffix(path.Base(strings.TrimRight(strings.ReplaceAll(u, ":", "/"), "/")), ".git")
 	if name == "" || name == "." || name == ".." || name == "/" {
-		return RepoSpec{}, fmt.Errorf("--repo %q: cannot derive a directory name under repos/ from the URL", s)
+		return RepoSpec{}, fmt.Errorf("--repo %q: cannot derive a directory name under repos/ from the URL", redactRepo(s))
 	}
 	return RepoSpec{URL: u, Branch: branch, Name: name}, nil
 }
@@ -57,14 +68,21 @@ type HydrateResult struct {
 	Bytes      int64     `json:"bytes,omitempty"`
 	Cloned     []string  `json:"cloned,omitempty"`
 	Warnings   []string  `json:"warnings,omitempty"`
+	// Skipped lists, newest first, the snapshots newer than Snapshot that
+	// could not be restored because their data is damaged.
+	Skipped []SkippedSnapshot `json:"skipped,omitempty"`
+	// Epoch is the writer epoch taken for this workspace (WriterFile).
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // Hydrate prepares a workspace before the agent starts. When the session has
-// snapshots it restores the newest one, and fails (never starts empty) when
-// that restore fails. When the workspace already went through hydrate here
-// (a container restart within the same pod, or `tether run` again on the same
-// directory) it is left as it is: it is at least as new as the store. Then
-// it clones the listed repositories that are absent.
+// snapshots it restores the newest one that can be restored: a newer one
+// whose data is damaged is skipped, loudly (a progress line, Skipped and
+// OutcomeRestoredOlder), and any other failure fails the hydrate; it never
+// starts empty when saved work exists. When the workspace already went
+// through hydrate here (a container restart within the same pod, or `tether
+// run` again on the same directory) it is left as it is: it is at least as
+// new as the store. Then it clones the listed repositories that are absent.
 func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos []RepoSpec, progress io.Writer) (*HydrateResult, error) {
 	start := time.Now()
 	if progress == nil {
@@ -74,9 +92,18 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 	if err := os.MkdirAll(workspace, 0o755); err != nil {
 		return nil, fmt.Errorf("hydrate: workspace %s: %w", workspace, err)
 	}
+	// The writer epoch first, then the listing (fence.go).
+	writer, err := takeWriter(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	res.Epoch = writer.Epoch
 	ids, err := repo.SnapshotIDs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("hydrate %s: cannot list snapshots, so cannot tell whether saved work exists: %w", repo, err)
+	}
+	if ids, err = withoutStale(ctx, repo, ids, res, progress); err != nil {
+		return nil, fmt.Errorf("hydrate %s: %w", repo, err)
 	}
 	live, err := isLive(workspace)
 	if err != nil {
@@ -97,14 +124,17 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 		if !empty {
 			return nil, fmt.Errorf("hydrate %s: workspace %s is not empty but was not hydrated here, and the session has %d snapshots: refusing to mix them; use an empty directory (or restore with `tether snapshot restore` elsewhere)", repo, workspace, len(ids))
 		}
-		latest := ids[len(ids)-1]
-		fmt.Fprintf(progress, "hydrate: restoring snapshot %s of %s into %s\n", latest, repo, workspace)
-		rs, err := snapshot.Restore(ctx, repo, workspace, snapshot.RestoreOptions{Snapshot: latest})
+		rs, skipped, err := restoreNewest(ctx, repo, workspace, ids, progress)
 		if err != nil {
-			return nil, fmt.Errorf("hydrate: the session has saved work but it could not be restored, so the agent must not start empty: %w", err)
+			return nil, err
 		}
-		res.Outcome, res.Snapshot, res.Files, res.Bytes = OutcomeRestored, rs.ID, rs.Files, rs.Bytes
+		res.Outcome, res.Snapshot, res.Files, res.Bytes, res.Skipped = OutcomeRestored, rs.ID, rs.Files, rs.Bytes, skipped
 		fmt.Fprintf(progress, "hydrate: restored %d files (%d bytes) in %d ms\n", rs.Files, rs.Bytes, rs.DurationMs)
+		if len(skipped) > 0 {
+			res.Outcome = OutcomeRestoredOlder
+			res.Warnings = append(res.Warnings, fmt.Sprintf("restored snapshot %s, not the newest: %d newer snapshots are damaged and were skipped%s", rs.ID, len(skipped), skippedNote(skipped)))
+			fmt.Fprintf(progress, "hydrate: WARNING: restored snapshot %s, NOT the newest: skipped %d damaged newer snapshots; work saved after %s is not in this workspace\n", rs.ID, len(skipped), rs.ID)
+		}
 	}
 	for _, r := range repos {
 		dir := filepath.Join(workspace, "repos", r.Name)
@@ -128,12 +158,22 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 	if err := fsutil.WriteFileAtomic(filepath.Join(workspace, HydrateFile), append(data, '\n'), 0o644); err != nil {
 		return nil, err
 	}
+	if err := writeWriterFile(workspace, writer); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 
+// clone runs git clone with the credential from the environment, if any
+// (gitCloneEnv), on no command line and in no file of the clone.
 func clone(ctx context.Context, r RepoSpec, dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
+	}
+	show := redactRepo(r.URL)
+	env, sent, err := gitCloneEnv(r.URL)
+	if err != nil {
+		return fmt.Errorf("hydrate: clone %s: %w", show, err)
 	}
 	args := []string{"clone", "--quiet"}
 	if r.Branch != "" {
@@ -143,19 +183,23 @@ func clone(ctx context.Context, r RepoSpec, dir string) error {
 	os.RemoveAll(tmp)
 	args = append(args, "--", r.URL, tmp)
 	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		os.RemoveAll(tmp)
-		// git's message may echo the URL; print the sanitized one only.
-		msg := strings.ReplaceAll(string(out), r.URL, gitstate.SanitizeURL(r.URL))
-		return fmt.Errorf("hydrate: clone %s: %v: %s", gitstate.SanitizeURL(r.URL), err, strings.TrimSpace(msg))
+		// git's message may echo the URL or, traced, a header.
+		msg := strings.TrimSpace(redact.String(string(out)))
+		hint := ""
+		if authFailed(msg) && !sent {
+			hint = "; if the repository needs a credential: " + GitCredentialsHint + " (the token goes only to https://, or http:// on this machine)"
+		}
+		return fmt.Errorf("hydrate: clone %s: %v: %s%s", show, err, msg, hint)
 	}
 	// Never keep credentials in the clone's config, where a snapshot would see them.
 	if clean := gitstate.SanitizeURL(r.URL); clean != r.URL {
 		if out, err := exec.CommandContext(ctx, "git", "-C", tmp, "remote", "set-url", "origin", clean).CombinedOutput(); err != nil {
 			os.RemoveAll(tmp)
-			return fmt.Errorf("hydrate: clone %s: %v: %s", clean, err, out)
+			return fmt.Errorf("hydrate: clone %s: %v: %s", show, err, redact.String(string(out)))
 		}
 	}
 	return os.Rename(tmp, dir)

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/snapshot"
 )
 
@@ -23,6 +24,7 @@ type Metrics struct {
 	errors      *prometheus.CounterVec
 	leftFiles   prometheus.Gauge
 	leftBytes   prometheus.Gauge
+	failuresBy  *prometheus.CounterVec
 
 	lastOK   time.Time
 	lastErr  string
@@ -44,7 +46,13 @@ func newMetrics(s *Syncer) *Metrics {
 	m.leftBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_bytes", Help: "Bytes the size cap (--max-size) kept out of the last snapshot."})
 	unsaved := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_oldest_unsaved_change_age_seconds", Help: "Age of the oldest change not yet in a snapshot (0 when everything is saved)."},
 		func() float64 { return m.syncer.unsavedAge().Seconds() })
-	m.reg.MustRegister(m.lastSuccess, m.duration, m.scanned, m.uploaded, m.objects, m.snapshots, m.errors, m.leftFiles, m.leftBytes, unsaved)
+	m.failuresBy = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_sync_save_failures_total", Help: "Failed saves by kind of error (store-unavailable, permission-denied, disk-full, corrupt-data, other)."}, []string{"kind"})
+	inRow := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_consecutive_failures", Help: "Saves that failed in a row (0 after a success)."},
+		func() float64 { return float64(m.syncer.failureState().count) })
+	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_failing_seconds", Help: "How long saves have been failing (0 while the last save succeeded)."},
+		func() float64 { return m.syncer.failingFor().Seconds() })
+	m.reg.MustRegister(m.lastSuccess, m.duration, m.scanned, m.uploaded, m.objects, m.snapshots, m.errors, m.leftFiles, m.leftBytes, unsaved,
+		m.failuresBy, inRow, failing)
 	return m
 }
 
@@ -52,6 +60,7 @@ func (m *Metrics) observe(st *snapshot.SaveStats, err error, d time.Duration) {
 	m.duration.Observe(d.Seconds())
 	if err != nil {
 		m.errors.WithLabelValues("save").Inc()
+		m.failuresBy.WithLabelValues(errorKind(err)).Inc()
 		m.syncer.mu.Lock()
 		m.lastErr = err.Error()
 		m.syncer.mu.Unlock()
@@ -82,17 +91,54 @@ func (s *Syncer) unsavedAge() time.Duration {
 	if oldest.IsZero() {
 		return 0
 	}
-	return time.Since(oldest)
+	return s.clock.Now().Sub(oldest)
+}
+
+// failureState is a copy of the current run of failed saves.
+func (s *Syncer) failureState() failures {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fails
+}
+
+// failingFor is how long saves have been failing (0 when the last one succeeded).
+func (s *Syncer) failingFor() time.Duration {
+	f := s.failureState()
+	if f.count == 0 {
+		return 0
+	}
+	return s.clock.Now().Sub(f.since)
+}
+
+// health is the body of /healthz.
+type health struct {
+	State               string    `json:"state"`
+	LastSnapshot        string    `json:"lastSnapshot"`
+	LastSuccess         time.Time `json:"lastSuccess"`
+	Error               string    `json:"error"`
+	ErrorKind           string    `json:"errorKind,omitempty"`
+	ConsecutiveFailures int       `json:"consecutiveFailures"`
+	FailingSince        time.Time `json:"failingSince,omitzero"`
+	FailingSeconds      float64   `json:"failingSeconds"`
+	NextAttempt         time.Time `json:"nextAttempt,omitzero"`
+	UnsavedSeconds      float64   `json:"oldestUnsavedChangeSeconds"`
 }
 
 // Handler serves /metrics and /healthz. /healthz is 200 while the last save
-// succeeded, and 503 with the error while saves fail.
+// succeeded, and 503 while saves fail, saying since when, how many in a row,
+// the kind of error and when the next attempt is due. The error is redacted,
+// since a status page is read by whoever can reach the port.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		unsaved := m.syncer.unsavedAge().Seconds()
+		failingFor := m.syncer.failingFor().Seconds()
 		m.syncer.mu.Lock()
-		body := map[string]any{"lastSnapshot": m.lastID, "lastSuccess": m.lastOK, "error": m.lastErr}
+		f := m.syncer.fails
+		body := health{State: m.syncer.phase.String(), LastSnapshot: m.lastID, LastSuccess: m.lastOK, Error: redact.String(m.lastErr),
+			ErrorKind: f.kind, ConsecutiveFailures: f.count, FailingSince: f.since, FailingSeconds: failingFor,
+			NextAttempt: f.retryAt, UnsavedSeconds: unsaved}
 		failing := m.lastErr != ""
 		m.syncer.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"path"
 	"runtime/debug"
 	"strings"
@@ -24,6 +25,9 @@ type Syncer struct {
 	cfg     Config
 	repo    *snapshot.Repo
 	saver   *snapshot.Saver
+	save    func(context.Context) (*snapshot.SaveStats, error) // saver.Save; a fake in loop tests
+	clock   clock
+	rng     *rand.Rand // backoff jitter
 	log     *slog.Logger
 	exclude *Matcher
 	Metrics *Metrics
@@ -35,6 +39,8 @@ type Syncer struct {
 	taking       taken // what the running save works from
 	saving       bool
 	lastLeftOut  string
+	phase        phase    // what the loop is doing (for /healthz)
+	fails        failures // the current run of failed saves
 
 	// kick wakes the loop when something arrived (buffered, never blocks).
 	kick chan struct{}
@@ -58,7 +64,8 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		return nil, err
 	}
 	ex, _ := NewMatcher(cfg.Excludes)
-	s := &Syncer{cfg: cfg, repo: repo, log: log, exclude: ex, lastCaptured: map[string]time.Time{}, kick: make(chan struct{}, 1)}
+	s := &Syncer{cfg: cfg, repo: repo, log: log, exclude: ex, lastCaptured: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		clock: realClock{}, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	s.pending.repoDirty = map[string]bool{}
 	saver, err := snapshot.NewSaver(repo, cfg.Workspace, snapshot.SaveOptions{
 		CacheDir:       cfg.CacheDir,
@@ -68,11 +75,14 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		SkipUnchanged:  true,
 		MaxBytes:       cfg.MaxBytes,
 		ConsistentCopy: SQLiteCopier(cfg.CacheDir),
+		Writer:         writerSource(repo, cfg.Workspace, log), // fence.go
+		Log:            log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.saver = saver
+	s.save = saver.Save
 	s.Metrics = newMetrics(s)
 	return s, nil
 }
@@ -102,7 +112,7 @@ func (s *Syncer) captureRepo(rel string) bool {
 // note records a change seen by the watcher.
 func (s *Syncer) note(c change) {
 	s.mu.Lock()
-	now := time.Now()
+	now := s.clock.Now()
 	switch {
 	case c.overflow:
 		s.pending.full = true
@@ -152,9 +162,12 @@ func repoOf(rel string) string {
 }
 
 // Run snapshots until ctx is cancelled, then takes the final snapshot within
-// FinalBudget. It returns nil when the final snapshot completed.
+// FinalBudget. It returns nil when the final snapshot completed, and the
+// save's error at once when a save says this sync must stop (stopsSync).
+// A failed save never ends the loop: it backs off (see decide) and tries
+// again, for as long as it takes.
 func (s *Syncer) Run(ctx context.Context) error {
-	w, err := newWatcher(s.saverWorkspace(), s.exclude, s.log)
+	w, err := newWatcher(s.cfg.Workspace, s.exclude, s.log)
 	if err != nil {
 		return fmt.Errorf("watch workspace %s: %w", s.cfg.Workspace, err)
 	}
@@ -164,79 +177,84 @@ func (s *Syncer) Run(ctx context.Context) error {
 			s.note(c)
 		}
 	}()
+	return s.loop(ctx)
+}
 
+// loop is Run after the watcher started: the state machine of loop.go.
+func (s *Syncer) loop(ctx context.Context) error {
 	// The first snapshot right away: work done before the sync started
 	// (hydrate, clones) is protected from the first second.
 	s.mu.Lock()
 	s.pending.full = true
-	s.pending.since = time.Now()
+	s.pending.since = s.clock.Now()
 	s.mu.Unlock()
 
-	rescan := time.NewTicker(s.cfg.Rescan)
-	defer rescan.Stop()
-	retry := time.Duration(0)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
+	rescan, stopRescan := s.clock.NewTicker(s.cfg.Rescan)
+	defer stopRescan()
 	for {
+		s.mu.Lock()
+		ph, wait := decide(&s.pending, &s.fails, &s.cfg, s.clock.Now())
+		s.phase = ph
+		s.mu.Unlock()
+
+		if ph == phaseSaving {
+			err := s.saveOnce(ctx)
+			switch {
+			case err == nil:
+			case isStop(err):
+				s.setPhase(phaseFinal)
+				s.log.Error("sync stopped: this session's snapshots are written by another process now", "err", err)
+				return err
+			case ctx.Err() != nil:
+				return s.final()
+			default:
+				s.saveFailed(err)
+			}
+			continue
+		}
+
+		var timer <-chan time.Time
+		stopTimer := func() {}
+		if ph != phaseIdle {
+			timer, stopTimer = s.clock.NewTimer(wait)
+		}
 		select {
 		case <-ctx.Done():
+			stopTimer()
 			return s.final()
 		case <-s.kick:
-		case <-rescan.C:
+		case <-rescan:
 			s.mu.Lock()
 			s.pending.rescan = true
 			if s.pending.since.IsZero() {
-				s.pending.since = time.Now()
+				s.pending.since = s.clock.Now()
 			}
 			s.mu.Unlock()
-		case <-timer.C:
+		case <-timer:
 		}
-		wait, ok := s.due()
-		if !ok {
-			continue // clean: sleep until something happens
-		}
-		if retry > 0 && wait < retry {
-			wait = retry
-		}
-		if wait > 0 {
-			timer.Reset(wait)
-			continue
-		}
-		if err := s.saveOnce(ctx); err != nil {
-			if ctx.Err() != nil {
-				return s.final()
-			}
-			retry = min(max(2*retry, time.Second), 30*time.Second)
-			s.log.Error("snapshot failed; retrying", "in", retry, "err", err)
-			timer.Reset(retry)
-			continue
-		}
-		retry = 0
-		if wait, ok := s.due(); ok {
-			timer.Reset(wait)
-		}
+		stopTimer()
 	}
 }
 
-func (s *Syncer) saverWorkspace() string { return s.cfg.Workspace }
-
-// due says whether a save is needed and how long to wait before it.
-func (s *Syncer) due() (time.Duration, bool) {
+func (s *Syncer) setPhase(ph phase) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := &s.pending
-	if !p.dirty() {
-		return 0, false
+	s.phase = ph
+	s.mu.Unlock()
+}
+
+// saveFailed records a failed save and logs it: each of the first three
+// failures in a row, then only when the kind of error changes or every tenth
+// time, so a long outage does not flood the log.
+func (s *Syncer) saveFailed(err error) {
+	s.mu.Lock()
+	prevKind := s.fails.kind
+	wait := s.fails.failed(err, s.clock.Now(), s.rng)
+	n, since, kind := s.fails.count, s.fails.since, s.fails.kind
+	s.mu.Unlock()
+	if n <= 3 || kind != prevKind || n%10 == 0 {
+		s.log.Error("snapshot failed; retrying", "kind", kind, "failures", n,
+			"failingFor", s.clock.Now().Sub(since).Round(time.Millisecond), "retryIn", wait.Round(time.Millisecond), "err", err)
 	}
-	if p.urgent || ((p.rescan || p.full) && p.last.IsZero()) {
-		return 0, true
-	}
-	now := time.Now()
-	at := p.last.Add(s.cfg.Debounce)
-	if limit := p.since.Add(s.cfg.MaxDelay); limit.Before(at) {
-		at = limit
-	}
-	return max(at.Sub(now), 0), true
 }
 
 // taken is the pending state a save works from.
@@ -257,12 +275,12 @@ func (s *Syncer) saveOnce(ctx context.Context) error {
 	s.saving = true
 	s.mu.Unlock()
 
-	start := time.Now()
-	st, err := s.saver.Save(ctx)
+	start := s.clock.Now()
+	st, err := s.save(ctx)
 	s.mu.Lock()
 	s.saving = false
 	s.mu.Unlock()
-	s.Metrics.observe(st, err, time.Since(start))
+	s.Metrics.observe(st, err, s.clock.Now().Sub(start))
 	if err != nil {
 		// Put back what this save did not protect.
 		s.mu.Lock()
@@ -285,6 +303,10 @@ func (s *Syncer) saveOnce(ctx context.Context) error {
 	for _, r := range s.taking.captured {
 		s.lastCaptured[r] = start
 	}
+	if s.fails.count > 0 {
+		s.log.Info("snapshots resumed", "afterFailures", s.fails.count, "failedFor", start.Sub(s.fails.since).Round(time.Millisecond))
+	}
+	s.fails = failures{}
 	s.saves++
 	saves := s.saves
 	s.mu.Unlock()
@@ -320,25 +342,44 @@ func (s *Syncer) prune(ctx context.Context) {
 
 // final takes the last snapshot of everything within FinalBudget, whatever
 // is or is not pending: the events of the last moments may not have arrived.
+// A failed attempt is retried with the loop's backoff while the budget lasts
+// (a store that blinks at shutdown still gets the last snapshot).
 func (s *Syncer) final() error {
+	s.setPhase(phaseFinal)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FinalBudget)
 	defer cancel()
-	s.mu.Lock()
-	s.pending.full = true
-	s.pending.last = time.Time{}
-	if s.pending.since.IsZero() {
-		s.pending.since = time.Now()
-	}
-	s.mu.Unlock()
-	start := time.Now()
-	if err := s.saveOnce(ctx); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("final snapshot did not finish within --final-budget %s: %w", s.cfg.FinalBudget, err)
+	start := s.clock.Now()
+	for attempt := 1; ; attempt++ {
+		s.mu.Lock()
+		s.pending.full = true
+		s.pending.last = time.Time{}
+		if s.pending.since.IsZero() {
+			s.pending.since = s.clock.Now()
 		}
-		return fmt.Errorf("final snapshot failed: %w", err)
+		s.mu.Unlock()
+		err := s.saveOnce(ctx)
+		if err == nil {
+			s.log.Info("final snapshot complete", "ms", s.clock.Now().Sub(start).Milliseconds(), "attempts", attempt)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("final snapshot did not finish within --final-budget %s (%d attempts): %w", s.cfg.FinalBudget, attempt, err)
+		}
+		if isStop(err) {
+			return err
+		}
+		s.saveFailed(err)
+		s.mu.Lock()
+		wait := s.fails.retryAt.Sub(s.clock.Now())
+		s.mu.Unlock()
+		timer, stop := s.clock.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			stop()
+			return fmt.Errorf("final snapshot did not finish within --final-budget %s (%d attempts): %w", s.cfg.FinalBudget, attempt, err)
+		case <-timer:
+		}
 	}
-	s.log.Info("final snapshot complete", "ms", time.Since(start).Milliseconds())
-	return nil
 }
 
 // logLeftOut reports what the size cap kept out, when that changes.

@@ -19,6 +19,8 @@ import (
 	_ "gocloud.dev/blob/memblob" // mem://
 	_ "gocloud.dev/blob/s3blob"  // s3://; gs:// and azblob:// are behind build tags (drivers.go)
 	"gocloud.dev/gcerrors"
+
+	"github.com/tether-dev/tether/internal/redact"
 )
 
 // maxSinglePut is S3's limit for one PutObject request.
@@ -66,7 +68,8 @@ func openBlob(ctx context.Context, p *parsedURL) (*blobStore, error) {
 	q := p.u.Query()
 	b, err := blob.DefaultURLMux().OpenBucketURL(ctx, p.u)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", p.display, err)
+		// gocloud's error repeats the URL it was given.
+		return nil, fmt.Errorf("open store %s: %w", p.display, redact.Error(err))
 	}
 	s.bucket = b
 	if p.scheme == "s3" {

@@ -16,8 +16,8 @@ func TestOptionalDrivers(t *testing.T) {
 	// GCE metadata server) on this machine.
 	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/tether-test-credentials.json")
 	wants := map[string][]string{
-		"gs":     {"store gs://my-bucket?prefix=p%2F: gs:// support is not built into this tether binary", "-tags tether_gcs", "s3://my-bucket?endpoint=https://storage.googleapis.com&region=auto"},
-		"azblob": {"store azblob://my-bucket?prefix=p%2F: azblob:// support is not built into this tether binary", "-tags tether_azblob"},
+		"gs":     {"store gs://my-bucket?prefix=p/: gs:// support is not built into this tether binary", "-tags tether_gcs", "s3://my-bucket?endpoint=https://storage.googleapis.com&region=auto"},
+		"azblob": {"store azblob://my-bucket?prefix=p/: azblob:// support is not built into this tether binary", "-tags tether_azblob"},
 	}
 	for scheme, want := range wants {
 		if _, ok := optionalDrivers[scheme]; !ok {

@@ -1,6 +1,10 @@
 package store
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tether-dev/tether/internal/redact"
+)
 
 // Every backend builds its errors with these helpers so messages read the same
 // everywhere: what was done, to which key, in which store, and why.
@@ -13,8 +17,11 @@ func existsErr(key, store string) error {
 	return fmt.Errorf("put-if-absent %q in store %s: %w", key, store, ErrExists)
 }
 
+// opErr redacts the cause: a driver's or SDK's error may quote the request
+// it failed on (a URL, a header) and every store error ends up in a log line
+// or a status page.
 func opErr(op, key, store string, err error) error {
-	return fmt.Errorf("%s %q in store %s: %w", op, key, store, err)
+	return fmt.Errorf("%s %q in store %s: %w", op, key, store, redact.Error(err))
 }
 
 // permanentError marks an error that no retry can fix (a key that clashes

@@ -19,11 +19,12 @@ import "context"
 // kmskeyid, ...), plus conditional_put=false for S3 servers that ignore
 // If-None-Match (PutIfAbsent then degrades to Stat-then-Put; see PutIfAbsent).
 //
-// Credentials never go in the URL, which ends up in logs and pod specs: a URL
-// with user:password@ or a secret-looking parameter is refused. They come from
-// the environment and each cloud's standard chain (AWS_ACCESS_KEY_ID and
-// AWS_SECRET_ACCESS_KEY or ~/.aws for s3://, GOOGLE_APPLICATION_CREDENTIALS for
-// gs://, AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY for azblob://).
+// Credentials never go in the URL, which ends up in logs, process lists and
+// pod specs: a URL with user:password@, a secret-looking parameter or a
+// token-shaped value is refused, and so is one whose parameters hold a URL
+// with any of these (endpoint=http://key:secret@host). They come from the
+// environment and each cloud's standard chain (see CredentialsHint). The
+// store's String and every error it returns are redacted (internal/redact).
 //
 // Open checks the URL and, for file://, the directory; it does not contact a
 // remote store, so a network blip at start-up is handled by WithRetry on the

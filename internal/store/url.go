@@ -5,7 +5,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/tether-dev/tether/internal/redact"
 )
 
 // DefaultURL is the embedded store used when none is configured: the
@@ -31,55 +32,13 @@ func defaultDir() string {
 	return filepath.Join(home, ".local", "share", "tether", "store")
 }
 
-// secretParams are query parameter names whose values are never printed.
-// None of the drivers take secrets in the URL today; this is a safety net for
-// a user who pastes one in anyway.
-var secretParams = []string{"secret", "token", "password", "passwd", "sig", "signature", "credential", "accountkey", "access_key", "private_key", "sas"}
-
-func isSecretParam(name string) bool {
-	n := strings.ToLower(name)
-	if n == "private_key_path" { // gcsblob: a file path, not the key itself
-		return false
-	}
-	for _, s := range secretParams {
-		if strings.Contains(n, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// Redact returns u as a string with user info and secret-looking query
-// values removed, safe for logs and error messages.
-func Redact(u *url.URL) string {
-	c := *u
-	c.User = nil
-	if c.RawQuery != "" {
-		q := c.Query()
-		for k := range q {
-			if isSecretParam(k) {
-				q[k] = []string{"REDACTED"}
-			}
-		}
-		c.RawQuery = q.Encode()
-	}
-	out := c.String()
-	// url.URL drops the "//" of a URL with neither host nor path ("mem://").
-	if c.Opaque == "" && c.Scheme != "" && !strings.HasPrefix(out, c.Scheme+"://") {
-		out = c.Scheme + "://" + strings.TrimPrefix(out, c.Scheme+":")
-	}
-	return out
-}
-
-// redactRaw is Redact for a string that may not even parse; it never echoes
-// an unparsable URL, which could be a secret pasted in the wrong place.
-func redactRaw(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	return Redact(u)
-}
+// CredentialsHint says where store credentials go instead of the URL, which
+// ends up in logs, process lists and pod specs.
+const CredentialsHint = "store credentials come from the environment, never from the URL: " +
+	"for s3:// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the shared credentials file the AWS SDK reads, " +
+	"AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, with AWS_PROFILE), GOOGLE_APPLICATION_CREDENTIALS for gs://, " +
+	"AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY for azblob://; on Kubernetes put them in the Secret " +
+	"named by the session's spec.storage.credentialsSecret"
 
 // parsedURL is a store URL split into what Open needs; parsing is kept apart
 // from opening so it can be tested without credentials or network.
@@ -105,19 +64,15 @@ func parseURL(raw string) (*parsedURL, error) {
 		}
 		return nil, fmt.Errorf("invalid store URL: %v", err)
 	}
-	display := Redact(u)
-	if u.User != nil {
-		return nil, fmt.Errorf("store URL %s contains credentials (user:password@); pass them through the environment instead "+
-			"(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS config chain for s3://, "+
-			"GOOGLE_APPLICATION_CREDENTIALS for gs://, AZURE_STORAGE_ACCOUNT/AZURE_STORAGE_KEY for azblob://)", display)
+	display := redact.URL(raw)
+	if where := redact.Credential(raw); where != "" {
+		// Without its parameters: redaction may not know every form a
+		// credential can take in them.
+		bare := redact.URL((&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String())
+		return nil, fmt.Errorf("store URL %s carries a credential (%s); remove it from the URL: %s", bare, where, CredentialsHint)
 	}
 	p := &parsedURL{scheme: u.Scheme, display: display, conditionalPut: true}
 	q := u.Query()
-	for k := range q {
-		if isSecretParam(k) {
-			return nil, fmt.Errorf("store URL %s has parameter %q that looks like a secret; pass credentials through the environment", display, k)
-		}
-	}
 	if q.Has("key") {
 		return nil, fmt.Errorf("store URL %s: the key= parameter is not supported; use prefix= to scope a store", display)
 	}

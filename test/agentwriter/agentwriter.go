@@ -53,12 +53,9 @@ func Run(ws, logPath string, seq int) error {
 	rng := rand.New(rand.NewSource(int64(seq)))
 	for i := 0; ; i++ {
 		seq++
-		f, err := os.OpenFile(tr, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-		if err != nil {
+		if err := appendLine(tr, fmt.Appendf(nil, `{"seq":%d,"text":"%x"}`+"\n", seq, rng.Int63())); err != nil {
 			return err
 		}
-		fmt.Fprintf(f, `{"seq":%d,"text":"%x"}`+"\n", seq, rng.Int63())
-		f.Close()
 		record(KindTranscript, seq)
 		if i%5 == 0 {
 			if err := fsutil.WriteFileAtomic(filepath.Join(ws, SessionIDs), fmt.Appendf(nil, `{"main":"id-%d"}`, seq), 0o644); err != nil {
@@ -83,6 +80,27 @@ func Run(ws, logPath string, seq int) error {
 		}
 		time.Sleep(time.Duration(10+rng.Intn(40)) * time.Millisecond)
 	}
+}
+
+// appendLine appends line to the file at p, or returns an error and leaves
+// the file as it was: a line cut short by a full disk would glue itself to
+// the next one, and the log would then claim writes the file cannot show.
+func appendLine(p string, line []byte) error {
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(line); err != nil {
+		_ = f.Truncate(fi.Size())
+		f.Close()
+		return fmt.Errorf("append to %s: %w", p, err)
+	}
+	return f.Close()
 }
 
 // GitEnv is the environment of the writer's git commands: a fixed identity,

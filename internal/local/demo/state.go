@@ -1,15 +1,17 @@
 package demo
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/tether-dev/tether/internal/gitstate"
 )
 
 // repoState is what the demo checks survived: the repository's commits,
@@ -24,8 +26,10 @@ type repoState struct {
 	Files    map[string]string
 }
 
+// git runs git in a repository the agent wrote (and tether restored), so
+// through gitstate's hardened command: nothing its config names runs.
 func git(dir string, args ...string) (string, error) {
-	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+	cmd := gitstate.Command(context.Background(), dir, nil, args...)
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("git %s in %s: %w", strings.Join(args, " "), dir, err)
@@ -44,8 +48,8 @@ func captureRepo(dir string) (*repoState, error) {
 		{&s.Branch, []string{"symbolic-ref", "--short", "HEAD"}},
 		{&s.Log, []string{"log", "--format=%H %s"}},
 		{&s.Status, []string{"status", "--porcelain"}},
-		{&s.Staged, []string{"diff", "--cached", "--binary"}},
-		{&s.Unstaged, []string{"diff", "--binary"}},
+		{&s.Staged, []string{"diff", "--cached", "--binary", "--no-ext-diff", "--no-textconv"}},
+		{&s.Unstaged, []string{"diff", "--binary", "--no-ext-diff", "--no-textconv"}},
 	} {
 		if *q.dst, err = git(dir, q.args...); err != nil {
 			return nil, err

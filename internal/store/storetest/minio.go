@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +53,12 @@ func (e *minioMissingError) Error() string {
 // process that started it.
 type MinioServer struct {
 	Endpoint string // http://127.0.0.1:PORT
-	cmd      *exec.Cmd
+	bin      string
+	addr     string // 127.0.0.1:PORT, kept across Restart
+	console  string
+	data     string
+	cleanup  string         // "remove" when data is a temporary directory
+	cmd      *exec.Cmd      // nil after Kill until Restart
 	stdin    io.WriteCloser // closing it stops the server (see watchdog)
 	exited   chan struct{}
 	log      *syncBuffer
@@ -142,44 +148,10 @@ func startMinio(bin, data string) (*MinioServer, error) {
 		cleanup = "remove"
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	m := &MinioServer{Endpoint: "http://" + addr, exited: make(chan struct{}), log: &syncBuffer{}}
-	m.cmd = exec.Command("sh", "-c", watchdog, "minio-watchdog", bin, addr, "127.0.0.1:"+strconv.Itoa(consolePort), data, cleanup)
-	m.cmd.Env = append(os.Environ(),
-		"MINIO_ROOT_USER="+testAccessKey,
-		"MINIO_ROOT_PASSWORD="+testSecretKey,
-		"MINIO_BROWSER=off",
-		"MINIO_UPDATE=off",
-		"MINIO_CI_CD=on", // allows a data dir on the root disk, no update checks
-	)
-	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	if m.stdin, err = m.cmd.StdinPipe(); err != nil {
+	m := &MinioServer{Endpoint: "http://" + addr, bin: bin, addr: addr, console: "127.0.0.1:" + strconv.Itoa(consolePort),
+		data: data, cleanup: cleanup, log: &syncBuffer{}}
+	if err := m.start(90 * time.Second); err != nil {
 		return nil, err
-	}
-	start := time.Now()
-	if err := m.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start MinIO: %w", err)
-	}
-	go func() { _ = m.cmd.Wait(); close(m.exited) }()
-
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case <-m.exited:
-			return nil, fmt.Errorf("MinIO exited during start-up: %s", m.log.String())
-		default:
-		}
-		resp, err := http.Get(m.Endpoint + "/minio/health/live")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			m.Stop()
-			return nil, fmt.Errorf("MinIO not ready at %s after %s: %s", m.Endpoint, time.Since(start).Round(time.Millisecond), m.log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	m.client = s3.New(s3.Options{
 		BaseEndpoint: aws.String(m.Endpoint),
@@ -188,6 +160,55 @@ func startMinio(bin, data string) (*MinioServer, error) {
 		Credentials:  credentials.NewStaticCredentialsProvider(testAccessKey, testSecretKey, ""),
 	})
 	return m, nil
+}
+
+// start runs the server on m.addr with m.data and waits until it answers its
+// health check.
+func (m *MinioServer) start(ready time.Duration) error {
+	cmd := exec.Command("sh", "-c", watchdog, "minio-watchdog", m.bin, m.addr, m.console, m.data, m.cleanup)
+	cmd.Env = append(os.Environ(),
+		"MINIO_ROOT_USER="+testAccessKey,
+		"MINIO_ROOT_PASSWORD="+testSecretKey,
+		"MINIO_BROWSER=off",
+		"MINIO_UPDATE=off",
+		"MINIO_CI_CD=on", // allows a data dir on the root disk, no update checks
+	)
+	// Its own process group, so that Kill reaches the server under sh too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout, cmd.Stderr = m.log, m.log
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start MinIO: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	m.cmd, m.stdin, m.exited = cmd, stdin, exited
+
+	deadline := time.Now().Add(ready)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("MinIO exited during start-up: %s", m.log.String())
+		default:
+		}
+		resp, err := hc.Get(m.Endpoint + "/minio/health/live")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			m.Stop()
+			return fmt.Errorf("MinIO not ready at %s after %s: %s", m.Endpoint, time.Since(start).Round(time.Millisecond), m.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // CreateBucket creates a bucket on the server.
@@ -202,12 +223,59 @@ func (m *MinioServer) CreateBucket(ctx context.Context, name string) error {
 
 // Stop ends the server and waits for it (and its data dir removal).
 func (m *MinioServer) Stop() {
+	if m.cmd == nil { // killed and not restarted
+		if m.cleanup == "remove" {
+			_ = os.RemoveAll(m.data)
+		}
+		return
+	}
 	_ = m.stdin.Close()
 	select {
 	case <-m.exited:
 	case <-time.After(20 * time.Second):
 		_ = m.cmd.Process.Kill()
 		<-m.exited
+	}
+	m.cmd = nil
+}
+
+// Kill ends the server at once with SIGKILL, as a crash or an OOM kill
+// would: no graceful shutdown, and the data directory stays for Restart.
+// Clients get connection refused until then.
+func (m *MinioServer) Kill() error {
+	if m.cmd == nil {
+		return fmt.Errorf("kill MinIO at %s: it is not running", m.Endpoint)
+	}
+	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-m.exited:
+	case <-time.After(20 * time.Second):
+		return fmt.Errorf("kill MinIO at %s: still running 20s after SIGKILL", m.Endpoint)
+	}
+	_ = m.stdin.Close()
+	m.cmd = nil
+	return nil
+}
+
+// Restart starts a killed server again on the same address and data
+// directory, and waits (at most ready) until it answers. The port may have
+// been taken by another process meanwhile; then it retries until ready is
+// over and says so.
+func (m *MinioServer) Restart(ready time.Duration) error {
+	if m.cmd != nil {
+		return fmt.Errorf("restart MinIO at %s: it is still running; Kill it first", m.Endpoint)
+	}
+	deadline := time.Now().Add(ready)
+	for {
+		err := m.start(time.Until(deadline))
+		if err == nil {
+			return nil
+		}
+		m.cmd = nil
+		if time.Now().After(deadline) {
+			return fmt.Errorf("restart MinIO on %s with data %s: %w", m.addr, m.data, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,101 @@
+package snapshot
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/tether-dev/tether/internal/gitstate/gittest"
+)
+
+// manifestSeeds saves a small workspace (files, a symlink, a git repository
+// with a merge in progress) twice and returns the stored manifests, decoded,
+// their resolved format-1 form and the base object: real snapshots.
+func manifestSeeds(f *testing.F) (manifests [][]byte, base *baseState) {
+	f.Helper()
+	ctx := context.Background()
+	repo := openRepo(f, "file://"+f.TempDir())
+	ws := f.TempDir()
+	writeFile(f, filepath.Join(ws, "a.txt"), []byte("a\n"), 0o644)
+	writeFile(f, filepath.Join(ws, "dir/b.bin"), []byte{0, 1, 2}, 0o600)
+	gittest.MergeConflict(f, filepath.Join(ws, "repos", "app"))
+	s, err := NewSaver(repo, ws, SaveOptions{CacheDir: f.TempDir()})
+	must(f, err)
+	defer s.Close()
+	for i := 0; i < 2; i++ {
+		writeFile(f, filepath.Join(ws, "a.txt"), []byte{'a', byte('0' + i), '\n'}, 0o644)
+		_, err := s.Save(ctx)
+		must(f, err)
+	}
+	ids, err := repo.SnapshotIDs(ctx)
+	must(f, err)
+	for _, id := range ids {
+		obj, err := repo.st.Get(ctx, repo.manifestKey(id))
+		must(f, err)
+		raw, err := decodeManifest(obj)
+		must(f, err)
+		manifests = append(manifests, raw)
+		m, err := repo.LoadManifest(ctx, id)
+		must(f, err)
+		if m.from != nil {
+			base = m.from
+		}
+		m.Version, m.Base, m.from = 1, nil, nil
+		full, err := marshalManifest(m)
+		must(f, err)
+		manifests = append(manifests, full)
+	}
+	if base == nil {
+		f.Fatal("the saves wrote no base object")
+	}
+	return manifests, base
+}
+
+// FuzzUnmarshalManifest decodes stored manifests and runs what restore and
+// verify run on them before writing a byte: decoding, resolving a delta
+// against a base, validation and the git states' checks. None may panic, and
+// a manifest that decodes re-encodes to one that decodes the same.
+func FuzzUnmarshalManifest(f *testing.F) {
+	seeds, base := manifestSeeds(f)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Add([]byte(`{"version":2,"id":"x","base":{"id":"00","len":1},"repos":[{"path":"repos/a","fromBase":99,"state":{"version":1}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := unmarshalManifest(data)
+		if err != nil {
+			return
+		}
+		again, err := marshalManifest(m)
+		if err != nil {
+			t.Fatalf("a decoded manifest does not encode: %v", err)
+		}
+		m2, err := unmarshalManifest(again)
+		if err != nil {
+			t.Fatalf("a re-encoded manifest does not decode: %v", err)
+		}
+		if a, b := mustJSON(t, m), mustJSON(t, m2); a != b {
+			t.Fatalf("decode(encode(m)) differs from m:\n%s\n%s", a, b)
+		}
+		if m.Base != nil {
+			b := *base
+			b.ref = *m.Base
+			if err := m.resolve(&b); err != nil {
+				return
+			}
+		}
+		if err := m.validate(); err != nil {
+			return
+		}
+		gitStateProblems(m)
+	})
+}
+
+func mustJSON(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
