@@ -204,8 +204,14 @@ func (r *Reconciler) ensureNetworkPolicy(ctx context.Context, s *tetherv1.Agenti
 
 // SecretTokens returns a token source for HTTPObserver: the runner token the
 // pod's runner container was given (its TETHER_RUNNER_TOKEN secretKeyRef),
-// read through c. A pod without that reference (made by an operator before
-// tokens) gets no token, which is what its runner expects.
+// read through c (the manager's client: its cache holds only the operator's
+// own Secrets, by label). A pod without that reference (made by an operator
+// before tokens) gets no token, which is what its runner expects.
+//
+// What the Secret holds is checked before it goes into a request header: it
+// must be controlled by the pod's own session (a Secret someone else made,
+// even with the operator's labels, is never sent anywhere) and be a token of
+// bounded length in visible ASCII.
 func SecretTokens(c client.Reader) func(context.Context, *corev1.Pod) (string, error) {
 	return func(ctx context.Context, pod *corev1.Pod) (string, error) {
 		ref := runnerTokenRef(pod)
@@ -216,12 +222,42 @@ func SecretTokens(c client.Reader) func(context.Context, *corev1.Pod) (string, e
 		if err := c.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}, &sec); err != nil {
 			return "", fmt.Errorf("pod %s/%s: read runner token Secret %s: %w", pod.Namespace, pod.Name, ref.Name, err)
 		}
+		owner, secOwner := metav1.GetControllerOf(pod), metav1.GetControllerOf(&sec)
+		if owner == nil || secOwner == nil || owner.UID != secOwner.UID {
+			return "", fmt.Errorf("pod %s/%s: runner token Secret %s is not controlled by the pod's session; not sending it (delete the pod and the operator makes a new one with its own Secret)",
+				pod.Namespace, pod.Name, ref.Name)
+		}
 		tok := sec.Data[ref.Key]
-		if len(tok) == 0 {
-			return "", fmt.Errorf("pod %s/%s: runner token Secret %s has no key %q", pod.Namespace, pod.Name, ref.Name, ref.Key)
+		if err := checkRunnerToken(tok); err != nil {
+			return "", fmt.Errorf("pod %s/%s: runner token Secret %s, key %q: %v", pod.Namespace, pod.Name, ref.Name, ref.Key, err)
 		}
 		return string(tok), nil
 	}
+}
+
+// minRunnerTokenBytes is runner.MinTokenLength (a test keeps them equal;
+// importing the runner would link its HTTP stack into the operator).
+const minRunnerTokenBytes = 16
+
+// maxRunnerTokenBytes bounds what is read out of a Secret into a header; the
+// operator's own tokens are 43 characters.
+const maxRunnerTokenBytes = 512
+
+// checkRunnerToken refuses what cannot be a runner token. The error never
+// quotes the value.
+func checkRunnerToken(tok []byte) error {
+	switch {
+	case len(tok) < minRunnerTokenBytes:
+		return fmt.Errorf("%d bytes, want at least %d (missing or truncated); delete the Secret and the pod, and the operator makes a new pair", len(tok), minRunnerTokenBytes)
+	case len(tok) > maxRunnerTokenBytes:
+		return fmt.Errorf("%d bytes, more than the %d a runner token can have", len(tok), maxRunnerTokenBytes)
+	}
+	for _, b := range tok {
+		if b < 0x21 || b > 0x7e {
+			return fmt.Errorf("holds a byte (0x%02x) outside visible ASCII, which cannot be a bearer token", b)
+		}
+	}
+	return nil
 }
 
 func runnerTokenRef(pod *corev1.Pod) *corev1.SecretKeySelector {

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tetherv1 "github.com/tether-dev/tether/api/v1alpha1"
@@ -251,4 +252,81 @@ func TestNetworkPolicyGuardsRunner(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// What the observer reads out of a Secret goes into a request header: only a
+// Secret controlled by the pod's own session, holding a token of bounded
+// length in visible ASCII, is ever sent, and no refusal quotes the value.
+func TestSecretTokensValidated(t *testing.T) {
+	needEnvtest(t)
+	t.Parallel()
+	ns := newNamespace(t)
+	ctx := context.Background()
+	s := testSession()
+	s.Namespace, s.UID = ns, "uid-of-the-session"
+	pod := BuildPod(s, DefaultPodConfig(), 0, nil)
+	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "tether.dev/v1alpha1", Kind: "AgenticSession",
+		Name: s.Name, UID: s.UID, Controller: ptr.To(true)}}
+	tokens := SecretTokens(k8s)
+	const good = "a-good-token-0123456789-abcdefghijklmnopq"
+	put := func(data string, owner types.UID) {
+		t.Helper()
+		sec := BuildRunnerTokenSecret(s, data)
+		if owner != "" {
+			sec.OwnerReferences = []metav1.OwnerReference{{APIVersion: "tether.dev/v1alpha1", Kind: "AgenticSession",
+				Name: s.Name, UID: owner, Controller: ptr.To(true)}}
+		}
+		_ = k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sec.Name}})
+		eventually(t, 10*time.Second, "old Secret gone", func() string {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(sec), &corev1.Secret{}); !apierrors.IsNotFound(err) {
+				return fmt.Sprint(err)
+			}
+			return ""
+		})
+		if err := k8s.Create(ctx, sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tokens(ctx, pod); err == nil || !strings.Contains(err.Error(), "s1-runner-token") {
+		t.Fatalf("missing Secret: %v", err)
+	}
+	put(good, s.UID)
+	if tok, err := tokens(ctx, pod); err != nil || tok != good {
+		t.Fatalf("the session's own Secret: %q, %v", tok, err)
+	}
+	for _, tc := range []struct {
+		name, data string
+		owner      types.UID
+		want       string
+	}{
+		{"another session's", good, "uid-of-someone-else", "not controlled by the pod's session"},
+		{"nobody's, with the operator's labels", good, "", "not controlled by the pod's session"},
+		{"short", "short-secret", s.UID, "at least 16"},
+		{"oversize", strings.Repeat("x", 513), s.UID, "more than the 512"},
+		{"header injection", good + "\r\nX-Evil: 1", s.UID, "outside visible ASCII"},
+		{"space", "two halves of-a-token with space", s.UID, "outside visible ASCII"},
+	} {
+		put(tc.data, tc.owner)
+		tok, err := tokens(ctx, pod)
+		if err == nil || tok != "" || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %q, %v; want refused with %q", tc.name, tok, err, tc.want)
+		} else if strings.Contains(err.Error(), tc.data) {
+			t.Errorf("%s: the refusal quotes the Secret's value: %v", tc.name, err)
+		}
+	}
+	// A pod from before tokens carries no reference: no token, no error.
+	old := pod.DeepCopy()
+	for i := range old.Spec.Containers {
+		old.Spec.Containers[i].Env = nil
+	}
+	if tok, err := tokens(ctx, old); tok != "" || err != nil {
+		t.Fatalf("pod without a token reference: %q, %v", tok, err)
+	}
+}
+
+// The operator refuses tokens the runner would refuse to listen with.
+func TestMinRunnerTokenBytesIsTheRunners(t *testing.T) {
+	if minRunnerTokenBytes != runner.MinTokenLength {
+		t.Fatalf("operator minimum %d, runner minimum %d", minRunnerTokenBytes, runner.MinTokenLength)
+	}
 }
