@@ -31,9 +31,11 @@ build:
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN) ./cmd/tether
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(dir $(BIN))tether-operator ./cmd/tether-operator
 
-## test: everything CI runs: generated code up to date, vet, staticcheck, all tests with -race.
+## test: everything CI runs: generated code up to date, vet, staticcheck, all tests with -race,
+## then every fuzz target for a short time (mk/fuzz.mk).
 test: $(TEST_DEPS) check-generated lint
 	$(GO) test -race -count=1 -timeout 45m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
 ## test-unit: the fast tests only (no external servers).
 test-unit:

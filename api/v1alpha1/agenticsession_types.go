@@ -244,6 +244,14 @@ const (
 	// ConditionFailed is True when the session will not be retried; its message
 	// says why and what to do.
 	ConditionFailed = "Failed"
+	// ConditionRestoredOlderSnapshot is True when the current pod's hydrate
+	// restored a snapshot older than the newest, because the newer ones are
+	// damaged or stale; its message names each skipped snapshot and why.
+	ConditionRestoredOlderSnapshot = "RestoredOlderSnapshot"
+	// ConditionFenced is True when the current pod's sync stopped saving
+	// because another writer took the session over; its message says who
+	// and when.
+	ConditionFenced = "Fenced"
 )
 
 // AgenticSessionStatus is what the operator observed.
@@ -296,6 +304,11 @@ type AgenticSessionStatus struct {
 	// +optional
 	LastSnapshot *SnapshotRef `json:"lastSnapshot,omitempty"`
 
+	// LastRestore is what the hydrate of the current (or last) pod restored,
+	// as it reported in its termination message.
+	// +optional
+	LastRestore *RestoreReport `json:"lastRestore,omitempty"`
+
 	// PodName of the current pod.
 	// +optional
 	PodName string `json:"podName,omitempty"`
@@ -342,6 +355,47 @@ type Termination struct {
 type SnapshotRef struct {
 	ID   string      `json:"id"`
 	Time metav1.Time `json:"time"`
+}
+
+// RestoreReport is what one pod's hydrate did.
+type RestoreReport struct {
+	// Pod whose hydrate this is.
+	// +kubebuilder:validation:MaxLength=253
+	Pod string `json:"pod"`
+	// Outcome: restored (the newest snapshot), restored-older (newer ones
+	// were skipped, see skipped), fresh (the session had no snapshot), kept
+	// (the workspace was already hydrated in this pod), or unreported
+	// (hydrate left no readable report).
+	// +kubebuilder:validation:Enum=restored;restored-older;fresh;kept;unreported
+	Outcome string `json:"outcome"`
+	// Snapshot restored.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9]{10}$`
+	Snapshot string `json:"snapshot,omitempty"`
+	// Epoch is the writer epoch the pod took for the session.
+	// +optional
+	Epoch int64 `json:"epoch,omitempty"`
+	// Skipped are the newest of the snapshots newer than snapshot that were
+	// not restored, newest first, with why.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	Skipped []SkippedSnapshot `json:"skipped,omitempty"`
+	// SkippedCount is how many were skipped in all (skipped lists at most 10).
+	// +optional
+	SkippedCount int32 `json:"skippedCount,omitempty"`
+	// Time the hydrate finished.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+}
+
+// SkippedSnapshot is a snapshot hydrate did not restore.
+type SkippedSnapshot struct {
+	// ID of the snapshot.
+	// +kubebuilder:validation:Pattern=`^[0-9]{10}$`
+	ID string `json:"id"`
+	// Reason it was skipped: the damaged object, or the stale writer.
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason"`
 }
 
 // AgenticSession is one long-running agent session, kept alive across OOM kills,

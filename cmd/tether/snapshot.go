@@ -157,6 +157,10 @@ func newSnapshotSaveCmd() *cobra.Command {
 				}
 				fmt.Fprintf(c.OutOrStdout(), "snapshot %s saved: %d files, %s scanned, %s read, %s uploaded in %d objects, %d ms\n",
 					st.ID, st.Files, human(st.BytesScanned), human(st.BytesRead), human(st.BytesUploaded), st.ObjectsUploaded, st.DurationMs)
+				printLeftOut(c.OutOrStdout(), st.LeftOut, len(st.LeftOut))
+				for _, r := range st.ReposAsFiles {
+					fmt.Fprintf(c.OutOrStdout(), "repository %s saved file by file (.git included): git could not capture it: %s\n", snapshot.DisplayPath(r.Path), r.Reason)
+				}
 				return nil
 			})
 		},
@@ -195,6 +199,14 @@ only then moves it into place. The target must be missing or empty.`,
 					return printJSON(c.OutOrStdout(), st)
 				}
 				fmt.Fprintf(c.OutOrStdout(), "snapshot %s restored into %s: %d files, %s, %d ms\n", st.ID, workspace, st.Files, human(st.Bytes), st.DurationMs)
+				for _, r := range st.Repos {
+					if r.Mode == snapshot.RepoModeFiles {
+						fmt.Fprintf(c.OutOrStdout(), "repository %s: restored file by file, .git included (the save could not capture it as git state: %s)\n", snapshot.DisplayPath(r.Path), r.Reason)
+					} else {
+						fmt.Fprintf(c.OutOrStdout(), "repository %s: restored from its git state\n", snapshot.DisplayPath(r.Path))
+					}
+				}
+				printLeftOut(c.OutOrStdout(), st.LeftOutListed, st.LeftOut)
 				return nil
 			})
 		},
@@ -216,6 +228,11 @@ type lsEntry struct {
 	Dirs     int       `json:"dirs"`
 	Symlinks int       `json:"symlinks"`
 	Bytes    int64     `json:"bytes"`
+	// LeftOut counts what the save left out (unreadable, vanished, special
+	// files, over the size cap); ReposAsFiles the repositories it saved file
+	// by file. See `snapshot save --json` for the list.
+	LeftOut      int `json:"leftOut,omitempty"`
+	ReposAsFiles int `json:"reposAsFiles,omitempty"`
 	// Problem is set for a snapshot that cannot be restored (see
 	// snapshot.SnapshotInfo.Problem); the other fields are then zero when
 	// its manifest could not be read.
@@ -249,7 +266,7 @@ restored:
 Ls reads every manifest and lists the session's objects once; it does not read
 chunks (corruption inside a chunk is found by ` + "`tether snapshot verify`" + `). With
 --json it prints an array of {id, time, host, parent, files, dirs, symlinks,
-bytes, problem, epoch, stale}, problem only for a damaged snapshot, stale only
+bytes, leftOut, reposAsFiles, problem, epoch, stale}, problem only for a damaged snapshot, stale only
 for a stale writer's. A damaged snapshot does
 not fail the command: it exits 0 whenever the store could be listed.
 ` + "`tether hydrate`" + ` restores the newest snapshot that is not damaged.`,
@@ -273,6 +290,7 @@ not fail the command: it exits 0 whenever the store could be listed.
 				for _, m := range infos {
 					list = append(list, lsEntry{ID: m.ID, Time: m.Time, Host: m.Host, Parent: m.Parent,
 						Files: m.Summary.Files, Dirs: m.Summary.Dirs, Symlinks: m.Summary.Symlinks, Bytes: m.Summary.Bytes, Problem: m.Problem,
+						LeftOut: m.Summary.LeftOut, ReposAsFiles: m.Summary.ReposAsFiles,
 						Epoch: m.Epoch, Stale: stale[m.ID]})
 					if m.Problem != "" {
 						damaged++
@@ -286,7 +304,7 @@ not fail the command: it exits 0 whenever the store could be listed.
 					return nil
 				}
 				tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tHOST\tSTATUS")
+				fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tLEFT OUT\tHOST\tSTATUS")
 				for _, e := range list {
 					status, when := "ok", "-"
 					switch {
@@ -298,7 +316,7 @@ not fail the command: it exits 0 whenever the store could be listed.
 					if !e.Time.IsZero() {
 						when = e.Time.Local().Format(time.DateTime)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, when, e.Files, human(e.Bytes), e.Host, status)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", e.ID, when, e.Files, human(e.Bytes), e.LeftOut, e.Host, status)
 				}
 				if err := tw.Flush(); err != nil {
 					return err
@@ -517,6 +535,24 @@ func newSnapshotPruneCmd() *cobra.Command {
 	c.Flags().IntVar(&keep, "keep", 0, "how many of the newest snapshots to keep (required, at least 1)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
+}
+
+// printLeftOut lists, shortened, what a save left out of a snapshot.
+func printLeftOut(w io.Writer, list []snapshot.LeftOutFile, total int) {
+	if total == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%d entries left out of the snapshot (the rest is saved):\n", total)
+	for i, f := range list {
+		if i == 10 {
+			fmt.Fprintf(w, "  and %d more (see --json)\n", total-10)
+			return
+		}
+		fmt.Fprintf(w, "  %s: %s\n", snapshot.DisplayPath(f.Path), f.Reason)
+	}
+	if total > len(list) {
+		fmt.Fprintf(w, "  and %d more\n", total-len(list))
+	}
 }
 
 func human(n int64) string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,6 +44,7 @@ func newSyncCmd() *cobra.Command {
 		envErr  error
 		noDefEx bool
 		maxSize string
+		termLog string
 	)
 	c := &cobra.Command{
 		Use:   "sync",
@@ -81,7 +83,7 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 				return usagef("--workspace %s is not a readable directory", abs)
 			}
 			return sf.with(func(ctx context.Context, repo *snapshot.Repo) error {
-				return runSync(ctx, repo, cfg, sf, listen)
+				return runSync(ctx, repo, cfg, sf, listen, termLog)
 			})
 		},
 	}
@@ -98,6 +100,7 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 	c.Flags().BoolVar(&noDefEx, "no-default-excludes", false, "save node_modules and the other default exclusions too")
 	c.Flags().StringVar(&maxSize, "max-size", envOr("TETHER_SYNC_MAX_SIZE", ""), "cap on the bytes of files outside repos/ per snapshot, e.g. 5G; over it the largest files are left out and logged (env TETHER_SYNC_MAX_SIZE; empty: no cap)")
 	c.Flags().StringVar(&listen, "listen", envOr("TETHER_SYNC_LISTEN", ""), "address for /metrics and /healthz, e.g. :9464 (env TETHER_SYNC_LISTEN; empty: off)")
+	c.Flags().StringVar(&termLog, "termination-log", "", "when fenced, write a JSON record of who took the session over to this file (on Kubernetes /dev/termination-log, for the operator)")
 	return c
 }
 
@@ -107,6 +110,7 @@ func newHydrateCmd() *cobra.Command {
 		workspace string
 		repos     []string
 		asJSON    bool
+		termLog   string
 	)
 	c := &cobra.Command{
 		Use:   "hydrate",
@@ -133,6 +137,12 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 				if err != nil {
 					return err
 				}
+				if termLog != "" {
+					if err := writeTerminationLog(termLog, hydrateReport(res)); err != nil {
+						// The workspace is hydrated; only the report is lost.
+						fmt.Fprintf(c.ErrOrStderr(), "hydrate: WARNING: cannot write the report for the operator: %v\n", err)
+					}
+				}
 				if asJSON {
 					return printJSON(c.OutOrStdout(), res)
 				}
@@ -145,6 +155,7 @@ Repositories given with --repo are cloned into repos/<name> when absent.`,
 	c.Flags().StringVar(&workspace, "workspace", envOr("TETHER_WORKSPACE", ""), "workspace directory (env TETHER_WORKSPACE)")
 	c.Flags().StringArrayVar(&repos, "repo", nil, "repository to clone when absent, URL[#branch], repeatable; a token goes in TETHER_GIT_TOKEN or TETHER_GIT_TOKEN_FILE, never in the URL")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	c.Flags().StringVar(&termLog, "termination-log", "", "also write a short JSON summary (outcome, snapshot, skipped snapshots, epoch; at most 4096 bytes) to this file (on Kubernetes /dev/termination-log, for the operator)")
 	return c
 }
 
@@ -156,7 +167,7 @@ func newLogger(w io.Writer) *slog.Logger {
 }
 
 // runSync runs the sync loop until ctx ends, serving metrics if asked.
-func runSync(ctx context.Context, repo *snapshot.Repo, cfg statesync.Config, sf sessionFlags, listen string) error {
+func runSync(ctx context.Context, repo *snapshot.Repo, cfg statesync.Config, sf sessionFlags, listen, termLog string) error {
 	log := newLogger(os.Stderr).With("session", sf.namespace+"/"+sf.session)
 	s, err := statesync.New(cfg, repo, log)
 	if err != nil {
@@ -174,5 +185,12 @@ func runSync(ctx context.Context, repo *snapshot.Repo, cfg statesync.Config, sf 
 		log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
 	}
 	log.Info("sync started", "workspace", cfg.Workspace, "store", repo.Store().String())
-	return s.Run(ctx)
+	err = s.Run(ctx)
+	var fe *snapshot.FencedError
+	if termLog != "" && errors.As(err, &fe) {
+		if werr := writeTerminationLog(termLog, fenceReport(fe, time.Now())); werr != nil {
+			log.Warn("cannot write the fence record for the operator", "file", termLog, "err", werr)
+		}
+	}
+	return err
 }

@@ -204,7 +204,7 @@ func terminated(name string, t *corev1.ContainerStateTerminated) Verdict {
 		v.Message = fmt.Sprintf("container %s exited 0", name)
 	default:
 		v.Kind, v.Reason = KindError, "Error"
-		v.Message = fmt.Sprintf("container %s exited %d (reason %q): %s", name, t.ExitCode, t.Reason, t.Message)
+		v.Message = fmt.Sprintf("container %s exited %d (reason %q): %s", name, t.ExitCode, t.Reason, containerMessage(t.Message))
 	}
 	return v
 }

@@ -175,7 +175,9 @@ func (r *Reconciler) step(ctx context.Context, s *tetherv1.AgenticSession) (ctrl
 	st.ObservedGeneration = s.Generation
 
 	var post []func(context.Context) error
-	res, err := r.transition(context.WithValue(ctx, postKey{}, &post), s, pod, now)
+	pctx := context.WithValue(ctx, postKey{}, &post)
+	r.reportPod(pctx, s, pod)
+	res, err := r.transition(pctx, s, pod, now)
 	if err != nil {
 		return res, err
 	}

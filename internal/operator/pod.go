@@ -188,6 +188,7 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 		}
 		hydrateArgs = append(hydrateArgs, "--repo", ref)
 	}
+	hydrateArgs = append(hydrateArgs, "--termination-log", corev1.TerminationMessagePathDefault)
 	hydrate := corev1.Container{
 		Name:            ContainerHydrate,
 		Image:           cfg.TetherImage,
@@ -198,10 +199,15 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 		VolumeMounts:    []corev1.VolumeMount{workspaceMount, tmpMount("hydrate")},
 		SecurityContext: containerSecurity(true),
 		Resources:       smallResources("200m", "128Mi", "1Gi"),
+		// The report the operator reads (report.go); never the log tail,
+		// which is not a record.
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 	}
 
 	syncArgs := append([]string{"sync"}, storeArgs...)
-	syncArgs = append(syncArgs, "--final-budget", FinalBudget(s).String(), "--listen", fmt.Sprintf(":%d", SyncMetricsPort))
+	syncArgs = append(syncArgs, "--final-budget", FinalBudget(s).String(), "--listen", fmt.Sprintf(":%d", SyncMetricsPort),
+		"--termination-log", corev1.TerminationMessagePathDefault)
 	syncResources := smallResources("50m", "128Mi", "512Mi")
 	if s.Spec.Sync.Resources != nil {
 		syncResources = *s.Spec.Sync.Resources
@@ -216,9 +222,11 @@ func BuildPod(s *tetherv1.AgenticSession, cfg PodConfig, attempt int32, memoryLi
 		Ports: []corev1.ContainerPort{{
 			Name: "sync-metrics", ContainerPort: SyncMetricsPort, Protocol: corev1.ProtocolTCP,
 		}},
-		VolumeMounts:    []corev1.VolumeMount{workspaceMount, tmpMount("sync")},
-		SecurityContext: containerSecurity(true),
-		Resources:       syncResources,
+		VolumeMounts:             []corev1.VolumeMount{workspaceMount, tmpMount("sync")},
+		SecurityContext:          containerSecurity(true),
+		Resources:                syncResources,
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 	}
 
 	runner := corev1.Container{

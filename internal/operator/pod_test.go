@@ -84,15 +84,20 @@ func TestBuildPodLayout(t *testing.T) {
 	if sync.RestartPolicy == nil || *sync.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Errorf("sync is not a native sidecar: restartPolicy %v", sync.RestartPolicy)
 	}
-	wantSync := []string{"sync", "--store", "s3://bucket/tether", "--namespace", "team-a", "--session", "s1", "--workspace", "/workspace", "--final-budget", "1m30s", "--listen", ":9464"}
+	wantSync := []string{"sync", "--store", "s3://bucket/tether", "--namespace", "team-a", "--session", "s1", "--workspace", "/workspace", "--final-budget", "1m30s", "--listen", ":9464", "--termination-log", "/dev/termination-log"}
 	if !slices.Equal(sync.Args, wantSync) {
 		t.Errorf("sync args\n got %q\nwant %q", sync.Args, wantSync)
 	}
 	hydrate := container(t, pod.Spec.InitContainers, ContainerHydrate)
 	wantHydrate := []string{"hydrate", "--store", "s3://bucket/tether", "--namespace", "team-a", "--session", "s1", "--workspace", "/workspace",
-		"--repo", "https://github.com/acme/app.git#main", "--repo", "git@github.com:acme/lib.git"}
+		"--repo", "https://github.com/acme/app.git#main", "--repo", "git@github.com:acme/lib.git", "--termination-log", "/dev/termination-log"}
 	if !slices.Equal(hydrate.Args, wantHydrate) {
 		t.Errorf("hydrate args\n got %q\nwant %q", hydrate.Args, wantHydrate)
+	}
+	for _, c := range []corev1.Container{hydrate, sync} {
+		if c.TerminationMessagePolicy != corev1.TerminationMessageReadFile || c.TerminationMessagePath != corev1.TerminationMessagePathDefault {
+			t.Errorf("%s: termination message %s %s: the operator reads its report from the file", c.Name, c.TerminationMessagePolicy, c.TerminationMessagePath)
+		}
 	}
 	for _, c := range []corev1.Container{hydrate, sync} {
 		if c.Image != cfg.TetherImage || len(c.EnvFrom) != 1 || c.EnvFrom[0].SecretRef.Name != "s3-creds" {

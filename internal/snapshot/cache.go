@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/tether-dev/tether/internal/fsutil"
 )
@@ -43,6 +45,7 @@ func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats ma
 	if json.Unmarshal(data, &f) != nil || f.Base != latest || f.ObjectSize != objectSize {
 		return nil, nil, nil, false
 	}
+	f.Stats, f.Repos = fromKeys(f.Stats), fromKeys(f.Repos)
 	raw, err := os.ReadFile(filepath.Join(c.dir, "manifest.json"))
 	if err != nil {
 		return nil, nil, nil, false
@@ -84,9 +87,50 @@ func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64,
 	if err := fsutil.ReplaceFile(filepath.Join(c.dir, "manifest.json"), manifest, 0o600); err != nil {
 		return err
 	}
-	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: stats, Repos: repoFP})
+	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: toKeys(stats), Repos: toKeys(repoFP)})
 	if err != nil {
 		return err
 	}
 	return fsutil.ReplaceFile(filepath.Join(c.dir, "stats.json"), data, 0o600)
+}
+
+// JSON object keys are text too (see bytenames.go): a path that is not
+// valid UTF-8 is kept as NUL (which no path holds) and its base64, so that
+// its stat is found again instead of being merged with another name's.
+func toKeys[V any](m map[string]V) map[string]V {
+	var out map[string]V
+	for k, v := range m {
+		if utf8.ValidString(k) {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]V, len(m))
+			for k2, v2 := range m {
+				out[k2] = v2
+			}
+		}
+		delete(out, k)
+		out["\x00"+b64.EncodeToString([]byte(k))] = v
+	}
+	if out == nil {
+		return m
+	}
+	return out
+}
+
+func fromKeys[V any](m map[string]V) map[string]V {
+	var encoded []string
+	for k := range m {
+		if strings.HasPrefix(k, "\x00") {
+			encoded = append(encoded, k)
+		}
+	}
+	for _, k := range encoded {
+		v := m[k]
+		delete(m, k)
+		if b, err := b64.DecodeString(k[1:]); err == nil {
+			m[string(b)] = v
+		}
+	}
+	return m
 }

@@ -2,4 +2,11 @@
 // numbered snapshot (files split into content-defined chunks, each stored once
 // under its SHA-256, and a manifest written last), and restores, verifies and
 // prunes such snapshots.
+//
+// Paths are kept as bytes: manifest format 3 stores a name that is not
+// valid UTF-8 in base64 (bytenames.go), and errors show paths escaped and
+// shortened (QuotePath, DisplayPath). A save never fails for one entry of
+// the workspace: what it cannot read is left out with its reason
+// (SaveStats.LeftOut, Manifest.LeftOut), and a repository under repos/
+// that git cannot capture is saved file by file (ReposAsFiles).
 package snapshot

@@ -20,7 +20,14 @@ import (
 // chain. A save after a 1 KiB append then uploads the append and a manifest
 // of about one entry, instead of re-listing every file of the workspace. A
 // save writes a new base when its differences outgrow an eighth of the base.
-const FormatVersion = 2
+//
+// Version 3 keeps names byte-exact (see bytenames.go): a path or symlink
+// target that is not valid UTF-8 is stored in base64 (pathB64, targetB64,
+// removedB64) instead of as text, which JSON would have turned into U+FFFD.
+// It also records what the save left out and why (leftOut), and the
+// repositories it saved file by file because git could not capture them
+// (reposAsFiles). Versions 1 and 2 hold text names only and load as before.
+const FormatVersion = 3
 
 // Entry types.
 const (
@@ -53,12 +60,23 @@ type Manifest struct {
 	// differ from the base's and the base's paths that are gone.
 	Changed []Entry  `json:"changed,omitempty"`
 	Removed []string `json:"removed,omitempty"`
+	// RemovedB64 (stored form only) holds the removed paths that are not
+	// valid UTF-8, in base64; decoding moves them into Removed.
+	RemovedB64 []string `json:"removedB64,omitempty"`
 	// Repos are the git repositories under repos/ and their submodules,
 	// captured by gitstate rather than file by file. In a stored format-2
 	// manifest a repository's bundle chain may start with the first FromBase
 	// bundles of the base's repository at the same path.
-	Repos   []RepoEntry `json:"repos,omitempty"`
-	Summary Summary     `json:"summary"`
+	Repos []RepoEntry `json:"repos,omitempty"`
+	// LeftOut (format 3) lists what the save could not or would not put in
+	// the snapshot (unreadable, vanished, too long a path, not a file, over
+	// the size cap), at most maxNotes of them; Summary.LeftOut counts all.
+	LeftOut []PathNote `json:"leftOut,omitempty"`
+	// ReposAsFiles (format 3) are the repositories under repos/ whose git
+	// state could not be captured: their files, .git included, are entries
+	// of the snapshot, and Reason says what git said.
+	ReposAsFiles []PathNote `json:"reposAsFiles,omitempty"`
+	Summary      Summary    `json:"summary"`
 
 	// from is the decoded base, kept so that the next save can diff against it.
 	from *baseState
@@ -86,12 +104,20 @@ func (b *baseState) reposByPath() map[string]*RepoEntry {
 	return repos
 }
 
-func marshalBase(b *baseState) ([]byte, error) { return json.Marshal(b) }
+func marshalBase(b *baseState) ([]byte, error) {
+	return json.Marshal(&baseState{Entries: encodeEntries(b.Entries), Repos: encodeRepos(b.Repos)})
+}
 
 func unmarshalBase(data []byte, ref Ref) (*baseState, error) {
 	var b baseState
 	if err := json.Unmarshal(data, &b); err != nil {
 		return nil, fmt.Errorf("base object is not valid JSON: %w", err)
+	}
+	if err := decodeEntries(b.Entries, "base object "+ref.ID+": entry"); err != nil {
+		return nil, err
+	}
+	if err := decodeRepos(b.Repos, "base object "+ref.ID+": repository"); err != nil {
+		return nil, err
 	}
 	b.ref = ref
 	return &b, nil
@@ -214,13 +240,22 @@ type Summary struct {
 	Symlinks int   `json:"symlinks"`
 	Bytes    int64 `json:"bytes"`
 	Repos    int   `json:"repos"`
+	// LeftOut counts the entries the save left out (format 3).
+	LeftOut int `json:"leftOut,omitempty"`
+	// ReposAsFiles counts the repositories saved file by file (format 3).
+	ReposAsFiles int `json:"reposAsFiles,omitempty"`
 }
 
 // Entry is one file, directory or symlink, at a slash-separated path relative
 // to the workspace root. Entries are sorted by path, parents before children.
 type Entry struct {
-	Path string `json:"path"`
-	Type string `json:"type"`
+	// Path and Target hold the exact bytes of the name. In the stored form
+	// (format 3) one that is not valid UTF-8 is in PathB64 or TargetB64
+	// instead, base64; they are empty in memory (see bytenames.go).
+	Path      string `json:"path,omitempty"`
+	PathB64   string `json:"pathB64,omitempty"`
+	TargetB64 string `json:"targetB64,omitempty"`
+	Type      string `json:"type"`
 	// Mode holds the Unix permission bits, setuid, setgid and sticky included (07777).
 	Mode   uint32 `json:"mode"`
 	MTime  int64  `json:"mtime,omitempty"` // Unix nanoseconds
@@ -235,7 +270,7 @@ type Ref struct {
 	Len int64  `json:"len"`
 }
 
-func marshalManifest(m *Manifest) ([]byte, error) { return json.Marshal(m) }
+func marshalManifest(m *Manifest) ([]byte, error) { return json.Marshal(encodeNames(m)) }
 
 func unmarshalManifest(data []byte) (*Manifest, error) {
 	var m Manifest
@@ -244,6 +279,9 @@ func unmarshalManifest(data []byte) (*Manifest, error) {
 	}
 	if m.Version > FormatVersion || m.Version < 1 {
 		return nil, fmt.Errorf("manifest format version %d is not supported by this tether (supports 1..%d): upgrade tether", m.Version, FormatVersion)
+	}
+	if err := m.decodeNames(); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }
@@ -256,43 +294,51 @@ func (m *Manifest) validate() error {
 	kinds := make(map[string]string, len(m.Entries))
 	for _, e := range m.Entries {
 		if err := validPath(e.Path); err != nil {
-			return fmt.Errorf("snapshot %s: entry %q: %w", m.ID, e.Path, err)
+			return fmt.Errorf("snapshot %s: entry %s: %w", m.ID, QuotePath(e.Path), err)
 		}
+		// Compared as bytes: two names that differ only in bytes that are
+		// not UTF-8 are two entries.
 		if _, dup := kinds[e.Path]; dup {
-			return fmt.Errorf("snapshot %s: entry %q appears twice", m.ID, e.Path)
+			return fmt.Errorf("snapshot %s: entry %s appears twice", m.ID, QuotePath(e.Path))
 		}
 		if dir := path.Dir(e.Path); dir != "." {
 			switch kinds[dir] {
 			case TypeDir:
 			case "":
-				return fmt.Errorf("snapshot %s: entry %q comes before (or without) its parent directory %q", m.ID, e.Path, dir)
+				return fmt.Errorf("snapshot %s: entry %s comes before (or without) its parent directory %s", m.ID, QuotePath(e.Path), QuotePath(dir))
 			default:
-				return fmt.Errorf("snapshot %s: entry %q would be written through %q, which is a %s, not a directory: refusing to restore outside the target", m.ID, e.Path, dir, kinds[dir])
+				return fmt.Errorf("snapshot %s: entry %s would be written through %s, which is a %s, not a directory: refusing to restore outside the target", m.ID, QuotePath(e.Path), QuotePath(dir), kinds[dir])
 			}
 		}
 		switch e.Type {
 		case TypeDir:
 		case TypeSymlink:
 			if e.Target == "" || strings.ContainsRune(e.Target, 0) {
-				return fmt.Errorf("snapshot %s: symlink %q has an invalid target", m.ID, e.Path)
+				return fmt.Errorf("snapshot %s: symlink %s has an invalid target", m.ID, QuotePath(e.Path))
 			}
 		case TypeFile:
 			if err := validChunks(e.Chunks, e.Size); err != nil {
-				return fmt.Errorf("snapshot %s: file %q %w", m.ID, e.Path, err)
+				return fmt.Errorf("snapshot %s: file %s %w", m.ID, QuotePath(e.Path), err)
 			}
 		default:
-			return fmt.Errorf("snapshot %s: entry %q has unknown type %q", m.ID, e.Path, e.Type)
+			return fmt.Errorf("snapshot %s: entry %s has unknown type %s", m.ID, QuotePath(e.Path), QuotePath(e.Type))
 		}
 		if e.Mode&^07777 != 0 {
-			return fmt.Errorf("snapshot %s: entry %q has invalid mode %o", m.ID, e.Path, e.Mode)
+			return fmt.Errorf("snapshot %s: entry %s has invalid mode %o", m.ID, QuotePath(e.Path), e.Mode)
 		}
 		kinds[e.Path] = e.Type
 	}
 	for _, r := range m.Repos {
 		for i, b := range r.Bundles {
 			if err := validChunks(b.Chunks, b.Size); err != nil {
-				return fmt.Errorf("snapshot %s: bundle %d of repository %q %w", m.ID, i, r.Path, err)
+				return fmt.Errorf("snapshot %s: bundle %d of repository %s %w", m.ID, i, QuotePath(r.Path), err)
 			}
+		}
+	}
+	for _, n := range append(append([]PathNote(nil), m.LeftOut...), m.ReposAsFiles...) {
+		// Only shown, never written; still no NUL, no 4 KiB of reason.
+		if n.Path == "" || strings.ContainsRune(n.Path, 0) || len(n.Reason) > 4096 {
+			return fmt.Errorf("snapshot %s: left-out note %s is invalid", m.ID, QuotePath(n.Path))
 		}
 	}
 	return m.validateRepos(kinds)
@@ -334,6 +380,10 @@ func validPath(p string) error {
 		return fmt.Errorf("absolute path: refusing to restore outside the target")
 	case path.Clean(p) != p:
 		return fmt.Errorf("path is not clean")
+	case p == stagingName || strings.HasPrefix(p, stagingName+"/"):
+		// Restore builds the snapshot in this directory of the target; no
+		// save ever includes it (builtinExcludes).
+		return fmt.Errorf("path is inside %s, which tether reserves for restores: refusing it", stagingName)
 	}
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -22,7 +23,9 @@ const reposDir = "repos"
 // RepoEntry is one git repository of a snapshot: its state and the chain of
 // bundles (oldest, full, first) that hold its objects.
 type RepoEntry struct {
-	Path    string          `json:"path"`
+	Path string `json:"path,omitempty"`
+	// PathB64 (stored form only) holds Path when it is not valid UTF-8.
+	PathB64 string          `json:"pathB64,omitempty"`
 	State   *gitstate.State `json:"state"`
 	Bundles []Blob          `json:"bundles"`
 	// FromBase (stored format-2 manifests only) is how many bundles of the
@@ -87,7 +90,7 @@ func (w *saveRun) captureRepo(rel string) error {
 	if w.s.opts.RepoChanged == nil || !w.s.opts.RepoChanged(rel) {
 		var err error
 		if fp, fpOK, err = repoFingerprint(abs, w.start); err != nil {
-			return fmt.Errorf("fingerprint of git repository %s: %w", abs, err)
+			return gitError{fmt.Errorf("fingerprint of git repository %s: %w", QuotePath(rel), err)}
 		}
 	}
 	if prev != nil && fpOK && w.s.repoFP[rel] == fp {
@@ -111,7 +114,10 @@ func (w *saveRun) captureRepo(rel string) error {
 	}
 	res, err := gitstate.Capture(w.ctx, abs, prevState, gitstate.CaptureOptions{ObjectDir: objDir, ScratchDir: scratch})
 	if err != nil {
-		return err
+		if w.ctx.Err() != nil {
+			return w.ctx.Err()
+		}
+		return gitError{err}
 	}
 	st := res.State
 	entry := RepoEntry{Path: rel, State: &st}
@@ -119,7 +125,7 @@ func (w *saveRun) captureRepo(rel string) error {
 	case res.Bundle == "" && prev != nil:
 		entry.Bundles = prev.Bundles
 	case res.Bundle == "":
-		return fmt.Errorf("capture of %s produced no bundle and there is no earlier one", rel)
+		return gitError{fmt.Errorf("capture of %s produced no bundle and there is no earlier one", QuotePath(rel))}
 	default:
 		blob, err := w.storeFile(res.Bundle)
 		if err != nil {
@@ -145,6 +151,39 @@ func (w *saveRun) captureRepo(rel string) error {
 		}
 	}
 	return nil
+}
+
+// gitError is a failure of git to capture a repository (as opposed to the
+// store's or the cache's): the repository is then saved file by file.
+type gitError struct{ err error }
+
+func (e gitError) Error() string { return e.err.Error() }
+func (e gitError) Unwrap() error { return e.err }
+
+// captureOrFallBack captures the repository at rel as git state, and
+// reports false when git could not: then nothing of it (nor of its
+// submodules) is in w.repos, it is listed in ReposAsFiles with git's reason,
+// and the caller saves its files, .git included, like any other directory,
+// so nothing of it is lost. The next save tries git again.
+func (w *saveRun) captureOrFallBack(rel string) (bool, error) {
+	nRepos, captured, unchanged := len(w.repos), w.stats.ReposCaptured, w.stats.ReposUnchanged
+	err := w.captureRepo(rel)
+	var ge gitError
+	if !errors.As(err, &ge) {
+		return err == nil, err
+	}
+	w.repos = w.repos[:nRepos]
+	w.stats.ReposCaptured, w.stats.ReposUnchanged = captured, unchanged
+	for p := range w.newRepoFP {
+		if p == rel || strings.HasPrefix(p, rel+"/") {
+			delete(w.newRepoFP, p)
+		}
+	}
+	reason := shortReason(ge.err.Error())
+	w.stats.ReposAsFiles = append(w.stats.ReposAsFiles, LeftOutFile{Path: rel, Reason: reason})
+	msg := fmt.Sprintf("git repository %s cannot be captured as git state (%s): saved file by file, .git included", QuotePath(rel), reason)
+	w.stats.Warnings = append(w.stats.Warnings, msg)
+	return false, nil
 }
 
 // keepCapture keeps the base's capture of a repository and of its
@@ -237,13 +276,13 @@ func (m *Manifest) validateRepos(kinds map[string]string) error {
 	seen := map[string]bool{}
 	for _, r := range m.Repos {
 		if err := validPath(r.Path); err != nil {
-			return fmt.Errorf("snapshot %s: repository %q: %w", m.ID, r.Path, err)
+			return fmt.Errorf("snapshot %s: repository %s: %w", m.ID, QuotePath(r.Path), err)
 		}
 		if seen[r.Path] || kinds[r.Path] != "" {
-			return fmt.Errorf("snapshot %s: repository %q appears twice", m.ID, r.Path)
+			return fmt.Errorf("snapshot %s: repository %s appears twice", m.ID, QuotePath(r.Path))
 		}
 		if r.State == nil || len(r.Bundles) == 0 {
-			return fmt.Errorf("snapshot %s: repository %q has no state or no bundles", m.ID, r.Path)
+			return fmt.Errorf("snapshot %s: repository %s has no state or no bundles", m.ID, QuotePath(r.Path))
 		}
 		seen[r.Path] = true
 	}
@@ -254,11 +293,11 @@ func (m *Manifest) validateRepos(kinds map[string]string) error {
 			ok = seen[p]
 		}
 		if !ok {
-			return fmt.Errorf("snapshot %s: repository %q is neither under %s/ nor inside another repository", m.ID, r.Path, reposDir)
+			return fmt.Errorf("snapshot %s: repository %s is neither under %s/ nor inside another repository", m.ID, QuotePath(r.Path), reposDir)
 		}
 		for p := parent; p != "."; p = path.Dir(p) {
 			if kinds[p] != "" && kinds[p] != TypeDir {
-				return fmt.Errorf("snapshot %s: repository %q would be written through %q, a %s: refusing to restore outside the target", m.ID, r.Path, p, kinds[p])
+				return fmt.Errorf("snapshot %s: repository %s would be written through %s, a %s: refusing to restore outside the target", m.ID, QuotePath(r.Path), QuotePath(p), kinds[p])
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,35 @@ type RestoreStats struct {
 	Files      int    `json:"files"`
 	Bytes      int64  `json:"bytes"`
 	DurationMs int64  `json:"durationMs"`
+	// Repos says how each repository under repos/ came back: from its git
+	// state, or file by file (.git included) because the save could not
+	// capture it as git state.
+	Repos []RestoredRepo `json:"repos,omitempty"`
+	// LeftOut counts the entries the save left out of this snapshot (see
+	// SaveStats.LeftOut); LeftOutListed lists the first of them.
+	LeftOut       int           `json:"leftOut,omitempty"`
+	LeftOutListed []LeftOutFile `json:"leftOutListed,omitempty"`
+}
+
+// How a repository came back (RestoredRepo.Mode).
+const (
+	RepoModeGit   = "git"   // rebuilt by git from the snapshot's bundles and state
+	RepoModeFiles = "files" // written file by file, .git included
+)
+
+// RestoredRepo is one repository of a restore and how it came back.
+type RestoredRepo struct {
+	Path   string `json:"path"`
+	Mode   string `json:"mode"`
+	Reason string `json:"reason,omitempty"` // why the save could not capture it (mode files)
+}
+
+// MarshalJSON shows the path as DisplayPath does.
+func (r RestoredRepo) MarshalJSON() ([]byte, error) {
+	type plain RestoredRepo
+	p := plain(r)
+	p.Path = DisplayPath(r.Path)
+	return json.Marshal(p)
 }
 
 // Restore writes a snapshot into target, which must be missing or empty (an
@@ -132,7 +162,18 @@ func Restore(ctx context.Context, repo *Repo, target string, opts RestoreOptions
 }
 
 func statsOf(m *Manifest, start time.Time) *RestoreStats {
-	return &RestoreStats{ID: m.ID, Files: m.Summary.Files, Bytes: m.Summary.Bytes, DurationMs: time.Since(start).Milliseconds()}
+	st := &RestoreStats{ID: m.ID, Files: m.Summary.Files, Bytes: m.Summary.Bytes, DurationMs: time.Since(start).Milliseconds(), LeftOut: m.Summary.LeftOut}
+	for _, r := range m.Repos {
+		st.Repos = append(st.Repos, RestoredRepo{Path: r.Path, Mode: RepoModeGit})
+	}
+	for _, r := range m.ReposAsFiles {
+		st.Repos = append(st.Repos, RestoredRepo{Path: r.Path, Mode: RepoModeFiles, Reason: r.Reason})
+	}
+	sort.Slice(st.Repos, func(i, j int) bool { return st.Repos[i].Path < st.Repos[j].Path })
+	for _, n := range m.LeftOut {
+		st.LeftOutListed = append(st.LeftOutListed, LeftOutFile{Path: n.Path, Size: n.Size, Reason: n.Reason})
+	}
+	return st
 }
 
 func readDirNames(dir string) ([]string, error) {

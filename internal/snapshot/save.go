@@ -109,9 +109,17 @@ type SaveStats struct {
 	SQLite int `json:"sqlite,omitempty"`
 	// Warnings are things a person should know about this save.
 	Warnings []string `json:"warnings,omitempty"`
-	// LeftOut lists the files the size cap (MaxBytes) kept out, largest first.
+	// LeftOut lists what is not in the snapshot, each with its reason:
+	// what could not be saved (unreadable, vanished between the walk and
+	// the read, a path too long for the OS, a socket or other special
+	// file), in walk order, then the files the size cap (MaxBytes) kept
+	// out, largest first. A save that left something out still succeeded: the rest
+	// is saved, and retrying would fail the same way.
 	LeftOut      []LeftOutFile `json:"leftOut,omitempty"`
-	LeftOutBytes int64         `json:"leftOutBytes,omitempty"`
+	LeftOutBytes int64         `json:"leftOutBytes,omitempty"` // of the files the size cap kept out
+	// ReposAsFiles are the repositories under repos/ whose git state could
+	// not be captured, saved file by file (.git included), with git's reason.
+	ReposAsFiles []LeftOutFile `json:"reposAsFiles,omitempty"`
 	// Unchanged: nothing differed from the newest snapshot and, with
 	// SkipUnchanged, no snapshot was written (ID is the newest one).
 	Unchanged bool `json:"unchanged,omitempty"`
@@ -365,6 +373,8 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		Repos:     w.repos,
 	}
 	m.Summary.Repos = len(w.repos)
+	m.Summary.LeftOut, m.Summary.ReposAsFiles = len(w.stats.LeftOut), len(w.stats.ReposAsFiles)
+	m.LeftOut, m.ReposAsFiles = notesOf(w.stats.LeftOut), notesOf(w.stats.ReposAsFiles)
 	for _, e := range entries {
 		switch e.Type {
 		case TypeFile:
@@ -549,14 +559,20 @@ func (w *saveRun) walk() ([]Entry, error) {
 	var all []found
 	root := w.s.workspace
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if p != root && errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while we walked: it is simply not in this snapshot
-			}
-			return err
-		}
 		if err := w.ctx.Err(); err != nil {
 			return err
+		}
+		if err != nil {
+			if p == root {
+				return err
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while we walked: it is simply not in this snapshot
+			}
+			// A directory whose listing failed (it was entered, so it is
+			// an entry already): what it holds is left out, the rest saved.
+			w.leaveOut(filepath.ToSlash(p[len(root)+1:]), 0, "its contents could not be listed: "+errReason(err))
+			return filepath.SkipDir
 		}
 		if p == root {
 			return nil
@@ -573,14 +589,23 @@ func (w *saveRun) walk() ([]Entry, error) {
 			return nil
 		}
 		if err != nil {
-			return err
+			w.leaveOut(rel, 0, "cannot be examined: "+errReason(err))
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		e := Entry{Path: rel, Mode: unixMode(fi), MTime: fi.ModTime().UnixNano()}
 		if d.IsDir() && isRepoRoot(rel, p) {
-			if err := w.captureRepo(rel); err != nil {
+			captured, err := w.captureOrFallBack(rel)
+			if err != nil {
 				return err
 			}
-			return filepath.SkipDir
+			if captured {
+				return filepath.SkipDir
+			}
+			// Saved file by file, .git included: it becomes a directory
+			// entry and the walk goes on into it.
 		}
 		switch {
 		case fi.Mode().IsDir():
@@ -591,13 +616,15 @@ func (w *saveRun) walk() ([]Entry, error) {
 				return nil
 			}
 			if err != nil {
-				return err
+				w.leaveOut(rel, 0, "symlink cannot be read: "+errReason(err))
+				return nil
 			}
 			e.Type, e.Target, e.Mode = TypeSymlink, target, 0
 		case fi.Mode().IsRegular():
 			e.Type = TypeFile
 		default:
 			w.stats.Skipped++
+			w.leaveOut(rel, 0, specialKind(fi.Mode())+": a snapshot cannot hold it")
 			return nil
 		}
 		all = append(all, found{e, p, fi})
@@ -629,7 +656,7 @@ func (w *saveRun) walk() ([]Entry, error) {
 			}
 			leftOut[i] = true
 			total -= all[i].fi.Size()
-			w.stats.LeftOut = append(w.stats.LeftOut, LeftOutFile{Path: all[i].e.Path, Size: all[i].fi.Size()})
+			w.stats.LeftOut = append(w.stats.LeftOut, LeftOutFile{Path: all[i].e.Path, Size: all[i].fi.Size(), Reason: reasonSizeCap})
 			w.stats.LeftOutBytes += all[i].fi.Size()
 		}
 	}
@@ -718,12 +745,6 @@ func (w *saveRun) sqlite(p string, e *Entry) (bool, error) {
 	return true, nil
 }
 
-// LeftOutFile is a file the size cap kept out of a snapshot.
-type LeftOutFile struct {
-	Path string `json:"path"`
-	Size int64  `json:"size"`
-}
-
 // protected paths are never left out by the size cap.
 func protected(rel string) bool {
 	return strings.HasPrefix(rel, ".claude/") || strings.HasPrefix(rel, ".tether/")
@@ -763,12 +784,19 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 		w.remember(rel, old)
 		return true, nil
 	}
+	if testHookBeforeRead != nil {
+		testHookBeforeRead(p)
+	}
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) {
+		w.leaveOut(rel, 0, reasonVanished)
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		// Not readable (EACCES, ELOOP when it became a symlink,
+		// ENAMETOOLONG, EIO): the rest of the workspace is still saved.
+		w.leaveOut(rel, 0, "cannot be opened: "+errReason(err))
+		return false, nil
 	}
 	defer f.Close()
 
@@ -779,7 +807,9 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 		keep, at := appendRegion(prev.Chunks, prev.Size, key.Size)
 		ok, err := w.verifyPrefix(f, prev, old.Sum, keep, sum)
 		if err != nil {
-			return false, fmt.Errorf("read %s: %w", p, err)
+			// Only reads of f fail here.
+			w.leaveOut(rel, 0, "cannot be read: "+errReason(err))
+			return false, nil
 		}
 		if ok && key.Size == prev.Size {
 			// Same content, but its stat could not be trusted (it was racy
@@ -796,7 +826,8 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 			sum.Reset()
 		}
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
-			return false, err
+			w.leaveOut(rel, 0, "cannot be read: "+errReason(err))
+			return false, nil
 		}
 	}
 	size := offset
@@ -814,6 +845,12 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 		w.known[id] = true
 		return w.up.put(id, data)
 	})
+	var rerr readError
+	if errors.As(err, &rerr) {
+		// The chunks already uploaded are orphans until a prune: harmless.
+		w.leaveOut(rel, 0, "cannot be read: "+errReason(rerr.err))
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", p, err)
 	}
@@ -907,8 +944,18 @@ type countingReader struct {
 func (c countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	*c.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = readError{err}
+	}
 	return n, err
 }
+
+// readError is a failure to read the workspace's file, as opposed to the
+// store's: the file is left out, the save goes on.
+type readError struct{ err error }
+
+func (e readError) Error() string { return e.err.Error() }
+func (e readError) Unwrap() error { return e.err }
 
 // uploader compresses and writes chunks with bounded concurrency. The first
 // error cancels the rest and is returned by put or wait.
@@ -980,4 +1027,72 @@ func (u *uploader) wait() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.err
+}
+
+// Reasons an entry is left out, as SaveStats and manifests give them.
+const (
+	reasonSizeCap  = "over the size cap (--max-size): the largest files are left out first"
+	reasonVanished = "removed between the walk and the read"
+)
+
+// maxNotes bounds the left-out entries a manifest lists (Summary counts
+// them all): a workspace with a million sockets must not make every
+// manifest megabytes long.
+const maxNotes = 1000
+
+// testHookBeforeRead, when set (tests only), is called with a file's path
+// just before a save opens it: the moment a file can vanish or change kind
+// after the walk saw it.
+var testHookBeforeRead func(p string)
+
+// leaveOut records an entry that is not in the snapshot, and why.
+func (w *saveRun) leaveOut(rel string, size int64, reason string) {
+	w.stats.LeftOut = append(w.stats.LeftOut, LeftOutFile{Path: rel, Size: size, Reason: reason})
+}
+
+// errReason is what went wrong, without the path (the note has it already,
+// and a path can be 4 KiB).
+func errReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Op + ": " + pe.Err.Error()
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Op + ": " + le.Err.Error()
+	}
+	return shortReason(err.Error())
+}
+
+// shortReason bounds a reason (git's stderr can be long).
+func shortReason(s string) string {
+	const max = 300
+	if len(s) <= max {
+		return s
+	}
+	return strings.ToValidUTF8(s[:max], "") + "…"
+}
+
+func specialKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	default:
+		return "a special file (" + m.Type().String() + ")"
+	}
+}
+
+func notesOf(fs []LeftOutFile) []PathNote {
+	if len(fs) == 0 {
+		return nil
+	}
+	out := make([]PathNote, 0, min(len(fs), maxNotes))
+	for _, f := range fs[:min(len(fs), maxNotes)] {
+		out = append(out, PathNote{Path: f.Path, Size: f.Size, Reason: f.Reason})
+	}
+	return out
 }

@@ -65,5 +65,5 @@ func skippedNote(skipped []SkippedSnapshot) string {
 	for i, s := range skipped {
 		parts[i] = s.ID + " (" + s.Reason + ")"
 	}
-	return "; skipped as damaged: " + strings.Join(parts, ", ")
+	return "; skipped: " + strings.Join(parts, ", ")
 }

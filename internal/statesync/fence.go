@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/tether-dev/tether/internal/fsutil"
 	"github.com/tether-dev/tether/internal/snapshot"
@@ -105,10 +106,20 @@ func fenced(err error) error {
 // withoutStale drops the stale snapshots (see snapshot.Repo.Stale) from ids,
 // saying so in progress and res. When every snapshot is stale it keeps the
 // newest, loudly: stale work beats an empty workspace.
-func withoutStale(ctx context.Context, repo *snapshot.Repo, ids []string, res *HydrateResult, progress io.Writer) ([]string, error) {
+//
+// It also returns the stale snapshots, newest first, as skips: those newer
+// than the one hydrate ends up restoring belong in HydrateResult.Skipped,
+// since their work is not in the workspace either.
+func withoutStale(ctx context.Context, repo *snapshot.Repo, ids []string, res *HydrateResult, progress io.Writer) ([]string, []SkippedSnapshot, error) {
 	stale, err := repo.Stale(ctx, ids)
 	if err != nil || len(stale) == 0 {
-		return ids, err
+		return ids, nil, err
+	}
+	var skips []SkippedSnapshot
+	for i := len(ids) - 1; i >= 0; i-- {
+		if st := stale[ids[i]]; st != nil {
+			skips = append(skips, SkippedSnapshot{ID: ids[i], Reason: st.String()})
+		}
 	}
 	kept := make([]string, 0, len(ids))
 	for _, id := range ids {
@@ -127,7 +138,24 @@ func withoutStale(ctx context.Context, repo *snapshot.Repo, ids []string, res *H
 		res.Warnings = append(res.Warnings, msg)
 		kept = []string{newest}
 	}
-	return kept, nil
+	return kept, skips, nil
+}
+
+// withStaleSkips merges into skipped (newest first) the stale snapshots
+// newer than restored.
+func withStaleSkips(skipped, stale []SkippedSnapshot, restored string) []SkippedSnapshot {
+	var out []SkippedSnapshot
+	for _, s := range stale {
+		if s.ID > restored {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return skipped
+	}
+	out = append(out, skipped...)
+	sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
+	return out
 }
 
 // Writer returns the writer epoch the sync saves as (nil before its first save).

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -310,7 +308,7 @@ func TestStoreHeals(t *testing.T) {
 					// above took one, so a Saver without one would be fenced off.
 					saver, err := snapshot.NewSaver(f.repo, f.ws, snapshot.SaveOptions{
 						CacheDir: f.cacheDir,
-						Writer:   writerSource(f.repo, f.ws, slog.New(slog.NewTextHandler(io.Discard, nil))),
+						Writer:   writerSource(f.repo, f.ws, quietLog(t)),
 					})
 					must(t, err)
 					defer saver.Close()

@@ -27,7 +27,7 @@ const (
 	OutcomeFresh    = "fresh"    // the session has no snapshot: a new workspace
 	OutcomeKept     = "kept"     // the workspace was already live here (a restart): left as is
 
-	// OutcomeRestoredOlder: the newest snapshots were damaged and skipped
+	// OutcomeRestoredOlder: the newest snapshots were damaged or stale and skipped
 	// (HydrateResult.Skipped says which and why); an older one was restored.
 	OutcomeRestoredOlder = "restored-older"
 )
@@ -69,10 +69,16 @@ type HydrateResult struct {
 	Cloned     []string  `json:"cloned,omitempty"`
 	Warnings   []string  `json:"warnings,omitempty"`
 	// Skipped lists, newest first, the snapshots newer than Snapshot that
-	// could not be restored because their data is damaged.
+	// were not restored: their data is damaged, or they are stale (saved by
+	// a writer after a newer one took the session over).
 	Skipped []SkippedSnapshot `json:"skipped,omitempty"`
 	// Epoch is the writer epoch taken for this workspace (WriterFile).
 	Epoch uint64 `json:"epoch,omitempty"`
+	// Repos says how each repository under repos/ came back: from its git
+	// state, or file by file because the save could not capture it.
+	Repos []snapshot.RestoredRepo `json:"repos,omitempty"`
+	// LeftOut counts what the restored snapshot's save left out.
+	LeftOut int `json:"leftOut,omitempty"`
 }
 
 // Hydrate prepares a workspace before the agent starts. When the session has
@@ -102,7 +108,8 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 	if err != nil {
 		return nil, fmt.Errorf("hydrate %s: cannot list snapshots, so cannot tell whether saved work exists: %w", repo, err)
 	}
-	if ids, err = withoutStale(ctx, repo, ids, res, progress); err != nil {
+	ids, staleSkips, err := withoutStale(ctx, repo, ids, res, progress)
+	if err != nil {
 		return nil, fmt.Errorf("hydrate %s: %w", repo, err)
 	}
 	live, err := isLive(workspace)
@@ -128,12 +135,23 @@ func Hydrate(ctx context.Context, repo *snapshot.Repo, workspace string, repos [
 		if err != nil {
 			return nil, err
 		}
+		skipped = withStaleSkips(skipped, staleSkips, rs.ID)
 		res.Outcome, res.Snapshot, res.Files, res.Bytes, res.Skipped = OutcomeRestored, rs.ID, rs.Files, rs.Bytes, skipped
 		fmt.Fprintf(progress, "hydrate: restored %d files (%d bytes) in %d ms\n", rs.Files, rs.Bytes, rs.DurationMs)
+		res.Repos, res.LeftOut = rs.Repos, rs.LeftOut
+		for _, r := range rs.Repos {
+			fmt.Fprintf(progress, "hydrate: repository %s restored (%s)\n", snapshot.DisplayPath(r.Path), r.Mode)
+			if r.Mode == snapshot.RepoModeFiles {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("repository %s came back file by file, .git included: the save could not capture it as git state (%s)", snapshot.DisplayPath(r.Path), r.Reason))
+			}
+		}
+		if rs.LeftOut > 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("snapshot %s lacks %d entries its save could not keep (see `tether snapshot restore` or the manifest for the list)", rs.ID, rs.LeftOut))
+		}
 		if len(skipped) > 0 {
 			res.Outcome = OutcomeRestoredOlder
-			res.Warnings = append(res.Warnings, fmt.Sprintf("restored snapshot %s, not the newest: %d newer snapshots are damaged and were skipped%s", rs.ID, len(skipped), skippedNote(skipped)))
-			fmt.Fprintf(progress, "hydrate: WARNING: restored snapshot %s, NOT the newest: skipped %d damaged newer snapshots; work saved after %s is not in this workspace\n", rs.ID, len(skipped), rs.ID)
+			res.Warnings = append(res.Warnings, fmt.Sprintf("restored snapshot %s, not the newest: %d newer snapshots are damaged or stale and were skipped%s", rs.ID, len(skipped), skippedNote(skipped)))
+			fmt.Fprintf(progress, "hydrate: WARNING: restored snapshot %s, NOT the newest: skipped %d damaged or stale newer snapshots; work saved after %s is not in this workspace\n", rs.ID, len(skipped), rs.ID)
 		}
 	}
 	for _, r := range repos {

@@ -24,6 +24,7 @@ type Metrics struct {
 	errors      *prometheus.CounterVec
 	leftFiles   prometheus.Gauge
 	leftBytes   prometheus.Gauge
+	reposFiles  prometheus.Gauge
 	failuresBy  *prometheus.CounterVec
 
 	lastOK   time.Time
@@ -42,7 +43,8 @@ func newMetrics(s *Syncer) *Metrics {
 	m.objects = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_objects_uploaded_total", Help: "Objects written to the store."})
 	m.snapshots = prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_sync_snapshots_total", Help: "Snapshots written (saves that found no change write none)."})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_sync_errors_total", Help: "Errors by kind (save, prune)."}, []string{"kind"})
-	m.leftFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_files", Help: "Files the size cap (--max-size) kept out of the last snapshot."})
+	m.leftFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_files", Help: "Entries left out of the newest snapshot, each with a reason in its manifest: over the size cap (--max-size), unreadable, vanished between walk and read, path too long, sockets and other special files."})
+	m.reposFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_repos_saved_as_files", Help: "Repositories under repos/ the newest snapshot holds file by file (.git included) because git could not capture them."})
 	m.leftBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_sync_left_out_bytes", Help: "Bytes the size cap (--max-size) kept out of the last snapshot."})
 	unsaved := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_oldest_unsaved_change_age_seconds", Help: "Age of the oldest change not yet in a snapshot (0 when everything is saved)."},
 		func() float64 { return m.syncer.unsavedAge().Seconds() })
@@ -51,7 +53,7 @@ func newMetrics(s *Syncer) *Metrics {
 		func() float64 { return float64(m.syncer.failureState().count) })
 	failing := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_sync_failing_seconds", Help: "How long saves have been failing (0 while the last save succeeded)."},
 		func() float64 { return m.syncer.failingFor().Seconds() })
-	m.reg.MustRegister(m.lastSuccess, m.duration, m.scanned, m.uploaded, m.objects, m.snapshots, m.errors, m.leftFiles, m.leftBytes, unsaved,
+	m.reg.MustRegister(m.lastSuccess, m.duration, m.scanned, m.uploaded, m.objects, m.snapshots, m.errors, m.leftFiles, m.leftBytes, m.reposFiles, unsaved,
 		m.failuresBy, inRow, failing)
 	return m
 }
@@ -72,6 +74,7 @@ func (m *Metrics) observe(st *snapshot.SaveStats, err error, d time.Duration) {
 	m.objects.Add(float64(st.ObjectsUploaded))
 	m.leftFiles.Set(float64(len(st.LeftOut)))
 	m.leftBytes.Set(float64(st.LeftOutBytes))
+	m.reposFiles.Set(float64(len(st.ReposAsFiles)))
 	if !st.Unchanged {
 		m.snapshots.Inc()
 	}

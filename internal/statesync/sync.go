@@ -314,11 +314,16 @@ func (s *Syncer) saveOnce(ctx context.Context) error {
 	// memory back so an idle sidecar stays small (it costs a GC, about a
 	// millisecond per 10 MiB of live heap, once per save).
 	debug.FreeOSMemory()
-	if len(st.LeftOut) > 0 {
+	if len(st.LeftOut) > 0 || len(st.ReposAsFiles) > 0 {
 		s.logLeftOut(st)
+	} else {
+		s.mu.Lock()
+		s.lastLeftOut = ""
+		s.mu.Unlock()
 	}
 	if !st.Unchanged {
 		s.log.Info("snapshot saved", "id", st.ID, "files", st.Files, "repos", st.Repos, "reposCaptured", st.ReposCaptured,
+			"leftOut", len(st.LeftOut), "reposAsFiles", len(st.ReposAsFiles),
 			"bytesRead", st.BytesRead, "bytesUploaded", st.BytesUploaded, "objects", st.ObjectsUploaded, "ms", st.DurationMs)
 	}
 	if s.cfg.Keep > 0 && saves%20 == 0 {
@@ -382,24 +387,45 @@ func (s *Syncer) final() error {
 	}
 }
 
-// logLeftOut reports what the size cap kept out, when that changes.
+// logLeftOut reports what the save left out of the snapshot (over the size
+// cap, unreadable, vanished, special files) and the repositories it saved
+// file by file, when that changes. Such a save succeeded: the sync does not
+// retry it, and the next save, whatever triggers it, tries those entries
+// again.
 func (s *Syncer) logLeftOut(st *snapshot.SaveStats) {
-	var largest []string
-	for i, f := range st.LeftOut {
-		if i == 5 {
-			largest = append(largest, fmt.Sprintf("and %d more", len(st.LeftOut)-5))
-			break
+	var capped, other []string
+	for _, f := range st.LeftOut {
+		if strings.HasPrefix(f.Reason, "over the size cap") {
+			if len(capped) < 5 {
+				capped = append(capped, fmt.Sprintf("%s (%d bytes)", snapshot.DisplayPath(f.Path), f.Size))
+			}
+			continue
 		}
-		largest = append(largest, fmt.Sprintf("%s (%d bytes)", f.Path, f.Size))
+		if len(other) < 5 {
+			other = append(other, snapshot.DisplayPath(f.Path)+": "+f.Reason)
+		}
 	}
-	key := strings.Join(largest, ", ")
+	var repos []string
+	for _, r := range st.ReposAsFiles {
+		repos = append(repos, snapshot.DisplayPath(r.Path)+": "+r.Reason)
+	}
+	key := strings.Join(capped, ", ") + "\x00" + strings.Join(other, ", ") + "\x00" + strings.Join(repos, ", ")
 	s.mu.Lock()
 	same := key == s.lastLeftOut
 	s.lastLeftOut = key
 	s.mu.Unlock()
-	if !same {
+	if same {
+		return
+	}
+	if st.LeftOutBytes > 0 {
 		s.log.Warn("workspace is over --max-size: largest files left out of snapshots", "maxBytes", s.cfg.MaxBytes,
-			"leftOutFiles", len(st.LeftOut), "leftOutBytes", st.LeftOutBytes, "largest", key)
+			"leftOutFiles", len(capped), "leftOutBytes", st.LeftOutBytes, "largest", strings.Join(capped, ", "))
+	}
+	if n := len(st.LeftOut) - len(capped); n > 0 {
+		s.log.Warn("entries left out of the snapshot, the rest saved", "id", st.ID, "leftOut", n, "first", strings.Join(other, "; "))
+	}
+	if len(repos) > 0 {
+		s.log.Warn("repositories saved file by file (.git included): git could not capture them", "id", st.ID, "repos", strings.Join(repos, "; "))
 	}
 }
 
