@@ -190,11 +190,11 @@ runs this binary, found next to tether or on $PATH.`,
 	f.Int32Var(&cfg.RunnerPort, "runner-port", cfg.RunnerPort, "port of the runner's AG-UI HTTP server, exposed by each session's Service")
 	f.Int64Var(&cfg.RunAsUser, "run-as-user", cfg.RunAsUser, "UID (and GID) of every container of a session pod")
 	f.StringVar(&cfg.OperatorNamespace, "operator-namespace", "",
-		"namespace of the operator's own pods, admitted to the runners by each session's NetworkPolicy (default: $POD_NAMESPACE, else the pod's service account namespace)")
+		"namespace of the operator's own pods, admitted to the runner and sync ports by each session's NetworkPolicy (default: $POD_NAMESPACE, else the pod's service account namespace)")
 	f.StringVar(&operatorLabels, "operator-pod-labels", "app.kubernetes.io/name=tether-operator",
 		"labels of the operator's own pods (key=value,...), admitted to the runners by each session's NetworkPolicy; must match the Deployment's pod template")
 	f.StringVar(&clientPods, "runner-client-pod-selector", "",
-		"label selector of further pods admitted to the runner port, e.g. a UI or backend (\"app=tether-ui\"); they still need the session's token")
+		"label selector of further pods admitted to the runner port and the sync sidecar's metrics port, e.g. a UI, backend or Prometheus (\"app=tether-ui\"); the runner still wants the session's token")
 	f.StringVar(&clientNSs, "runner-client-namespace-selector", "",
 		"label selector of the namespaces of --runner-client-pod-selector (\"kubernetes.io/metadata.name=tether-ui\"; default: the session's own namespace)")
 	gofs := flag.NewFlagSet("zap", flag.ContinueOnError)

@@ -131,11 +131,13 @@ func checkOwned(s *tetherv1.AgenticSession, obj metav1.Object, kind string, usab
 }
 
 // BuildNetworkPolicy returns session s's NetworkPolicy: its pods accept
-// connections to the runner port only from the operator's pods and the
-// configured runner clients. The sync sidecar's metrics port stays open to
-// scrapers (it serves only /metrics and /healthz); every other port of the
-// pod is closed. The kubelet's probes and kubectl port-forward come from the
-// node, which NetworkPolicies do not restrict.
+// connections to the runner port and the sync sidecar's metrics port only
+// from the operator's pods and the configured runner clients; every other
+// port of the pod is closed. The sidecar's /healthz names the store and the
+// last snapshot and its /metrics the session's activity, which are not for
+// every pod in the cluster; a Prometheus that scrapes it is admitted through
+// the runner-client selector. The kubelet's probes and kubectl port-forward
+// come from the node, which NetworkPolicies do not restrict.
 func BuildNetworkPolicy(s *tetherv1.AgenticSession, cfg PodConfig) *networkingv1.NetworkPolicy {
 	tcp := corev1.ProtocolTCP
 	from := []networkingv1.NetworkPolicyPeer{{
@@ -157,15 +159,13 @@ func BuildNetworkPolicy(s *tetherv1.AgenticSession, cfg PodConfig) *networkingv1
 				labelManaged: "tether-operator",
 			}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{
-				{
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(cfg.RunnerPort))}},
-					From:  from,
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				Ports: []networkingv1.NetworkPolicyPort{
+					{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(cfg.RunnerPort))},
+					{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(SyncMetricsPort))},
 				},
-				{
-					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(SyncMetricsPort))}},
-				},
-			},
+				From: from,
+			}},
 		},
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -178,7 +179,8 @@ func TestObserverAuthenticates(t *testing.T) {
 }
 
 // The session's NetworkPolicy selects its runner pod and admits only the
-// operator's pods to the runner port; deleted, it comes back.
+// operator's pods to the runner port and the sync sidecar's metrics port;
+// deleted, it comes back.
 func TestNetworkPolicyGuardsRunner(t *testing.T) {
 	needEnvtest(t)
 	t.Parallel()
@@ -228,13 +230,26 @@ func TestNetworkPolicyGuardsRunner(t *testing.T) {
 		!podSel.Matches(operatorPod) || podSel.Matches(labels.Set(pod.Labels)) || podSel.Matches(labels.Set{}) {
 		t.Fatalf("runner peer %+v admits more than the operator's pods", peer)
 	}
-	for _, r := range np.Spec.Ingress {
-		if r.From == nil {
+	// Every rule that opens the runner or the metrics port (a rule
+	// without ports opens all of them) admits exactly the operator's pods:
+	// an empty From would admit every pod in the cluster.
+	for _, port := range []int{int(cfg.RunnerPort), SyncMetricsPort} {
+		admitted := 0
+		for _, r := range np.Spec.Ingress {
+			opens := len(r.Ports) == 0
 			for _, p := range r.Ports {
-				if p.Port == nil || p.Port.IntValue() == int(cfg.RunnerPort) {
-					t.Fatalf("rule %+v opens the runner port to everyone", r)
-				}
+				opens = opens || p.Port == nil || p.Port.IntValue() == port
 			}
+			if !opens {
+				continue
+			}
+			if len(r.From) != 1 || !equality.Semantic.DeepEqual(r.From[0], peer) {
+				t.Fatalf("rule %+v opens port %d to more than the operator's pods", r, port)
+			}
+			admitted++
+		}
+		if admitted == 0 {
+			t.Errorf("no rule admits the operator to port %d (its observer reads the runner's /status and the sidecar's /healthz)", port)
 		}
 	}
 
