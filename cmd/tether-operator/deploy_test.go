@@ -11,6 +11,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
@@ -219,4 +221,106 @@ func TestKustomizeDeploymentFeedsNetworkPolicy(t *testing.T) {
 	if flags["runner-client-pod-selector"] != "" || flags["runner-client-namespace-selector"] != "" {
 		t.Errorf("config/ admits runner clients by default: %v", flags)
 	}
+}
+
+// generatedRules are the operator's rules as controller-gen writes them from
+// the +kubebuilder:rbac markers.
+func generatedRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cr rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(b, &cr); err != nil || len(cr.Rules) == 0 {
+		t.Fatalf("config/rbac/role.yaml: %v (%d rules)", err, len(cr.Rules))
+	}
+	return cr.Rules
+}
+
+// With watchNamespaces the operator gets a Role and RoleBinding in each
+// watched namespace and nothing cluster-wide; without, a ClusterRole. Either
+// way the rules are the generated ones and the subject is the chart's
+// service account.
+func TestHelmChartRBACScope(t *testing.T) {
+	want := generatedRules(t)
+	sa := rbacv1.Subject{Kind: "ServiceAccount", Name: "tether-operator", Namespace: "tether-system"}
+	checkBinding := func(kind string, roleRef rbacv1.RoleRef, subjects []rbacv1.Subject, roleKind, roleName string) {
+		t.Helper()
+		if roleRef.Kind != roleKind || roleRef.Name != roleName || len(subjects) != 1 || subjects[0] != sa {
+			t.Errorf("%s binds %+v to %+v; want %s %s to %+v", kind, subjects, roleRef, roleKind, roleName, sa)
+		}
+	}
+
+	for _, tc := range []struct {
+		name   string
+		set    []string
+		scoped []string
+	}{
+		{"cluster-wide", nil, nil},
+		{"watchNamespaces", []string{"watchNamespaces={team-a,team-b}"}, []string{"team-a", "team-b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := splitManifests(t, helmTemplate(t, tc.set...))
+			roles := map[string]*rbacv1.Role{} // by namespace, leader election left out
+			bindings := map[string]*rbacv1.RoleBinding{}
+			var clusterRoles []*rbacv1.ClusterRole
+			var clusterBindings []*rbacv1.ClusterRoleBinding
+			for _, m := range ms {
+				switch m.Kind {
+				case "Role":
+					if r := decodeAs[rbacv1.Role](t, m); r.Name != "tether-operator-leader-election" {
+						roles[r.Namespace] = r
+					}
+				case "RoleBinding":
+					if b := decodeAs[rbacv1.RoleBinding](t, m); b.Name != "tether-operator-leader-election" {
+						bindings[b.Namespace] = b
+					}
+				case "ClusterRole":
+					clusterRoles = append(clusterRoles, decodeAs[rbacv1.ClusterRole](t, m))
+				case "ClusterRoleBinding":
+					clusterBindings = append(clusterBindings, decodeAs[rbacv1.ClusterRoleBinding](t, m))
+				}
+			}
+			flags := checkOperatorDeployment(t, onlyDeployment(t, ms))
+			if tc.scoped == nil {
+				if len(clusterRoles) != 1 || len(clusterBindings) != 1 || len(roles) != 0 || len(bindings) != 0 {
+					t.Fatalf("cluster-wide: %d ClusterRoles, %d ClusterRoleBindings, %d Roles, %d RoleBindings; want 1, 1, 0, 0",
+						len(clusterRoles), len(clusterBindings), len(roles), len(bindings))
+				}
+				if !equality.Semantic.DeepEqual(clusterRoles[0].Rules, want) {
+					t.Errorf("ClusterRole rules %+v differ from config/rbac/role.yaml %+v", clusterRoles[0].Rules, want)
+				}
+				checkBinding("ClusterRoleBinding", clusterBindings[0].RoleRef, clusterBindings[0].Subjects, "ClusterRole", clusterRoles[0].Name)
+				return
+			}
+			if len(clusterRoles) != 0 || len(clusterBindings) != 0 {
+				t.Fatalf("watchNamespaces set, yet %d ClusterRoles and %d ClusterRoleBindings rendered", len(clusterRoles), len(clusterBindings))
+			}
+			if flags["watch-namespaces"] != "["+strings.Join(tc.scoped, ",")+"]" {
+				t.Errorf("--watch-namespaces %s; want %v", flags["watch-namespaces"], tc.scoped)
+			}
+			if len(roles) != len(tc.scoped) || len(bindings) != len(tc.scoped) {
+				t.Fatalf("Roles in %v, RoleBindings in %v; want one each in %v", keys(roles), keys(bindings), tc.scoped)
+			}
+			for _, ns := range tc.scoped {
+				r, b := roles[ns], bindings[ns]
+				if r == nil || b == nil {
+					t.Fatalf("namespace %s: Role %v, RoleBinding %v", ns, r != nil, b != nil)
+				}
+				if !equality.Semantic.DeepEqual(r.Rules, want) {
+					t.Errorf("Role in %s: rules %+v differ from config/rbac/role.yaml %+v", ns, r.Rules, want)
+				}
+				checkBinding("RoleBinding in "+ns, b.RoleRef, b.Subjects, "Role", r.Name)
+			}
+		})
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
