@@ -761,13 +761,16 @@ func TestInvalidSpecsRejected(t *testing.T) {
 		}, "repos[].url must not contain credentials"},
 		{"https user in repo url", func(s *tetherv1.AgenticSession) {
 			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "https://x-access-token@github.com/acme/app.git"}}
-		}, "keep the token in a Secret"},
+		}, "put the token under the key TETHER_GIT_TOKEN in the Secret named by spec.storage.credentialsSecret"},
 		{"userinfo in second repo", func(s *tetherv1.AgenticSession) {
 			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "https://github.com/acme/app.git"}, {URL: "http://u:p@git.internal/x.git"}}
 		}, "repos[].url must not contain credentials"},
 		{"ssh password in repo url", func(s *tetherv1.AgenticSession) {
 			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "ssh://git:hunter2@github.com/acme/app.git"}}
 		}, "repos[].url must not contain a password"},
+		{"ssh password names the token route", func(s *tetherv1.AgenticSession) {
+			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "ssh://git:hunter2@github.com/acme/app.git"}}
+		}, "with the token under the key TETHER_GIT_TOKEN in the Secret named by spec.storage.credentialsSecret"},
 	}
 	for _, tc := range cases {
 		s := newSession(ns, "bad")
