@@ -16,7 +16,7 @@ KUSTOMIZE := $(CACHE)/bin/kustomize-$(KUSTOMIZE_VERSION)
 HELM_VERSION := v3.22.0
 HELM := $(CACHE)/bin/helm-$(HELM_VERSION)
 
-TEST_DEPS += envtest
+TEST_DEPS += envtest $(HELM)
 GENERATE_TARGETS += generate-operator
 
 .PHONY: envtest generate-operator deploy helm-template

@@ -138,7 +138,12 @@ type RepoSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
+	// Never credentials: the URL is in the pod spec and on command lines,
+	// readable by anyone who can get pods or run ps. An ssh user name
+	// (git@host:path, ssh://git@host/path) is not a credential and is fine.
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?://|ssh://|git://|git@)[^ #]+$')",message="repos[].url must be a git URL such as https://github.com/org/repo.git or git@github.com:org/repo.git (no spaces, no '#')"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(https?|git)://[^/?#]*@')",message="repos[].url must not contain credentials (user@ or user:token@ before the host): the URL is visible in the pod spec and process list. Use https://host/org/repo.git and put the token under the key TETHER_GIT_TOKEN in the Secret named by spec.storage.credentialsSecret; hydrate gives it to git as an http.extraHeader through the environment, never on a command line"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^ssh://[^/?#@]*:[^/?#@]*@')",message="repos[].url must not contain a password (ssh://user:password@host): use https://host/org/repo.git with the token under the key TETHER_GIT_TOKEN in the Secret named by spec.storage.credentialsSecret; ssh://git@host/org/repo.git and git@host:org/repo.git name a user, not a password, and are fine"
 	URL string `json:"url"`
 	// Branch to check out on a fresh start. Empty: the remote's default.
 	// +optional

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -36,6 +37,8 @@ func newRootCmd() *cobra.Command {
 		qps                     float32
 		burst                   int
 		pullPolicy              string
+		operatorLabels          string
+		clientPods, clientNSs   string
 		cfg                     = operator.DefaultPodConfig()
 		zapOpts                 = zap.Options{}
 	)
@@ -95,11 +98,34 @@ runs this binary, found next to tether or on $PATH.`,
 				}
 				nss = append(nss, ns)
 			}
+			lbls, err := labels.ConvertSelectorToLabelsMap(operatorLabels)
+			if err != nil || len(lbls) == 0 {
+				return cliutil.Usagef("--operator-pod-labels %q: give the operator pods' labels as key=value[,key=value] (they must match the Deployment's pod template)", operatorLabels)
+			}
+			cfg.OperatorPodLabels = lbls
+			peer, err := operator.RunnerClientPeer(clientPods, clientNSs)
+			if err != nil {
+				return cliutil.Usagef("--runner-client-pod-selector/--runner-client-namespace-selector: %v", err)
+			}
+			if peer != nil {
+				cfg.RunnerClients = append(cfg.RunnerClients, *peer)
+			}
 			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 			restCfg, err := loadKubeconfig(kubeconfig)
 			if err != nil {
 				return err
+			}
+			// After the kubeconfig: a bad --kubeconfig outside a pod is
+			// the error to report first.
+			if cfg.OperatorNamespace == "" {
+				cfg.OperatorNamespace = ownNamespace()
+			}
+			if cfg.OperatorNamespace == "" {
+				return cliutil.Usagef("--operator-namespace: not running in a pod ($POD_NAMESPACE unset, no service account namespace file); pass the namespace the operator's pods run in")
+			}
+			if errs := validation.IsDNS1123Label(cfg.OperatorNamespace); len(errs) > 0 {
+				return cliutil.Usagef("--operator-namespace: %q is not a namespace name: %s", cfg.OperatorNamespace, strings.Join(errs, "; "))
 			}
 			if qps <= 0 || burst <= 0 {
 				return cliutil.Usagef("--kube-api-qps and --kube-api-burst must be positive, got %v and %d", qps, burst)
@@ -131,7 +157,7 @@ runs this binary, found next to tether or on $PATH.`,
 				return err
 			}
 			if observeInterval > 0 {
-				r.Observer = &operator.HTTPObserver{RunnerPort: cfg.RunnerPort}
+				r.Observer = &operator.HTTPObserver{RunnerPort: cfg.RunnerPort, RunnerToken: operator.SecretTokens(mgr.GetClient())}
 				r.ObserveInterval = observeInterval
 			}
 			if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -163,6 +189,14 @@ runs this binary, found next to tether or on $PATH.`,
 	f.StringVar(&pullPolicy, "tether-image-pull-policy", string(cfg.TetherImagePullPolicy), "pull policy of --tether-image")
 	f.Int32Var(&cfg.RunnerPort, "runner-port", cfg.RunnerPort, "port of the runner's AG-UI HTTP server, exposed by each session's Service")
 	f.Int64Var(&cfg.RunAsUser, "run-as-user", cfg.RunAsUser, "UID (and GID) of every container of a session pod")
+	f.StringVar(&cfg.OperatorNamespace, "operator-namespace", "",
+		"namespace of the operator's own pods, admitted to the runner and sync ports by each session's NetworkPolicy (default: $POD_NAMESPACE, else the pod's service account namespace)")
+	f.StringVar(&operatorLabels, "operator-pod-labels", "app.kubernetes.io/name=tether-operator",
+		"labels of the operator's own pods (key=value,...), admitted to the runners by each session's NetworkPolicy; must match the Deployment's pod template")
+	f.StringVar(&clientPods, "runner-client-pod-selector", "",
+		"label selector of further pods admitted to the runner port and the sync sidecar's metrics port, e.g. a UI, backend or Prometheus (\"app=tether-ui\"); the runner still wants the session's token")
+	f.StringVar(&clientNSs, "runner-client-namespace-selector", "",
+		"label selector of the namespaces of --runner-client-pod-selector (\"kubernetes.io/metadata.name=tether-ui\"; default: the session's own namespace)")
 	gofs := flag.NewFlagSet("zap", flag.ContinueOnError)
 	zapOpts.BindFlags(gofs)
 	f.AddGoFlagSet(gofs)
@@ -177,6 +211,19 @@ func noArgs(c *cobra.Command, args []string) error {
 		return cliutil.Usagef("%s takes no arguments, got %q", c.CommandPath(), args)
 	}
 	return nil
+}
+
+// ownNamespace is the namespace this process runs in, from the downward API
+// variable the manifests set, else the service account mount; "" outside a pod.
+func ownNamespace() string {
+	if ns := strings.TrimSpace(os.Getenv("POD_NAMESPACE")); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil || len(b) > 253 {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // loadKubeconfig uses --kubeconfig when given, else controller-runtime's

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -95,6 +96,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
 		Owns(&corev1.Service{}, builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(event.UpdateEvent) bool { return false },
 		})).
+		// A deleted or edited policy is put back on the next reconcile.
+		Owns(&networkingv1.NetworkPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, concurrency)}).
 		Complete(r)
 }
@@ -230,6 +233,11 @@ func (r *Reconciler) transition(ctx context.Context, s *tetherv1.AgenticSession,
 		// Never let the Service stand between a dead runner and its recovery.
 		if err := r.ensureService(ctx, s); err != nil {
 			log.FromContext(ctx).Error(err, "ensure service; will retry")
+		}
+		// Sessions whose pod predates the policy (operator upgrade) get it
+		// here; an edited one is put back.
+		if err := r.ensureNetworkPolicy(ctx, s); err != nil {
+			log.FromContext(ctx).Error(err, "ensure network policy; will retry")
 		}
 		v := Classify(pod)
 		switch v.Kind {
@@ -467,6 +475,17 @@ func (r *Reconciler) startPod(ctx context.Context, s *tetherv1.AgenticSession, n
 	// while the session is Creating or Running.
 	if err := r.ensureService(ctx, s); err != nil {
 		r.event(s, nil, corev1.EventTypeWarning, "ServiceCreateFailed", "Create", "%v", err)
+	}
+	// The runner's fences go up before the runner: no pod ever starts
+	// without its token or reachable by the whole cluster. Neither error
+	// carries the token.
+	if err := r.ensureRunnerToken(ctx, s); err != nil {
+		r.event(s, nil, corev1.EventTypeWarning, "RunnerTokenFailed", "Create", "%v", err)
+		return ctrl.Result{}, err
+	}
+	if err := r.ensureNetworkPolicy(ctx, s); err != nil {
+		r.event(s, nil, corev1.EventTypeWarning, "NetworkPolicyFailed", "Create", "%v", err)
+		return ctrl.Result{}, err
 	}
 	pod := BuildPod(s, r.Config, s.Status.RestartCount, s.Status.RunnerMemoryLimit)
 	if err := controllerutil.SetControllerReference(s, pod, r.Scheme); err != nil {

@@ -45,6 +45,8 @@ var (
 	k8s       client.Client // direct client, no cache: what a user's kubectl sees
 	suiteErr  string        // why the suite could not start
 	reconcMet *Metrics
+	// opClient is the operator manager's client (its cache, its RBAC).
+	opClient  client.Client
 	nsCounter atomic.Int64
 )
 
@@ -127,6 +129,7 @@ func runSuite(m *testing.M) int {
 		panic(err)
 	}
 	reconcMet = r.Metrics
+	opClient = mgr.GetClient()
 	r.Observer = fakeObs
 	r.ObserveInterval = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
@@ -171,13 +174,21 @@ func operatorUser(env *envtest.Environment) (*rest.Config, error) {
 	return u.Config(), nil
 }
 
-// fakeObserver plays the runner's /status and the sidecar's /healthz, per pod.
+// fakeObserver plays the runner's /status and the sidecar's /healthz, per pod;
+// a namespace given a real observer (useReal) is observed over HTTP instead.
 type fakeObserver struct {
 	mu    sync.Mutex
 	byPod map[string]Observation
+	real  map[string]Observer
 }
 
-var fakeObs = &fakeObserver{byPod: map[string]Observation{}}
+var fakeObs = &fakeObserver{byPod: map[string]Observation{}, real: map[string]Observer{}}
+
+func (f *fakeObserver) useReal(ns string, o Observer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.real[ns] = o
+}
 
 func (f *fakeObserver) set(ns, pod string, o Observation) {
 	f.mu.Lock()
@@ -185,8 +196,12 @@ func (f *fakeObserver) set(ns, pod string, o Observation) {
 	f.byPod[ns+"/"+pod] = o
 }
 
-func (f *fakeObserver) Observe(_ context.Context, pod *corev1.Pod) (Observation, error) {
+func (f *fakeObserver) Observe(ctx context.Context, pod *corev1.Pod) (Observation, error) {
 	f.mu.Lock()
+	if real := f.real[pod.Namespace]; real != nil {
+		f.mu.Unlock()
+		return real.Observe(ctx, pod)
+	}
 	defer f.mu.Unlock()
 	o, ok := f.byPod[pod.Namespace+"/"+pod.Name]
 	if !ok {
@@ -741,6 +756,21 @@ func TestInvalidSpecsRejected(t *testing.T) {
 			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "not a url"}}
 		}, "repos[].url must be a git URL"},
 		{"long name", func(s *tetherv1.AgenticSession) { s.Name = strings.Repeat("a", 51) }, "at most 50 characters"},
+		{"https token in repo url", func(s *tetherv1.AgenticSession) {
+			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "https://bot:ghp_TOKEN@github.com/acme/app.git"}}
+		}, "repos[].url must not contain credentials"},
+		{"https user in repo url", func(s *tetherv1.AgenticSession) {
+			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "https://x-access-token@github.com/acme/app.git"}}
+		}, "put the token under the key TETHER_GIT_TOKEN in the Secret named by spec.storage.credentialsSecret"},
+		{"userinfo in second repo", func(s *tetherv1.AgenticSession) {
+			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "https://github.com/acme/app.git"}, {URL: "http://u:p@git.internal/x.git"}}
+		}, "repos[].url must not contain credentials"},
+		{"ssh password in repo url", func(s *tetherv1.AgenticSession) {
+			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "ssh://git:hunter2@github.com/acme/app.git"}}
+		}, "repos[].url must not contain a password"},
+		{"ssh password names the token route", func(s *tetherv1.AgenticSession) {
+			s.Spec.Repos = []tetherv1.RepoSpec{{URL: "ssh://git:hunter2@github.com/acme/app.git"}}
+		}, "with the token under the key TETHER_GIT_TOKEN in the Secret named by spec.storage.credentialsSecret"},
 	}
 	for _, tc := range cases {
 		s := newSession(ns, "bad")
@@ -757,7 +787,10 @@ func TestInvalidSpecsRejected(t *testing.T) {
 	}
 	// And a valid one with every optional field passes.
 	ok := newSession(ns, "good")
-	ok.Spec.Repos = []tetherv1.RepoSpec{{URL: "git@github.com:acme/app.git", Branch: "main"}}
+	// ssh user names are not credentials; an '@' in the path is not userinfo.
+	ok.Spec.Repos = []tetherv1.RepoSpec{{URL: "git@github.com:acme/app.git", Branch: "main"},
+		{URL: "ssh://git@github.com:22/acme/lib.git"}, {URL: "https://github.com/acme/tools.git"},
+		{URL: "https://git.internal/acme/pkg@v2.git"}}
 	ok.Spec.Agent.Env = []tetherv1.EnvVar{{Name: "ANTHROPIC_API_KEY", SecretKeyRef: &corev1.SecretKeySelector{
 		LocalObjectReference: corev1.LocalObjectReference{Name: "anthropic"}, Key: "key"}}}
 	ok.Spec.Storage.URL = "gs://my-bucket/tether/prod"

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -36,8 +37,8 @@ func NewScheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// CacheOptions restricts the manager's cache to the operator's own pods and
-// Services (by label) and, when namespaces is not empty, to those namespaces.
+// CacheOptions restricts the manager's cache to the operator's own pods,
+// Services, runner-token Secrets and NetworkPolicies (by label) and, when namespaces is not empty, to those namespaces.
 // Without the label filter the operator would hold every pod of the cluster in
 // memory.
 func CacheOptions(namespaces []string) (cache.Options, error) {
@@ -50,8 +51,10 @@ func CacheOptions(namespaces []string) (cache.Options, error) {
 		// operator never reads them (it writes with merge patches only).
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:     {Label: sel},
-			&corev1.Service{}: {Label: sel},
+			&corev1.Pod{}:                 {Label: sel},
+			&corev1.Service{}:             {Label: sel},
+			&corev1.Secret{}:              {Label: sel},
+			&networkingv1.NetworkPolicy{}: {Label: sel},
 		},
 	}
 	if len(namespaces) > 0 {
@@ -68,6 +71,9 @@ func CacheOptions(namespaces []string) (cache.Options, error) {
 func Setup(mgr ctrl.Manager, cfg PodConfig, concurrency int, reg prometheus.Registerer) (*Reconciler, error) {
 	if cfg.TetherImage == "" {
 		return nil, fmt.Errorf("operator: no tether image configured; pass --tether-image")
+	}
+	if cfg.OperatorNamespace == "" || len(cfg.OperatorPodLabels) == 0 {
+		return nil, fmt.Errorf("operator: the operator's namespace and pod labels are needed for the sessions' NetworkPolicies; pass --operator-namespace and --operator-pod-labels")
 	}
 	r := &Reconciler{
 		Client:    mgr.GetClient(),

@@ -139,6 +139,9 @@ func getJSON(ctx context.Context, c *http.Client, url, token string, v any) erro
 	if err != nil {
 		return err
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return fmt.Errorf("GET %s: %s: the runner refused the operator's token (was its runner-token Secret replaced while the pod ran?)", url, resp.Status)
+	}
 	if jerr := json.Unmarshal(body, v); jerr != nil {
 		return fmt.Errorf("GET %s: %s: %v", url, resp.Status, jerr)
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -74,6 +75,15 @@ type PodConfig struct {
 	RunnerPort int32
 	// RunAsUser is the UID of every container (the pod never runs as root).
 	RunAsUser int64
+
+	// OperatorNamespace and OperatorPodLabels identify the operator's own
+	// pods, the only ones each session's NetworkPolicy admits to the runner
+	// port besides RunnerClients.
+	OperatorNamespace string
+	OperatorPodLabels map[string]string
+	// RunnerClients are further peers admitted to the runner port (a UI or
+	// backend that talks AG-UI to the sessions).
+	RunnerClients []networkingv1.NetworkPolicyPeer
 }
 
 // DefaultPodConfig returns the settings used when the operator is started without flags.
@@ -83,6 +93,8 @@ func DefaultPodConfig() PodConfig {
 		TetherImagePullPolicy: corev1.PullIfNotPresent,
 		RunnerPort:            8080,
 		RunAsUser:             1000,
+		OperatorNamespace:     "tether-system",
+		OperatorPodLabels:     map[string]string{labelName: "tether-operator"},
 	}
 }
 
@@ -326,12 +338,17 @@ func runnerArgs(s *tetherv1.AgenticSession, cfg PodConfig) []string {
 
 // runnerEnv only ever references Secrets and ConfigMaps (the API rejects literal
 // values); the initial prompt is the one literal, and it is the user's text.
+// The runner token comes last and a user entry of the same name is dropped, so
+// the runner always holds the token the operator authenticates with.
 func runnerEnv(s *tetherv1.AgenticSession) []corev1.EnvVar {
 	var env []corev1.EnvVar
 	if s.Spec.InitialPrompt != "" {
 		env = append(env, corev1.EnvVar{Name: EnvInitialPrompt, Value: s.Spec.InitialPrompt})
 	}
 	for _, e := range s.Spec.Agent.Env {
+		if e.Name == EnvRunnerToken {
+			continue
+		}
 		v := corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{}}
 		switch {
 		case e.SecretKeyRef != nil:
@@ -343,7 +360,7 @@ func runnerEnv(s *tetherv1.AgenticSession) []corev1.EnvVar {
 		}
 		env = append(env, v)
 	}
-	return env
+	return append(env, runnerTokenEnv(s))
 }
 
 func runnerEnvFrom(s *tetherv1.AgenticSession) []corev1.EnvFromSource {

@@ -144,8 +144,8 @@ func TestBuildPodEnvOnlyFromReferences(t *testing.T) {
 			t.Errorf("env %s is not a Secret/ConfigMap reference: %+v", e.Name, e)
 		}
 	}
-	if len(runner.Env) != 3 {
-		t.Errorf("want prompt + 2 referenced vars, got %+v", runner.Env)
+	if len(runner.Env) != 4 {
+		t.Errorf("want prompt + 2 referenced vars + the runner token, got %+v", runner.Env)
 	}
 	if len(runner.EnvFrom) != 1 || runner.EnvFrom[0].SecretRef.Name != "git-token" {
 		t.Errorf("envFrom %+v", runner.EnvFrom)
