@@ -121,6 +121,9 @@ func openRepo(ctx context.Context, dir string) (*repo, error) {
 		return nil, err
 	}
 	if !IsRepo(abs) {
+		if fi, err := os.Lstat(filepath.Join(abs, ".git")); err == nil && fi.IsDir() {
+			return nil, fmt.Errorf("%s: its .git directory has no HEAD, so git does not recognise it as a repository", abs)
+		}
 		return nil, fmt.Errorf("%s is not the root of a git working tree (no .git there)", abs)
 	}
 	out, err := gitCmd{dir: abs}.run(ctx, nil, "rev-parse", "--path-format=absolute",

@@ -58,9 +58,19 @@ func (m *Manifest) eachChunk(fn func(Ref)) {
 // where the task says, not only under repos/; each repository found is
 // captured as git state, incrementally, with its config's credentials
 // stripped. (A repository nested in a captured one is its gitlink, captured
-// with it; the workspace root itself is saved file by file.)
+// with it; the workspace root itself is saved file by file.) A .git
+// directory git no longer recognises (its HEAD lost) counts too: its
+// capture fails, and it is saved file by file and reported as a repository
+// saved so, not passed over as an ordinary directory.
 func isRepoRoot(rel, abs string) bool {
-	return rel != "" && rel != "." && gitstate.IsRepo(abs)
+	if rel == "" || rel == "." {
+		return false
+	}
+	if gitstate.IsRepo(abs) {
+		return true
+	}
+	fi, err := os.Lstat(filepath.Join(abs, ".git"))
+	return err == nil && fi.IsDir()
 }
 
 // captureRepo captures the repository at rel (and, recursively, its
