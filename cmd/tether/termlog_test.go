@@ -64,16 +64,7 @@ func TestHydrateTerminationLogSkipped(t *testing.T) {
 // the record stays within the kubelet's 4096 bytes, valid, newest skips
 // first, and counts what it left out.
 func TestHydrateTerminationLogBound(t *testing.T) {
-	dir := t.TempDir()
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	ws := t.TempDir()
-	common := []string{"--store", "file://" + dir, "--session", "s1"}
-	if err := os.WriteFile(filepath.Join(ws, "notes.txt"), []byte("hi\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if code, _, errs := tether(t, append([]string{"snapshot", "save", "--workspace", ws}, common...)...); code != 0 {
-		t.Fatalf("save: exit %d: %s", code, errs)
-	}
+	dir, common := savedSession(t, nil)
 	const bad = 150
 	for i := 2; i <= bad+1; i++ {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("default/s1/snapshots/%010d", i)), []byte("torn"), 0o644); err != nil {
@@ -144,27 +135,40 @@ func TestSyncFencedTerminationLog(t *testing.T) {
 // held a broken repository file by file: hydrate's record counts both, for
 // the session's status.
 func TestHydrateTerminationLogLeftOut(t *testing.T) {
-	dir := t.TempDir()
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	ws := t.TempDir()
-	common := []string{"--store", "file://" + dir, "--session", "s1"}
-	if err := os.WriteFile(filepath.Join(ws, "notes.txt"), []byte("hi\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mkfifo(filepath.Join(ws, "pipe"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(ws, "repos", "dangling"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(ws, "repos", "dangling", ".git"), []byte("gitdir: /nonexistent/tether/.git\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if code, _, errs := tether(t, append([]string{"snapshot", "save", "--workspace", ws}, common...)...); code != 0 {
-		t.Fatalf("save: exit %d: %s", code, errs)
-	}
+	_, common := savedSession(t, func(ws string) {
+		if err := unix.Mkfifo(filepath.Join(ws, "pipe"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(ws, "repos", "dangling"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(ws, "repos", "dangling", ".git"), []byte("gitdir: /nonexistent/tether/.git\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	h, data := hydrateLog(t, common)
 	if h.Outcome != "restored" || h.LeftOut != 1 || h.ReposAsFiles != 1 {
 		t.Fatalf("termination log: %s", data)
 	}
+}
+
+// savedSession saves one snapshot of a workspace holding notes.txt (and what
+// setup adds) with a real `tether snapshot save` into a new file:// store,
+// and returns the store's directory and the store flags.
+func savedSession(t *testing.T, setup func(ws string)) (dir string, common []string) {
+	t.Helper()
+	dir = t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	ws := t.TempDir()
+	common = []string{"--store", "file://" + dir, "--session", "s1"}
+	if err := os.WriteFile(filepath.Join(ws, "notes.txt"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(ws)
+	}
+	if code, _, errs := tether(t, append([]string{"snapshot", "save", "--workspace", ws}, common...)...); code != 0 {
+		t.Fatalf("save: exit %d: %s", code, errs)
+	}
+	return dir, common
 }

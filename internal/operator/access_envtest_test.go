@@ -153,19 +153,8 @@ func TestObserverAuthenticates(t *testing.T) {
 	_, tok := waitTokenSecret(t, ns, "obs")
 	token.Store(tok)
 	// Without the token, this runner answers nothing useful.
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("unauthenticated GET /status: %s", resp.Status)
-	}
-	runPod(t, ns, "obs-0")
-	kubelet(t, ns, "obs-0", func(p *corev1.Pod) {
-		p.Status.PodIP = "127.0.0.1"
-		p.Status.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
-	})
+	expect401(t, port)
+	runPodOnLoopback(t, ns, "obs-0")
 	eventually(t, 15*time.Second, "the observed session id in status", func() string {
 		st := getSession(t, ns, "obs").Status
 		if st.AgentSessionID != "authed-session" || st.LastResumeOutcome != "resumed" {
@@ -344,4 +333,29 @@ func TestMinRunnerTokenBytesIsTheRunners(t *testing.T) {
 	if minRunnerTokenBytes != runner.MinTokenLength {
 		t.Fatalf("operator minimum %d, runner minimum %d", minRunnerTokenBytes, runner.MinTokenLength)
 	}
+}
+
+// expect401 checks that GET /status on the runner port, without a token, is
+// refused with 401.
+func expect401(t *testing.T, port int32) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /status without the token: %s, want 401", resp.Status)
+	}
+}
+
+// runPodOnLoopback marks the pod running at 127.0.0.1, where the test's
+// runner listens, for the real observer to reach.
+func runPodOnLoopback(t *testing.T, ns, name string) {
+	t.Helper()
+	runPod(t, ns, name)
+	kubelet(t, ns, name, func(p *corev1.Pod) {
+		p.Status.PodIP = "127.0.0.1"
+		p.Status.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
+	})
 }

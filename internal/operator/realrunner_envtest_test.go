@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/tether-dev/tether/internal/runner"
 )
 
@@ -59,19 +57,8 @@ func TestObserverAuthenticatesToRealRunner(t *testing.T) {
 	_, tok := waitTokenSecret(t, ns, "real")
 	h.Store(runner.Handler(r, tok))
 
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("GET /status without the token: %s, want 401", resp.Status)
-	}
-	runPod(t, ns, "real-0")
-	kubelet(t, ns, "real-0", func(p *corev1.Pod) {
-		p.Status.PodIP = "127.0.0.1"
-		p.Status.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
-	})
+	expect401(t, port)
+	runPodOnLoopback(t, ns, "real-0")
 	eventually(t, 15*time.Second, "the observer's authenticated GET /status", func() string {
 		mu.Lock()
 		defer mu.Unlock()
