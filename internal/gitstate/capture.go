@@ -659,6 +659,7 @@ func (c *capturer) readMeta(ctx context.Context, st *State) error {
 			}
 		}
 	}
+	c.readReflogs(st)
 	if b, err := os.ReadFile(filepath.Join(c.repo.commonDir, "shallow")); err == nil {
 		st.Shallow = strings.Fields(string(b))
 	}
@@ -748,6 +749,7 @@ func sameContent(a, b *State) bool {
 		a.ConflictsTree == b.ConflictsTree && a.Head == b.Head &&
 		reflect.DeepEqual(a.IntentToAdd, b.IntentToAdd) &&
 		reflect.DeepEqual(a.Refs, b.Refs) && reflect.DeepEqual(a.Stash, b.Stash) &&
+		reflect.DeepEqual(a.Reflogs, b.Reflogs) &&
 		reflect.DeepEqual(a.Config, b.Config) && reflect.DeepEqual(a.Info, b.Info) &&
 		reflect.DeepEqual(a.Hooks, b.Hooks) &&
 		reflect.DeepEqual(a.Shallow, b.Shallow) && reflect.DeepEqual(a.Operation, b.Operation) &&
@@ -799,7 +801,9 @@ func (c *capturer) bundle(ctx context.Context, st *State, full bool) (string, er
 			refs[r.Name] = r.Target
 		}
 	}
-	var keep []string
+	// Commits reachable only from a reflog (a reset's, an amend's) are
+	// kept too; an entry whose commit git already pruned names nothing.
+	keep := reflogIDs(st)
 	for _, s := range st.Stash {
 		keep = append(keep, s.Commit)
 	}
@@ -844,6 +848,7 @@ func (c *capturer) bundle(ctx context.Context, st *State, full bool) (string, er
 		for _, s := range c.prev.Stash {
 			neg = append(neg, s.Commit)
 		}
+		neg = append(neg, reflogIDs(c.prev)...)
 		neg, err = existing(ctx, g, neg)
 		if err != nil {
 			return "", err

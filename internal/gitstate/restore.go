@@ -197,6 +197,7 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []BundleSou
 	if err != nil {
 		return err
 	}
+	writeReflogs(gitDir, st, opts.Warn)
 
 	initKeys, err := configKeys(ctx, g)
 	if err != nil {
@@ -284,9 +285,7 @@ func restore(ctx context.Context, repoDir string, st *State, bundles []BundleSou
 // validateRefs refuses ref names that could not have come from git (they go
 // into update-ref's line-oriented input).
 func validateRefs(st *State) error {
-	ok := func(name string) bool {
-		return strings.HasPrefix(name, "refs/") && !strings.ContainsAny(name, " \t\n\r\x00~^:?*[\\") && !strings.Contains(name, "..")
-	}
+	ok := validRefName
 	for _, r := range st.Refs {
 		if !ok(r.Name) || (r.Symref != "" && !ok(r.Symref)) {
 			return fmt.Errorf("state holds an invalid ref %q", r.Name)

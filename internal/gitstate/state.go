@@ -40,6 +40,11 @@ type State struct {
 	Refs []Ref `json:"refs"`
 	// Stash is the stash stack (the reflog of refs/stash), oldest first.
 	Stash []StashEntry `json:"stash,omitempty"`
+	// Reflogs are the reflogs of HEAD and the refs (refs/stash's is Stash),
+	// bounded by MaxReflogEntries and MaxReflogBytes, messages without
+	// credentials. States written before reflogs were kept have none and
+	// restore as they did: one entry per ref.
+	Reflogs []Reflog `json:"reflogs,omitempty"`
 	// Config holds the repository-local config that a restore brings back
 	// (remotes, upstreams, submodule URLs, identity, pull/push/merge/rebase
 	// settings, aliases, line endings; never credential.*, http.* or url.*),

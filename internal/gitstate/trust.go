@@ -196,6 +196,9 @@ func (st *State) Validate() error {
 			return fmt.Errorf("state holds a stash message with a NUL byte")
 		}
 	}
+	if err := validateReflogs(st, hexLen); err != nil {
+		return err
+	}
 	for _, s := range st.Shallow {
 		if err := id("a shallow commit", s, false); err != nil {
 			return err
