@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tether-dev/tether/internal/iox"
 	"github.com/tether-dev/tether/internal/snapshot"
 	"github.com/tether-dev/tether/internal/statesync"
 	"github.com/tether-dev/tether/internal/store"
@@ -126,16 +127,21 @@ func noArgs(c *cobra.Command, args []string) error {
 
 func newSnapshotSaveCmd() *cobra.Command {
 	var (
-		sf        sessionFlags
-		workspace string
-		cacheDir  string
-		asJSON    bool
+		sf          sessionFlags
+		workspace   string
+		cacheDir    string
+		asJSON      bool
+		keepIgnored int64
+		envErr      error
 	)
 	c := &cobra.Command{
 		Use:   "save",
 		Short: "Save the workspace as a new snapshot",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return envErr
+			}
 			if workspace == "" {
 				return usagef("--workspace is required")
 			}
@@ -143,7 +149,7 @@ func newSnapshotSaveCmd() *cobra.Command {
 				// A one-off save joins the session's current writer epoch:
 				// it must not take the session over from a running sync.
 				join := func(ctx context.Context) (*snapshot.Writer, error) { return snapshot.JoinNewest(ctx, repo) }
-				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier(""), Writer: join})
+				saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{CacheDir: cacheDir, ConsistentCopy: statesync.SQLiteCopier(""), Writer: join, KeepIgnored: keepIgnored})
 				if err != nil {
 					return err
 				}
@@ -169,6 +175,7 @@ func newSnapshotSaveCmd() *cobra.Command {
 	c.Flags().StringVar(&workspace, "workspace", "", "workspace directory to save (required)")
 	c.Flags().StringVar(&cacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "where to keep the stat cache that lets a save skip unchanged files (env TETHER_CACHE_DIR; empty: none)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	keepIgnoredVar(c, &keepIgnored, &envErr)
 	return c
 }
 
@@ -343,13 +350,15 @@ not fail the command: it exits 0 whenever the store could be listed.
 
 func newSnapshotVerifyCmd() *cobra.Command {
 	var (
-		sf        sessionFlags
-		id        string
-		quick     bool
-		asJSON    bool
-		repair    bool
-		workspace string
-		cacheDir  string
+		sf          sessionFlags
+		id          string
+		quick       bool
+		asJSON      bool
+		repair      bool
+		workspace   string
+		cacheDir    string
+		keepIgnored int64
+		envErr      error
 	)
 	c := &cobra.Command{
 		Use:   "verify",
@@ -369,6 +378,9 @@ It exits 0 when the new snapshot verifies. Without --workspace it says what is
 damaged and how to repair it, and exits 1.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if envErr != nil {
+				return envErr
+			}
 			if workspace != "" && !repair {
 				return usagef("--workspace is only used with --repair")
 			}
@@ -378,7 +390,7 @@ damaged and how to repair it, and exits 1.`,
 					return err
 				}
 				if repair && len(rep.Problems) > 0 {
-					return repairSnapshots(ctx, c, repo, rep, workspace, cacheDir, quick, asJSON)
+					return repairSnapshots(ctx, c, repo, rep, workspace, snapshot.SaveOptions{CacheDir: cacheDir, KeepIgnored: keepIgnored}, quick, asJSON)
 				}
 				if asJSON {
 					if err := printJSON(c.OutOrStdout(), rep); err != nil {
@@ -412,6 +424,7 @@ damaged and how to repair it, and exits 1.`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	c.Flags().BoolVar(&repair, "repair", false, "after finding damage, save a new snapshot from --workspace that re-uploads what is missing or corrupt")
 	c.Flags().StringVar(&workspace, "workspace", "", "with --repair: the session's live workspace to save from")
+	keepIgnoredVar(c, &keepIgnored, &envErr)
 	c.Flags().StringVar(&cacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "with --repair: the stat cache of saves (env TETHER_CACHE_DIR; empty: none)")
 	return c
 }
@@ -428,7 +441,7 @@ type repairReport struct {
 
 // repairSnapshots saves a snapshot of workspace that does not depend on any
 // object rep found damaged, verifies again and reports the difference.
-func repairSnapshots(ctx context.Context, c *cobra.Command, repo *snapshot.Repo, rep *snapshot.VerifyReport, workspace, cacheDir string, quick, asJSON bool) error {
+func repairSnapshots(ctx context.Context, c *cobra.Command, repo *snapshot.Repo, rep *snapshot.VerifyReport, workspace string, opts snapshot.SaveOptions, quick, asJSON bool) error {
 	out := c.OutOrStdout()
 	if !asJSON {
 		for _, p := range rep.Problems {
@@ -446,13 +459,11 @@ func repairSnapshots(ctx context.Context, c *cobra.Command, repo *snapshot.Repo,
 			"(the one `tether sync` saves, or one restored with `tether snapshot restore`): it saves a new snapshot that uploads again every damaged object DIR still holds",
 			repo, len(rep.Problems), len(rep.Snapshots))
 	}
-	saver, err := snapshot.NewSaver(repo, workspace, snapshot.SaveOptions{
-		CacheDir:       cacheDir,
-		ConsistentCopy: statesync.SQLiteCopier(""),
-		Repair:         rep.Damaged,
-		// Its warnings are printed below, as notes of the report.
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	opts.ConsistentCopy = statesync.SQLiteCopier("")
+	opts.Repair = rep.Damaged
+	// Its warnings are printed below, as notes of the report.
+	opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	saver, err := snapshot.NewSaver(repo, workspace, opts)
 	if err != nil {
 		return err
 	}
@@ -563,15 +574,4 @@ func printLeftOut(w io.Writer, list []snapshot.LeftOutFile, total int) {
 	}
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func human(n int64) string { return iox.FormatSize(n) }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,6 +35,47 @@ func durationVar(c *cobra.Command, p *time.Duration, name, env string, def time.
 		def = d
 	}
 	c.Flags().DurationVar(p, name, def, usage+" (env "+env+")")
+}
+
+// sizeFlag is a byte size flag that also takes 0 (none).
+type sizeFlag struct{ n *int64 }
+
+func (f sizeFlag) String() string {
+	if f.n == nil || *f.n == 0 {
+		return "0"
+	}
+	return strings.ReplaceAll(local.FormatSize(*f.n), " ", "")
+}
+
+func (f sizeFlag) Set(v string) error {
+	if t := strings.TrimSpace(v); t == "0" || strings.EqualFold(t, "none") {
+		*f.n = 0
+		return nil
+	}
+	n, err := local.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*f.n = n
+	return nil
+}
+
+func (sizeFlag) Type() string { return "size" }
+
+const keepIgnoredEnv = "TETHER_KEEP_IGNORED"
+
+// keepIgnoredVar registers --keep-ignored, whose default is
+// snapshot.DefaultKeepIgnored or $TETHER_KEEP_IGNORED. Every command that
+// saves takes it: a save without it would drop from the newest snapshot
+// the ignored files the earlier ones kept.
+func keepIgnoredVar(c *cobra.Command, p *int64, bad *error) {
+	*p = snapshot.DefaultKeepIgnored
+	if v := os.Getenv(keepIgnoredEnv); v != "" {
+		if err := (sizeFlag{p}).Set(v); err != nil && *bad == nil {
+			*bad = usagef("environment variable %s=%q (for --keep-ignored): %v", keepIgnoredEnv, v, err)
+		}
+	}
+	c.Flags().Var(sizeFlag{p}, "keep-ignored", "bytes of files that git ignores inside repositories (.env, local settings, build outputs) each snapshot keeps, smallest first; the rest are left out and listed, e.g. 256M (0: none; env "+keepIgnoredEnv+")")
 }
 
 func newSyncCmd() *cobra.Command {
@@ -98,6 +140,7 @@ snapshot of everything within --final-budget and exits 0 if that completed.`,
 	c.Flags().StringVar(&cfg.CacheDir, "cache-dir", envOr("TETHER_CACHE_DIR", defaultCacheDir()), "stat cache and git object cache (env TETHER_CACHE_DIR)")
 	c.Flags().StringArrayVar(&cfg.Excludes, "exclude", cfg.Excludes, "gitignore-style pattern anchored at the workspace root, repeatable; **/ matches at any depth; replaces the defaults")
 	c.Flags().BoolVar(&noDefEx, "no-default-excludes", false, "save node_modules and the other default exclusions too")
+	keepIgnoredVar(c, &cfg.KeepIgnored, &envErr)
 	c.Flags().StringVar(&maxSize, "max-size", envOr("TETHER_SYNC_MAX_SIZE", ""), "cap on the bytes of files outside git repositories per snapshot, e.g. 5G; over it the largest files are left out and logged (env TETHER_SYNC_MAX_SIZE; empty: no cap)")
 	c.Flags().StringVar(&listen, "listen", envOr("TETHER_SYNC_LISTEN", ""), "address for /metrics and /healthz, e.g. :9464 (env TETHER_SYNC_LISTEN; empty: off)")
 	c.Flags().StringVar(&termLog, "termination-log", "", "when fenced, write a JSON record of who took the session over to this file (on Kubernetes /dev/termination-log, for the operator)")

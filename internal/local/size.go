@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/tether-dev/tether/internal/iox"
 )
 
 // sizeUnits are the units ParseSize accepts, case-insensitively. K, M, G and
@@ -43,15 +45,4 @@ func ParseSize(s string) (int64, error) {
 }
 
 // FormatSize prints n in the largest binary unit that keeps one decimal.
-func FormatSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 3; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
-}
+func FormatSize(n int64) string { return iox.FormatSize(n) }

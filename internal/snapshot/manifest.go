@@ -30,7 +30,7 @@ import (
 // (linkTo, on an entry that also keeps the content, so a reader that knows
 // nothing of it restores a copy). Versions 1 and 2 hold text names only and
 // load as before.
-const FormatVersion = 3
+const FormatVersion = 4
 
 // Entry types.
 const (
@@ -306,6 +306,10 @@ func (m *Manifest) validate() error {
 	kinds := make(map[string]string, len(m.Entries))
 	lens := chunkLens{}
 	files := map[string]*Entry{} // the files that are not links, for LinkTo
+	repos := make(map[string]bool, len(m.Repos))
+	for _, r := range m.Repos {
+		repos[r.Path] = true
+	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if err := validPath(e.Path); err != nil {
@@ -320,10 +324,16 @@ func (m *Manifest) validate() error {
 			switch kinds[dir] {
 			case TypeDir:
 			case "":
+				if repos[dir] {
+					break // what git ignores there, restored after it
+				}
 				return fmt.Errorf("snapshot %s: entry %s comes before (or without) its parent directory %s", m.ID, QuotePath(e.Path), QuotePath(dir))
 			default:
 				return fmt.Errorf("snapshot %s: entry %s would be written through %s, which is a %s, not a directory: refusing to restore outside the target", m.ID, QuotePath(e.Path), QuotePath(dir), kinds[dir])
 			}
+		}
+		if err := notInGitDir(e.Path, repos); err != nil {
+			return fmt.Errorf("snapshot %s: entry %s: %w", m.ID, QuotePath(e.Path), err)
 		}
 		switch e.Type {
 		case TypeDir:
@@ -371,6 +381,21 @@ func (m *Manifest) validate() error {
 		}
 	}
 	return m.validateRepos(kinds)
+}
+
+// notInGitDir refuses an entry inside the git directory of one of the
+// snapshot's repositories: a capture holds what git keeps there, and a file
+// written into it (a hook, a config) would be git's to run.
+func notInGitDir(rel string, repos map[string]bool) error {
+	if len(repos) == 0 {
+		return nil
+	}
+	for d, child := path.Dir(rel), rel; d != "."; d, child = path.Dir(d), d {
+		if repos[d] && (child == d+"/.git") {
+			return fmt.Errorf("it is inside the .git of repository %s, which only the repository's capture may write", QuotePath(d))
+		}
+	}
+	return nil
 }
 
 // validChunks checks the lengths restore allocates and writes by: each

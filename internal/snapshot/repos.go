@@ -219,10 +219,12 @@ func (w *saveRun) captureOrFallBack(rel string) (bool, error) {
 // submodules, with their fingerprints.
 func (w *saveRun) keepCapture(prev *RepoEntry) {
 	w.repos = append(w.repos, *prev)
+	w.kept[prev.Path] = true
 	sub := prev.Path + "/"
 	for _, r := range w.s.base.Repos {
 		if strings.HasPrefix(r.Path, sub) {
 			w.repos = append(w.repos, r)
+			w.kept[r.Path] = true
 		}
 	}
 	for p, fp := range w.s.repoFP {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -237,10 +238,19 @@ func moveIntoPlace(staging, target string) error {
 // modes and times, deepest first.
 func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts RestoreOptions) error {
 	fetches := opts.Fetches
-	var files, links []*Entry
+	// Entries inside a repository (what git ignores there, see
+	// SaveOptions.KeepIgnored) wait for it: git restores only into an
+	// empty directory.
+	repoSet := make(map[string]bool, len(m.Repos))
+	for _, r := range m.Repos {
+		repoSet[r.Path] = true
+	}
+	var files, links, later []*Entry
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		switch {
+		case len(repoSet) > 0 && insideRepo(e.Path, repoSet):
+			later = append(later, e)
 		case e.Type == TypeDir:
 			if err := os.Mkdir(filepath.Join(dir, filepath.FromSlash(e.Path)), 0o700); err != nil {
 				return err
@@ -250,6 +260,9 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts Restor
 		case e.Type == TypeFile:
 			files = append(files, e)
 		}
+	}
+	writeFile := func(ctx context.Context, e *Entry) error {
+		return restoreFile(ctx, repo, m.ID, e, filepath.Join(dir, filepath.FromSlash(e.Path)), fileMode(e.Mode, opts.KeepSetuid))
 	}
 	// The first repository's full bundle is fetched before any file: git
 	// can only start once it is in, and its first step, index-pack, keeps
@@ -264,25 +277,8 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts Restor
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			err := parallel(ctx, fetches, files, func(ctx context.Context, e *Entry) error {
-				return restoreFile(ctx, repo, m.ID, e, filepath.Join(dir, filepath.FromSlash(e.Path)), fileMode(e.Mode, opts.KeepSetuid))
-			})
-			if err != nil {
+			if err := parallel(ctx, fetches, files, writeFile); err != nil {
 				return err
-			}
-			// Hard links once every file they name is written (validate:
-			// each names an earlier file entry that is not a link).
-			for _, e := range links {
-				p := filepath.Join(dir, filepath.FromSlash(e.Path))
-				err := os.Link(filepath.Join(dir, filepath.FromSlash(e.LinkTo)), p)
-				if errors.Is(err, unix.EMLINK) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP) {
-					// A file system without hard links (or out of them for
-					// this inode) still gets the content: the entry has it.
-					err = restoreFile(ctx, repo, m.ID, e, p, fileMode(e.Mode, opts.KeepSetuid))
-				}
-				if err != nil {
-					return fmt.Errorf("hard link %s to %s: %w", QuotePath(e.Path), QuotePath(e.LinkTo), err)
-				}
 			}
 			// Write the files out while git still works: the syncfs that
 			// counts, before the completion marker, then has less to do.
@@ -296,6 +292,55 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts Restor
 	err := parallel(ctx, len(tasks), tasks, func(ctx context.Context, task func(context.Context) error) error { return task(ctx) })
 	if err != nil {
 		return err
+	}
+	if len(later) > 0 {
+		var laterFiles []*Entry
+		checked := map[string]bool{}
+		for _, e := range later {
+			if err := inRealDir(dir, e.Path, checked); err != nil {
+				return fmt.Errorf("snapshot %s: %w", m.ID, err)
+			}
+			switch {
+			case e.Type == TypeDir:
+				// Made by git already when the repository has files there;
+				// then it must be a directory, not what the checkout put
+				// there instead (chmod and chtimes would follow a symlink).
+				p := filepath.Join(dir, filepath.FromSlash(e.Path))
+				if err := os.Mkdir(p, 0o700); errors.Is(err, fs.ErrExist) {
+					fi, err := os.Lstat(p)
+					if err != nil {
+						return err
+					}
+					if !fi.IsDir() {
+						return fmt.Errorf("snapshot %s: directory %s is where the repository's checkout made a %s: refusing to restore outside the target", m.ID, QuotePath(e.Path), kindName(fi.Mode()))
+					}
+				} else if err != nil {
+					return err
+				}
+				checked[e.Path] = true
+			case e.Type == TypeFile && e.LinkTo != "":
+				links = append(links, e)
+			case e.Type == TypeFile:
+				laterFiles = append(laterFiles, e)
+			}
+		}
+		if err := parallel(ctx, fetches, laterFiles, writeFile); err != nil {
+			return err
+		}
+	}
+	// Hard links once every file they name is written (validate: each
+	// names an earlier file entry that is not a link).
+	for _, e := range links {
+		p := filepath.Join(dir, filepath.FromSlash(e.Path))
+		err := os.Link(filepath.Join(dir, filepath.FromSlash(e.LinkTo)), p)
+		if errors.Is(err, unix.EMLINK) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP) {
+			// A file system without hard links (or out of them for
+			// this inode) still gets the content: the entry has it.
+			err = writeFile(ctx, e)
+		}
+		if err != nil {
+			return fmt.Errorf("hard link %s to %s: %w", QuotePath(e.Path), QuotePath(e.LinkTo), err)
+		}
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
@@ -325,6 +370,34 @@ func build(ctx context.Context, repo *Repo, m *Manifest, dir string, opts Restor
 		}
 	}
 	return nil
+}
+
+// inRealDir checks that every directory above rel (in the restore target
+// dir) is a directory, not a symlink: what a repository's checkout made
+// there is not trusted to lead where the snapshot's entries go. checked
+// remembers the directories already seen.
+func inRealDir(dir, rel string, checked map[string]bool) error {
+	for d := path.Dir(rel); d != "." && !checked[d]; d = path.Dir(d) {
+		fi, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(d)))
+		if err != nil {
+			return fmt.Errorf("entry %s: its directory %s is missing after the repositories were restored: %w", QuotePath(rel), QuotePath(d), err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("entry %s would be written through %s, which the repository's checkout made a %s, not a directory: refusing to restore outside the target", QuotePath(rel), QuotePath(d), kindName(fi.Mode()))
+		}
+		checked[d] = true
+	}
+	return nil
+}
+
+func kindName(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m.IsRegular():
+		return "file"
+	}
+	return specialKind(m)
 }
 
 // restoreGitRepos lets gitstate rebuild each repository under dir, parents

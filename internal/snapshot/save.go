@@ -64,6 +64,13 @@ type SaveOptions struct {
 	// snapshot. Over it, the largest files are left out (never those under
 	// .claude/ or .tether/) and listed in SaveStats.LeftOut. 0: no cap.
 	MaxBytes int64
+	// KeepIgnored is how many bytes of files that git ignores inside the
+	// workspace's repositories (.env, local settings, build outputs: no
+	// capture holds them) a snapshot keeps as ordinary files, smallest first;
+	// the others are listed in SaveStats.LeftOut. Each path git lists (a
+	// file, or a directory holding only ignored files) is kept or left out
+	// whole. 0: none (DefaultKeepIgnored is what the commands use).
+	KeepIgnored int64
 	// Uploads is how many chunks are compressed and uploaded at once (default 4).
 	Uploads int
 	// Writer, when set, gives the writer epoch this Saver saves as (see
@@ -108,6 +115,9 @@ type SaveStats struct {
 	ObjectsUploaded int   `json:"objectsUploaded"`
 	CacheHits       int   `json:"cacheHits"`
 	DurationMs      int64 `json:"durationMs"`
+	// Ignored counts the entries kept that git ignores in a repository
+	// (see SaveOptions.KeepIgnored).
+	Ignored int `json:"ignored,omitempty"`
 	// SQLite counts the databases saved through ConsistentCopy.
 	SQLite int `json:"sqlite,omitempty"`
 	// Warnings are things a person should know about this save.
@@ -127,6 +137,10 @@ type SaveStats struct {
 	// SkipUnchanged, no snapshot was written (ID is the newest one).
 	Unchanged bool `json:"unchanged,omitempty"`
 }
+
+// DefaultKeepIgnored is the KeepIgnored of tether's commands: room for
+// every .env and local configuration file, not for a build tree.
+const DefaultKeepIgnored = 64 << 20
 
 // builtinExcludes are tether's own files at the workspace root, which tether
 // writes and the agent does not: left out without a note. Saving them would
@@ -174,8 +188,12 @@ type Saver struct {
 	baseByPath map[string]*Entry
 	stats      map[string]fileState // what is known of each file of base
 	repoFP     map[string]string    // fingerprint of each repository when base's capture of it began
-	cache      *statCache
-	tmpGit     string // git object dirs when there is no CacheDir
+	// ignored holds what each repository of base ignores, as listIgnored
+	// found it (workspace paths): a save that keeps a repository's capture
+	// walks these again instead of asking git.
+	ignored map[string][]string
+	cache   *statCache
+	tmpGit  string // git object dirs when there is no CacheDir
 
 	// checked: a listing confirmed, at checkedAt, which objects of base
 	// exist (see checkBase); missing holds the chunks of base it did not
@@ -343,7 +361,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 		return nil, fmt.Errorf("save %s: %w", s.repo, err)
 	}
 
-	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]fileState{}, newRepoFP: map[string]string{}}
+	w := &saveRun{s: s, ctx: ctx, start: start, known: map[string]bool{}, newStats: map[string]fileState{}, newRepoFP: map[string]string{}, kept: map[string]bool{}, newIgnored: map[string][]string{}}
 	parent := latest
 	if err := s.loadBase(ctx, latest); err != nil {
 		if !IsDamaged(err) {
@@ -442,7 +460,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 			st.ObjectsUploaded = int(w.up.objects.Load())
 			st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
 			// Keep the fresher stats: they may now trust files that were racy.
-			s.stats, s.repoFP = w.newStats, w.newRepoFP
+			s.stats, s.repoFP, s.ignored = w.newStats, w.newRepoFP, w.newIgnored
 			return st, nil
 		}
 	}
@@ -480,7 +498,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	st.DurationMs = s.opts.Now().Sub(start).Milliseconds()
 
 	s.setBase(m, w.newStats)
-	s.repoFP = w.newRepoFP
+	s.repoFP, s.ignored = w.newRepoFP, w.newIgnored
 	// Every object m references was found by the listing or uploaded by
 	// this save: as good as checked.
 	s.missing = nil
@@ -561,11 +579,18 @@ type saveRun struct {
 	// newRepoFP holds the fingerprints of the repositories this save
 	// captured (or found unchanged), for the next save.
 	newRepoFP map[string]string
-	stats     SaveStats
-	up        *uploader
-	split     *splitter
-	buf       []byte
-	repos     []RepoEntry
+	// kept holds the repositories whose capture this save took from the
+	// base, unchanged; newIgnored what each repository ignores (see
+	// listIgnored), for the next save; units the ignored paths found.
+	kept       map[string]bool
+	newIgnored map[string][]string
+	units      []ignoredUnit
+	found      []foundEntry
+	stats      SaveStats
+	up         *uploader
+	split      *splitter
+	buf        []byte
+	repos      []RepoEntry
 }
 
 func (w *saveRun) excluded(rel string, isDir bool) bool {
@@ -577,100 +602,23 @@ func (w *saveRun) excluded(rel string, isDir bool) bool {
 	return w.s.opts.Exclude != nil && w.s.opts.Exclude(rel, isDir)
 }
 
+// foundEntry is one entry the walk found: what lstat said of it, at p.
+type foundEntry struct {
+	e  Entry
+	p  string
+	fi fs.FileInfo
+}
+
 // walk lists the workspace (stat only), applies the size cap, then reads
 // the files that need reading.
 func (w *saveRun) walk() ([]Entry, error) {
-	type found struct {
-		e  Entry
-		p  string
-		fi fs.FileInfo
-	}
-	var all []found
-	root := w.s.workspace
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err := w.ctx.Err(); err != nil {
-			return err
-		}
-		if err != nil {
-			if p == root {
-				return err
-			}
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while we walked: it is simply not in this snapshot
-			}
-			// A directory whose listing failed (it was entered, so it is
-			// an entry already): what it holds is left out, the rest saved.
-			w.leaveOut(filepath.ToSlash(p[len(root)+1:]), 0, "its contents could not be listed: "+errReason(err))
-			return filepath.SkipDir
-		}
-		if p == root {
-			return nil
-		}
-		rel := filepath.ToSlash(p[len(root)+1:])
-		if w.excluded(rel, d.IsDir()) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if reason := reservedName(rel); reason != "" {
-			w.leaveOut(rel, 0, reason)
-			w.s.warnReserved(rel, reason)
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		fi, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			w.leaveOut(rel, 0, "cannot be examined: "+errReason(err))
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		e := Entry{Path: rel, Mode: unixMode(fi), MTime: fi.ModTime().UnixNano()}
-		if d.IsDir() && isRepoRoot(rel, p) {
-			captured, err := w.captureOrFallBack(rel)
-			if err != nil {
-				return err
-			}
-			if captured {
-				return filepath.SkipDir
-			}
-			// Saved file by file, .git included: it becomes a directory
-			// entry and the walk goes on into it.
-		}
-		switch {
-		case fi.Mode().IsDir():
-			e.Type = TypeDir
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			if err != nil {
-				w.leaveOut(rel, 0, "symlink cannot be read: "+errReason(err))
-				return nil
-			}
-			e.Type, e.Target, e.Mode = TypeSymlink, target, 0
-		case fi.Mode().IsRegular():
-			e.Type = TypeFile
-		default:
-			w.stats.Skipped++
-			w.leaveOut(rel, 0, specialKind(fi.Mode())+": a snapshot cannot hold it")
-			return nil
-		}
-		all = append(all, found{e, p, fi})
-		return nil
-	})
-	if err != nil {
+	if err := filepath.WalkDir(w.s.workspace, w.visit); err != nil {
 		return nil, err
 	}
-
+	if err := w.keepIgnored(); err != nil {
+		return nil, err
+	}
+	all := w.found
 	var total int64
 	var files []int
 	for i, f := range all {
@@ -736,6 +684,99 @@ func (w *saveRun) walk() ([]Entry, error) {
 		entries = append(entries, f.e)
 	}
 	return entries, nil
+}
+
+// visit is the walk's step: it turns what it finds into w.found, captures
+// the git repositories, and leaves out, with a reason, what cannot be kept.
+func (w *saveRun) visit(p string, d fs.DirEntry, err error) error {
+	root := w.s.workspace
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if err != nil {
+		if p == root {
+			return err
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed while we walked: it is simply not in this snapshot
+		}
+		// A directory whose listing failed (it was entered, so it is
+		// an entry already): what it holds is left out, the rest saved.
+		w.leaveOut(filepath.ToSlash(p[len(root)+1:]), 0, "its contents could not be listed: "+errReason(err))
+		return filepath.SkipDir
+	}
+	if p == root {
+		return nil
+	}
+	rel := filepath.ToSlash(p[len(root)+1:])
+	if w.excluded(rel, d.IsDir()) {
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	}
+	if reason := reservedName(rel); reason != "" {
+		w.leaveOut(rel, 0, reason)
+		w.s.warnReserved(rel, reason)
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	}
+	fi, err := d.Info()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		w.leaveOut(rel, 0, "cannot be examined: "+errReason(err))
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	}
+	e := Entry{Path: rel, Mode: unixMode(fi), MTime: fi.ModTime().UnixNano()}
+	if d.IsDir() && isRepoRoot(rel, p) {
+		if w.hasRepo(rel) {
+			// Kept with the repository it is in (see keepCapture), and
+			// found again in what that one ignores.
+			return filepath.SkipDir
+		}
+		n := len(w.repos)
+		captured, err := w.captureOrFallBack(rel)
+		if err != nil {
+			return err
+		}
+		if captured {
+			if err := w.listIgnored(n); err != nil {
+				return err
+			}
+			return filepath.SkipDir
+		}
+		// Saved file by file, .git included: it becomes a directory
+		// entry and the walk goes on into it.
+	}
+	switch {
+	case fi.Mode().IsDir():
+		e.Type = TypeDir
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Readlink(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			w.leaveOut(rel, 0, "symlink cannot be read: "+errReason(err))
+			return nil
+		}
+		e.Type, e.Target, e.Mode = TypeSymlink, target, 0
+	case fi.Mode().IsRegular():
+		e.Type = TypeFile
+	default:
+		w.stats.Skipped++
+		w.leaveOut(rel, 0, specialKind(fi.Mode())+": a snapshot cannot hold it")
+		return nil
+	}
+	w.found = append(w.found, foundEntry{e, p, fi})
+	return nil
 }
 
 // entry fills in the content of e, found at p with fi: for a file, its

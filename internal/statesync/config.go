@@ -3,6 +3,8 @@ package statesync
 import (
 	"fmt"
 	"time"
+
+	"github.com/tether-dev/tether/internal/snapshot"
 )
 
 // Config is everything the sync loop needs. Validate before use.
@@ -29,6 +31,10 @@ type Config struct {
 	// MaxBytes caps the bytes of files outside repositories per snapshot;
 	// over it the largest files are left out and reported (0: no cap).
 	MaxBytes int64
+	// KeepIgnored is how many bytes of files git ignores inside the
+	// workspace's repositories each snapshot keeps (see
+	// snapshot.SaveOptions.KeepIgnored; 0: none).
+	KeepIgnored int64
 }
 
 // Defaults: a snapshot follows a change within about a second; the rescan
@@ -42,6 +48,7 @@ func Defaults() Config {
 		FinalBudget:  20 * time.Second,
 		Keep:         50,
 		Excludes:     DefaultExcludes,
+		KeepIgnored:  snapshot.DefaultKeepIgnored,
 	}
 }
 
@@ -67,6 +74,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxDelay < c.Debounce {
 		return fmt.Errorf("--max-delay (%s) must not be shorter than --debounce (%s)", c.MaxDelay, c.Debounce)
+	}
+	if c.KeepIgnored < 0 {
+		return fmt.Errorf("--keep-ignored must be 0 or more, got %d bytes", c.KeepIgnored)
 	}
 	if c.MaxBytes < 0 {
 		return fmt.Errorf("--max-size must be positive, got %d bytes", c.MaxBytes)

@@ -77,6 +77,7 @@ func New(cfg Config, repo *snapshot.Repo, log *slog.Logger) (*Syncer, error) {
 		RepoChanged:    s.repoChanged,
 		SkipUnchanged:  true,
 		MaxBytes:       cfg.MaxBytes,
+		KeepIgnored:    cfg.KeepIgnored,
 		ConsistentCopy: SQLiteCopier(cfg.CacheDir),
 		Writer:         writerSource(repo, cfg.Workspace, log), // fence.go
 		Log:            log,
