@@ -95,3 +95,37 @@ func TestSnapshotCLIUsageErrors(t *testing.T) {
 		t.Errorf("unopenable store: exit %d: %s", code, errs)
 	}
 }
+
+// TestSnapshotSaveRestoreExitCodes: the exit codes the README gives for
+// `snapshot save` and `snapshot restore` beyond success: 1 when nothing
+// was saved or restored, 2 for the caller's mistake.
+func TestSnapshotSaveRestoreExitCodes(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	common := []string{"--store", "file://" + t.TempDir(), "--session", "s1"}
+	ws := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ws, "a.txt"), []byte("a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := tether(t, append([]string{"snapshot", "save", "--workspace", ws}, common...)...); code != exitOK {
+		t.Fatalf("save: exit %d: %s", code, errs)
+	}
+	nonEmpty := t.TempDir()
+	if err := os.WriteFile(filepath.Join(nonEmpty, "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{[]string{"snapshot", "save", "--workspace", filepath.Join(ws, "missing")}, exitError, "no such file"},
+		{[]string{"snapshot", "restore", "--workspace", nonEmpty}, exitError, "is not empty"},
+		{[]string{"snapshot", "restore"}, exitUsage, "--workspace is required"},
+		{[]string{"snapshot", "save"}, exitUsage, "--workspace is required"},
+	} {
+		code, _, errs := tether(t, append(tc.args, common...)...)
+		if code != tc.code || !strings.Contains(errs, tc.says) {
+			t.Errorf("%q: exit %d (%s), want %d saying %q", tc.args, code, errs, tc.code, tc.says)
+		}
+	}
+}

@@ -9,4 +9,7 @@
 // the workspace: what it cannot read is left out with its reason
 // (SaveStats.LeftOut, Manifest.LeftOut), and a git repository (found
 // anywhere in the workspace) that git cannot capture is saved file by file (ReposAsFiles).
+// Sparse files keep their holes: format 4 records the data extents of a
+// file with holes, and only its data is read, stored and written back
+// (sparse.go).
 package snapshot

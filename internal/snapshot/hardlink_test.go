@@ -124,7 +124,7 @@ func TestValidateRefusesBadLinks(t *testing.T) {
 		{"to-dir", []Entry{dir, link("e", "d")}, `file "e" is a hard link to "d", which is not an earlier`},
 		{"to-link", []Entry{file("a"), link("b", "a"), link("c", "b")}, `file "c" is a hard link to "b", which is not an earlier`},
 		{"to-self", []Entry{link("a", "a")}, `file "a" is a hard link to "a"`},
-		{"differs", []Entry{file("a"), other}, `file "b" is a hard link to "a", but its size, chunks, mode or time differ`},
+		{"differs", []Entry{file("a"), other}, `file "b" is a hard link to "a", but its size, chunks, extents, mode or time differ`},
 		{"dir-as-link", []Entry{file("a"), {Path: "d", Type: TypeDir, Mode: 0o755, LinkTo: "a"}}, `dir "d" is given as a hard link`},
 	}
 	for _, tc := range cases {

@@ -30,6 +30,21 @@ import (
 // (linkTo, on an entry that also keeps the content, so a reader that knows
 // nothing of it restores a copy). Versions 1 and 2 hold text names only and
 // load as before.
+//
+// Version 4 keeps the holes of sparse files: a file entry marked sparse
+// lists the extents of its data (extents, sorted, apart), and its chunks
+// hold those bytes only, one extent after the other; the rest, up to its
+// size, is holes. Such chunks do not add up to the file's size, so a
+// reader that knew nothing of extents would restore the data at the
+// wrong offsets: tethers that read up to version 3 refuse the whole
+// manifest instead (see unmarshalManifest). Entries without holes are
+// written as before.
+//
+// Version 4 also keeps the files git ignores inside a repository (see
+// SaveOptions.KeepIgnored): entries whose path lies under a repository's
+// path, restored after the repository's checkout. A reader up to version 3
+// does not know to restore them after the checkout; like any reader, it
+// refuses a manifest of a version above its own.
 const FormatVersion = 4
 
 // Entry types.
@@ -225,11 +240,25 @@ func entryLess(a, b string) bool {
 }
 
 func sameEntry(a, b *Entry) bool {
-	if a.Path != b.Path || a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Target != b.Target || a.LinkTo != b.LinkTo || len(a.Chunks) != len(b.Chunks) {
+	if a.Path != b.Path || a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Target != b.Target || a.LinkTo != b.LinkTo || len(a.Chunks) != len(b.Chunks) || !sameExtents(a, b) {
 		return false
 	}
 	for i := range a.Chunks {
 		if a.Chunks[i] != b.Chunks[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// sameExtents reports whether a and b have the same holes (none, for two
+// files that are not sparse).
+func sameExtents(a, b *Entry) bool {
+	if a.Sparse != b.Sparse || len(a.Extents) != len(b.Extents) {
+		return false
+	}
+	for i := range a.Extents {
+		if a.Extents[i] != b.Extents[i] {
 			return false
 		}
 	}
@@ -273,6 +302,19 @@ type Entry struct {
 	// A name that is not valid UTF-8 is in LinkToB64 in the stored form.
 	LinkTo    string `json:"linkTo,omitempty"`
 	LinkToB64 string `json:"linkToB64,omitempty"`
+	// Sparse (format 4), on a file, says it has holes: Extents lists where
+	// its data is, sorted and apart, and Chunks hold those bytes only, the
+	// extents one after the other. Everything else up to Size is a hole,
+	// which restore leaves unwritten (it reads as zeros and takes no
+	// space). A sparse file may have no extent at all (it is all hole).
+	Sparse  bool     `json:"sparse,omitempty"`
+	Extents []Extent `json:"extents,omitempty"`
+}
+
+// Extent is a range of a sparse file that holds data: Len bytes from Off.
+type Extent struct {
+	Off int64 `json:"off"`
+	Len int64 `json:"len"`
 }
 
 // Ref names one chunk of a file and its plain length.
@@ -300,8 +342,9 @@ func unmarshalManifest(data []byte) (*Manifest, error) {
 // validate checks everything restore relies on before a single byte is written:
 // every path is clean, relative and inside the workspace, every parent is a
 // directory of the snapshot (so nothing is ever written through a symlink), no
-// path appears twice, every file's chunks add up to its size, and every
-// reference to one chunk gives it the same length.
+// path appears twice, every file's chunks add up to its size (a sparse
+// file's: to the data of its extents, which lie sorted and apart within
+// its size), and every reference to one chunk gives it the same length.
 func (m *Manifest) validate() error {
 	kinds := make(map[string]string, len(m.Entries))
 	lens := chunkLens{}
@@ -342,7 +385,7 @@ func (m *Manifest) validate() error {
 				return fmt.Errorf("snapshot %s: symlink %s has an invalid target", m.ID, QuotePath(e.Path))
 			}
 		case TypeFile:
-			if err := validChunks(e.Chunks, e.Size); err != nil {
+			if err := validFile(e); err != nil {
 				return fmt.Errorf("snapshot %s: file %s %w", m.ID, QuotePath(e.Path), err)
 			}
 			if err := lens.agree(e.Chunks); err != nil {
@@ -355,6 +398,9 @@ func (m *Manifest) validate() error {
 			}
 		default:
 			return fmt.Errorf("snapshot %s: entry %s has unknown type %s", m.ID, QuotePath(e.Path), QuotePath(e.Type))
+		}
+		if (e.Sparse || len(e.Extents) > 0) && e.Type != TypeFile {
+			return fmt.Errorf("snapshot %s: %s %s is given extents: only files have them", m.ID, e.Type, QuotePath(e.Path))
 		}
 		if e.LinkTo != "" && e.Type != TypeFile {
 			return fmt.Errorf("snapshot %s: %s %s is given as a hard link: only files are", m.ID, e.Type, QuotePath(e.Path))
@@ -402,12 +448,68 @@ func notInGitDir(rel string, repos map[string]bool) error {
 // chunk within the chunker's limit, and their sum (computed without
 // overflow) the size.
 func validChunks(chunks []Ref, size int64) error {
+	if err := validSize(size); err != nil {
+		return err
+	}
+	return chunksHold(chunks, size, fmt.Sprintf("size %d", size))
+}
+
+func validSize(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("has a negative size %d", size)
 	}
 	if size > maxFileSize {
 		return fmt.Errorf("has size %d, over the limit of %d bytes (maxFileSize)", size, int64(maxFileSize))
 	}
+	return nil
+}
+
+// validFile checks the size, extents and chunks of file e: its chunks hold
+// its size, or, when it is sparse, the data of its extents.
+func validFile(e *Entry) error {
+	if !e.Sparse {
+		if len(e.Extents) > 0 {
+			return fmt.Errorf("lists extents but is not marked sparse")
+		}
+		return validChunks(e.Chunks, e.Size)
+	}
+	data, err := validExtents(e.Extents, e.Size)
+	if err != nil {
+		return err
+	}
+	return chunksHold(e.Chunks, data, fmt.Sprintf("%d bytes of data in its extents", data))
+}
+
+// validExtents checks the extents of a sparse file of the given size, the
+// offsets restore writes at: each of positive length, after the one before
+// it, and ending within the size (computed without overflow). It returns
+// the bytes of data they hold.
+func validExtents(exts []Extent, size int64) (int64, error) {
+	if err := validSize(size); err != nil {
+		return 0, err
+	}
+	var end, data int64 // end of the previous extent; 0 <= end <= size
+	for i, x := range exts {
+		switch {
+		case x.Off < 0:
+			return 0, fmt.Errorf("has extent %d at a negative offset %d", i, x.Off)
+		case x.Len <= 0:
+			return 0, fmt.Errorf("gives extent %d a length of %d bytes: an extent holds at least one byte", i, x.Len)
+		case x.Off < end:
+			return 0, fmt.Errorf("has extent %d at offset %d, before the end (%d) of the one before it: extents must be sorted and must not overlap", i, x.Off, end)
+		case x.Off > size || x.Len > size-x.Off:
+			return 0, fmt.Errorf("has extent %d of %d bytes at offset %d, which ends past its size %d", i, x.Len, x.Off, size)
+		}
+		end = x.Off + x.Len
+		data += x.Len
+	}
+	return data, nil
+}
+
+// chunksHold checks that chunks, each a valid reference within the chunk
+// size limit, add up to want bytes (what names them in messages).
+func chunksHold(chunks []Ref, want int64, what string) error {
+	size := want
 	var sum int64
 	for i, c := range chunks {
 		if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" {
@@ -417,12 +519,12 @@ func validChunks(chunks []Ref, size int64) error {
 			return fmt.Errorf("gives chunk %s a length of %d bytes, outside 1..%d (the chunk size limit)", c.ID, c.Len, maxChunk)
 		}
 		if c.Len > size-sum {
-			return fmt.Errorf("has size %d but its first %d chunks already hold more", size, i+1)
+			return fmt.Errorf("has %s but its first %d chunks already hold more", what, i+1)
 		}
 		sum += c.Len
 	}
 	if sum != size {
-		return fmt.Errorf("has size %d but its chunks hold %d bytes", size, sum)
+		return fmt.Errorf("has %s but its chunks hold %d bytes", what, sum)
 	}
 	return nil
 }
@@ -434,8 +536,8 @@ func validLink(e, to *Entry) error {
 	if to == nil {
 		return fmt.Errorf("which is not an earlier file entry (that is not itself a link) of the snapshot")
 	}
-	if e.Size != to.Size || e.Mode != to.Mode || e.MTime != to.MTime || !reflect.DeepEqual(e.Chunks, to.Chunks) {
-		return fmt.Errorf("but its size, chunks, mode or time differ from that file's")
+	if e.Size != to.Size || e.Mode != to.Mode || e.MTime != to.MTime || !reflect.DeepEqual(e.Chunks, to.Chunks) || !sameExtents(e, to) {
+		return fmt.Errorf("but its size, chunks, extents, mode or time differ from that file's")
 	}
 	return nil
 }

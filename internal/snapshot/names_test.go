@@ -77,7 +77,7 @@ func TestByteNameAlone(t *testing.T) {
 	}
 }
 
-// TestOldFormatManifestStillRestores: manifests as versions 1 and 2 wrote
+// TestOldFormatManifestStillRestores: manifests as versions 1, 2 and 3 wrote
 // them (text names only, no pathB64) still load and restore.
 func TestOldFormatManifestStillRestores(t *testing.T) {
 	ctx := context.Background()
@@ -86,7 +86,7 @@ func TestOldFormatManifestStillRestores(t *testing.T) {
 	id := hashID([]byte(hello))
 	_, err := repo.writeChunk(ctx, id, []byte(hello))
 	must(t, err)
-	for i, version := range []string{"1", "2"} {
+	for i, version := range []string{"1", "2", "3"} {
 		sid := FormatID(uint64(i + 1))
 		raw := `{"version":` + version + `,"id":"` + sid + `","namespace":"default","session":"s1","time":"2026-01-02T03:04:05Z",` +
 			`"entries":[{"path":"dir","type":"dir","mode":493},{"path":"dir/caf\u00e9.txt","type":"file","mode":420,"mtime":1700000000000000000,"size":6,"chunks":[{"id":"` + id + `","len":6}]},` +

@@ -552,22 +552,31 @@ func fileMode(mode uint32, keepSetuid bool) uint32 {
 	return mode &^ (syscall.S_ISUID | syscall.S_ISGID)
 }
 
-// restoreFile writes e at p with the given mode bits.
+// restoreFile writes e at p with the given mode bits. A sparse file is given
+// its size first and its data at the offsets of its extents: its holes stay
+// holes.
 func restoreFile(ctx context.Context, repo *Repo, snapshotID string, e *Entry, p string, mode uint32) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	write := func(data []byte) error { _, err := f.Write(data); return err }
+	if e.Sparse {
+		if err := f.Truncate(e.Size); err != nil {
+			return err
+		}
+		write = (&extentWriter{f: f, exts: e.Extents}).Write
+	}
 	for _, c := range e.Chunks {
 		data, release, err := repo.fetchChunk(ctx, c, snapshotID)
 		if err != nil {
 			return fmt.Errorf("file %s: %w", e.Path, err)
 		}
-		_, err = f.Write(data)
+		err = write(data)
 		release()
 		if err != nil {
-			return err
+			return fmt.Errorf("file %s: %w", QuotePath(e.Path), err)
 		}
 	}
 	if err := f.Chmod(fs.FileMode(mode & 0o777)); err != nil {

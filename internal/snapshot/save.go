@@ -667,6 +667,7 @@ func (w *saveRun) walk() ([]Entry, error) {
 		if first, ok := linked[ino]; ok && multi {
 			to := &entries[first]
 			f.e.LinkTo, f.e.Size, f.e.Chunks, f.e.Mode, f.e.MTime = to.Path, to.Size, to.Chunks, to.Mode, to.MTime
+			f.e.Sparse, f.e.Extents = to.Sparse, to.Extents
 			entries = append(entries, f.e)
 			continue
 		}
@@ -893,7 +894,7 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 	}
 	old := w.s.stats[rel] // zero when unknown
 	if prev != nil && prev.Size == key.Size && old.statKey == key {
-		e.Size, e.Chunks = prev.Size, prev.Chunks
+		e.Size, e.Chunks, e.Sparse, e.Extents = prev.Size, prev.Chunks, prev.Sparse, prev.Extents
 		w.stats.CacheHits++
 		w.remember(rel, old)
 		return true, nil
@@ -914,6 +915,16 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 	}
 	defer f.Close()
 
+	if holesLikely(fi) {
+		if exts, ok := dataExtents(f, key.Size); ok {
+			return w.sparseFile(f, rel, key, exts, e)
+		}
+	}
+	if prev != nil && prev.Sparse {
+		// Its chunks hold its data without the holes: no prefix of the
+		// file to keep. Read it whole.
+		prev = nil
+	}
 	var chunks []Ref
 	var offset int64
 	sum := xxhash.New() // of what e will hold, from its start
@@ -944,21 +955,42 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 			return false, nil
 		}
 	}
-	size := offset
+	chunks, n, err := w.chunkFrom(f, chunks, sum)
+	if ok, err := w.readFailed(rel, err); !ok {
+		return false, err
+	}
+	size := offset + n
+	e.Size, e.Chunks = size, chunks
+	w.rememberRead(f, rel, key, size, sum.Sum64())
+	return true, nil
+}
+
+// chunkFrom splits what r reads into chunks, appended to chunks, uploads
+// those the store lacks and feeds sum. It returns the chunks and the bytes
+// read; a failure to read r is a readError.
+func (w *saveRun) chunkFrom(r io.Reader, chunks []Ref, sum *xxhash.Digest) ([]Ref, int64, error) {
 	if w.split == nil {
 		w.split = newSplitter()
 	}
-	err = w.split.split(countingReader{f, &w.stats.BytesRead}, func(data []byte) error {
+	var n int64
+	err := w.split.split(countingReader{r, &w.stats.BytesRead}, func(data []byte) error {
 		_, _ = sum.Write(data)
 		id := hashID(data)
 		chunks = append(chunks, Ref{ID: id, Len: int64(len(data))})
-		size += int64(len(data))
+		n += int64(len(data))
 		if w.known[id] {
 			return nil
 		}
 		w.known[id] = true
 		return w.up.put(id, data)
 	})
+	return chunks, n, err
+}
+
+// readFailed sorts out the error of chunkFrom reading the file at rel: nil
+// (true), a failure to read the file, which is left out (false, nil), or
+// the store's, which fails the save.
+func (w *saveRun) readFailed(rel string, err error) (bool, error) {
 	var rerr readError
 	if errors.As(err, &rerr) {
 		// The chunks already uploaded are orphans until a prune: harmless.
@@ -966,9 +998,26 @@ func (w *saveRun) file(p, rel string, fi fs.FileInfo, e *Entry) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read %s: %w", p, err)
+		return false, fmt.Errorf("read %s: %w", QuotePath(rel), err)
 	}
-	e.Size, e.Chunks = size, chunks
+	return true, nil
+}
+
+// sparseFile fills e for a file with holes, exts its data (see
+// dataExtents): only the data is read and chunked, and the entry records
+// where it lies.
+func (w *saveRun) sparseFile(f *os.File, rel string, key statKey, exts []Extent, e *Entry) (bool, error) {
+	r := &extentReader{f: f, exts: exts}
+	sum := xxhash.New()
+	chunks, _, err := w.chunkFrom(r, nil, sum)
+	if ok, err := w.readFailed(rel, err); !ok {
+		return false, err
+	}
+	e.Size, e.Chunks, e.Sparse, e.Extents = key.Size, chunks, true, r.read()
+	size := key.Size
+	if r.short {
+		size = -1 // it shrank while it was read: not trusted next time
+	}
 	w.rememberRead(f, rel, key, size, sum.Sum64())
 	return true, nil
 }

@@ -34,7 +34,9 @@ type VerifyReport struct {
 }
 
 // Verify checks snapshots: every manifest decodes and passes the checks restore
-// makes, every repository's git state is one capture could have written (no
+// makes (paths, sizes, and a sparse file's extents, which must hold exactly
+// the bytes of its chunks: a file's content is its chunks, placed by its
+// extents, so chunks that hash to their names make it whole), every repository's git state is one capture could have written (no
 // config key outside the allow-list, which a restore would drop), and every chunk it references exists and (unless Quick) hashes to its
 // name. It reads each chunk once however many snapshots share it, and reports
 // every problem rather than stopping at the first.
