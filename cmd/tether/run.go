@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,7 +44,13 @@ type runFlags struct {
 	listen      string
 	memoryMode  string
 	logDir      string
+	keepIgnored int64
+	keepSetuid  bool
+	envErr      error // a bad TETHER_KEEP_IGNORED
 }
+
+// runSession runs what `tether run` configured (tests look at cfg instead).
+var runSession = runSupervisor
 
 func newRunCmd() *cobra.Command {
 	var f runFlags
@@ -70,7 +77,7 @@ workspace and session continues the conversation.`,
 			if err != nil {
 				return err
 			}
-			return runSupervisor(cfg)
+			return runSession(cfg)
 		},
 	}
 	f.sf.register(c)
@@ -85,6 +92,8 @@ workspace and session continues the conversation.`,
 	c.Flags().StringVar(&f.agentCmd, "agent-cmd", envOr("TETHER_AGENT_CMD", "claude"), "the agent CLI: a name on PATH or a path (env TETHER_AGENT_CMD)")
 	c.Flags().StringVar(&f.listen, "listen", "", "address for the runner's HTTP API (AG-UI; `tether send` talks to it), e.g. 127.0.0.1:8080 (default: off, or a private loopback port when messages are typed on a terminal)")
 	c.Flags().StringVar(&f.memoryMode, "memory-enforcement", local.MemoryAuto, "auto (a memory cgroup when writable, else the RSS watchdog), cgroup (fail without one) or watchdog")
+	keepIgnoredVar(c, &f.keepIgnored, &f.envErr)
+	c.Flags().BoolVar(&f.keepSetuid, "keep-setuid", false, keepSetuidUsage)
 	c.Flags().StringVar(&f.logDir, "log-dir", "", "where the runner's and the sync's logs go (default: ~/.cache/tether/run/<namespace>/<session>)")
 	return c
 }
@@ -94,6 +103,9 @@ workspace and session continues the conversation.`,
 // state: a missing agent CLI, an unwritable workspace).
 func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 	var cfg local.Config
+	if f.envErr != nil {
+		return cfg, f.envErr
+	}
 	if f.workspace == "" {
 		return cfg, usagef("--workspace is required")
 	}
@@ -174,6 +186,10 @@ func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 		Workspace: ws, Namespace: f.sf.namespace, Session: f.sf.session, StoreURL: f.sf.store, Repos: repos,
 		RunnerArgs: []string{"--claude-bin", agent}, Prompt: prompt, Listen: f.listen, MemoryLimit: limit, OOMBump: f.oomBump, MemoryMax: maxLimit,
 		MemoryMode: f.memoryMode, MaxRestarts: f.maxRestarts, LogDir: logDir, Out: c.OutOrStdout(),
+		// The sync child saves with this run's budget, whatever its own
+		// environment says.
+		SyncArgs:   []string{"--keep-ignored", strconv.FormatInt(f.keepIgnored, 10)},
+		KeepSetuid: f.keepSetuid,
 		// Without a terminal nobody can type the next message: finish the
 		// prompt and exit.
 		ExitWhenIdle: prompt != "" && !isTerminal(os.Stdin),

@@ -45,6 +45,9 @@ type Config struct {
 	// `tether sync --workspace W --store ... --namespace ... --session ...`.
 	RunnerArgs []string
 	SyncArgs   []string
+	// KeepSetuid makes hydrate restore the setuid and setgid bits of files
+	// (snapshot.RestoreOptions.KeepSetuid).
+	KeepSetuid bool
 	// Env is added to both children's environment, RunnerEnv to the
 	// runner's only (the agent CLI and its tools inherit it).
 	Env       []string
@@ -726,7 +729,7 @@ func (s *Supervisor) hydrate(ctx context.Context) (*statesync.HydrateResult, err
 		return nil, err
 	}
 	w := redact.Writer(lockedWriter{&s.outMu, s.cfg.Out})
-	return statesync.Hydrate(ctx, repo, s.cfg.Workspace, s.cfg.Repos, prefixWriter{w, "tether: "})
+	return statesync.HydrateWith(ctx, repo, s.cfg.Workspace, statesync.HydrateOptions{Repos: s.cfg.Repos, Progress: prefixWriter{w, "tether: "}, KeepSetuid: s.cfg.KeepSetuid})
 }
 
 // withoutGitCredentials drops the git token hydrate's clone used (see
