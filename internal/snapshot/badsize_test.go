@@ -168,14 +168,7 @@ func TestValidateRefusesBadSizes(t *testing.T) {
 			if err := m.validate(); err == nil || !strings.Contains(err.Error(), `file "f"`) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("validate of a file: %v, want it to name the file and say %q", err, tc.want)
 			}
-			raw, err := marshalManifest(m)
-			must(t, err)
-			must(t, repo.st.PutIfAbsent(context.Background(), repo.manifestKey(m.ID), encode(raw)))
-			out := filepath.Join(t.TempDir(), "out")
-			if _, err := Restore(context.Background(), repo, out, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("restore: %v, want it to say %q", err, tc.want)
-			}
-			assertEmpty(t, out)
+			restoreRefuses(t, repo, m, tc.want)
 
 			b := &Manifest{ID: "b", Entries: []Entry{{Path: "repos", Type: TypeDir, Mode: 0o755}},
 				Repos: []RepoEntry{{Path: "repos/app", State: &gitstate.State{}, Bundles: []Blob{{Size: tc.size, Chunks: tc.chunks}}}}}

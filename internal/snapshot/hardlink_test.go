@@ -135,14 +135,7 @@ func TestValidateRefusesBadLinks(t *testing.T) {
 			}
 			repo := openRepo(t, "file://"+t.TempDir())
 			m.Namespace, m.Session = repo.Namespace, repo.Session
-			raw, err := marshalManifest(m)
-			must(t, err)
-			must(t, repo.st.PutIfAbsent(context.Background(), repo.manifestKey(m.ID), encode(raw)))
-			out := filepath.Join(t.TempDir(), "out")
-			if _, err := Restore(context.Background(), repo, out, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("restore: %v, want it to say %q", err, tc.want)
-			}
-			assertEmpty(t, out)
+			restoreRefuses(t, repo, m, tc.want)
 		})
 	}
 	good := &Manifest{ID: FormatID(1), Entries: []Entry{file("a"), link("b", "a"), link("c", "a")}}

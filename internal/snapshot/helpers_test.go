@@ -226,3 +226,17 @@ func save(t testing.TB, repo *Repo, ws string, opts SaveOptions) *SaveStats {
 }
 
 func newRand(seed int64) *rand.Rand { return rand.New(rand.NewSource(seed)) }
+
+// restoreRefuses stores m as it is (no validation on the way) and checks
+// that a restore of it fails saying want, with nothing written.
+func restoreRefuses(t *testing.T, repo *Repo, m *Manifest, want string) {
+	t.Helper()
+	raw, err := marshalManifest(m)
+	must(t, err)
+	must(t, repo.st.PutIfAbsent(context.Background(), repo.manifestKey(m.ID), encode(raw)))
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Restore(context.Background(), repo, out, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore: %v, want it to say %q", err, want)
+	}
+	assertEmpty(t, out)
+}

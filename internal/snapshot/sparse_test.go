@@ -286,14 +286,7 @@ func TestValidateRefusesBadExtents(t *testing.T) {
 			}
 			// Through the store and the JSON, restore refuses it with
 			// nothing created.
-			raw, err := marshalManifest(m)
-			must(t, err)
-			must(t, repo.st.PutIfAbsent(context.Background(), repo.manifestKey(m.ID), encode(raw)))
-			out := filepath.Join(t.TempDir(), "out")
-			if _, err := Restore(context.Background(), repo, out, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("restore: %v, want it to say %q", err, tc.want)
-			}
-			assertEmpty(t, out)
+			restoreRefuses(t, repo, m, tc.want)
 			rep, err := Verify(context.Background(), repo, VerifyOptions{Quick: true})
 			must(t, err)
 			if !strings.Contains(strings.Join(rep.Problems, "\n"), tc.want) {
