@@ -571,7 +571,7 @@ func restoreFile(ctx context.Context, repo *Repo, snapshotID string, e *Entry, p
 	for _, c := range e.Chunks {
 		data, release, err := repo.fetchChunk(ctx, c, snapshotID)
 		if err != nil {
-			return fmt.Errorf("file %s: %w", e.Path, err)
+			return fmt.Errorf("file %s: %w", QuotePath(e.Path), err)
 		}
 		err = write(data)
 		release()
