@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -254,15 +255,7 @@ func sameEntry(a, b *Entry) bool {
 // sameExtents reports whether a and b have the same holes (none, for two
 // files that are not sparse).
 func sameExtents(a, b *Entry) bool {
-	if a.Sparse != b.Sparse || len(a.Extents) != len(b.Extents) {
-		return false
-	}
-	for i := range a.Extents {
-		if a.Extents[i] != b.Extents[i] {
-			return false
-		}
-	}
-	return true
+	return a.Sparse == b.Sparse && slices.Equal(a.Extents, b.Extents)
 }
 
 // Summary is what `snapshot ls` shows of a snapshot.
