@@ -26,6 +26,11 @@ func Ignored(ctx context.Context, repoDir string) (paths []string, truncated boo
 	if err != nil {
 		return nil, false, err
 	}
+	return r.ignored(ctx)
+}
+
+// ignored is Ignored on an open repository.
+func (r *repo) ignored(ctx context.Context) (paths []string, truncated bool, err error) {
 	args := []string{"ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"}
 	c := r.git().cmd(ctx, nil, args...)
 	var errb bytes.Buffer
@@ -63,7 +68,7 @@ func Ignored(ctx context.Context, repoDir string) (paths []string, truncated boo
 			continue
 		}
 		if err := checkIgnoredPath(p); err != nil {
-			return nil, false, fmt.Errorf("git ls-files in %s: %w", repoDir, err)
+			return nil, false, fmt.Errorf("git ls-files in %s: %w", r.top, err)
 		}
 		paths = append(paths, p)
 	}

@@ -29,6 +29,18 @@ type statCacheFile struct {
 	Stats      map[string]fileState `json:"stats"`
 	// Repos holds the fingerprint of each repository (see repoFingerprint).
 	Repos map[string]string `json:"repos,omitempty"`
+	// Ignored holds what git ignores in each repository (see listIgnored),
+	// valid while its fingerprint is: a one-shot save that keeps a
+	// repository's capture starts no git process for it.
+	Ignored map[string]ignoredList `json:"ignored,omitempty"`
+}
+
+// cached is what the stat cache holds about its snapshot besides the
+// manifest: the Saver state a new process starts from.
+type cached struct {
+	stats   map[string]fileState
+	repoFP  map[string]string
+	ignored map[string]ignoredList
 }
 
 func newStatCache(root string, repo *Repo, workspace string) *statCache {
@@ -36,41 +48,49 @@ func newStatCache(root string, repo *Repo, workspace string) *statCache {
 	return &statCache{dir: filepath.Join(root, "snapshot", hex.EncodeToString(sum[:12]))}
 }
 
-func (c *statCache) load(latest string, objectSize int64) (m *Manifest, stats map[string]fileState, repoFP map[string]string, ok bool) {
+func (c *statCache) load(latest string, objectSize int64) (m *Manifest, st cached, ok bool) {
 	data, err := os.ReadFile(filepath.Join(c.dir, "stats.json"))
 	if err != nil {
-		return nil, nil, nil, false
+		return nil, st, false
 	}
 	var f statCacheFile
 	if json.Unmarshal(data, &f) != nil || f.Base != latest || f.ObjectSize != objectSize {
-		return nil, nil, nil, false
+		return nil, st, false
 	}
-	f.Stats, f.Repos = fromKeys(f.Stats), fromKeys(f.Repos)
+	st = cached{stats: fromKeys(f.Stats), repoFP: fromKeys(f.Repos), ignored: fromKeys(f.Ignored)}
+	for repo, l := range st.ignored {
+		l.Units = fromNames(l.Units)
+		if !validIgnored(repo, l) {
+			delete(st.ignored, repo) // listed again by git
+			continue
+		}
+		st.ignored[repo] = l
+	}
 	raw, err := os.ReadFile(filepath.Join(c.dir, "manifest.json"))
 	if err != nil {
-		return nil, nil, nil, false
+		return nil, st, false
 	}
 	m, err = unmarshalManifest(raw)
 	if err != nil || m.ID != latest {
-		return nil, nil, nil, false
+		return nil, st, false
 	}
 	if m.Base != nil {
 		// The base object as the store holds it, checked against its name.
 		baseRaw, err := os.ReadFile(filepath.Join(c.dir, "base.json"))
 		if err != nil || int64(len(baseRaw)) != m.Base.Len || hashID(baseRaw) != m.Base.ID {
-			return nil, nil, nil, false
+			return nil, st, false
 		}
 		b, err := unmarshalBase(baseRaw, *m.Base)
 		if err != nil || m.resolve(b) != nil {
-			return nil, nil, nil, false
+			return nil, st, false
 		}
 	}
-	return m, f.Stats, f.Repos, true
+	return m, st, true
 }
 
 // store records a saved snapshot: its manifest as stored (a delta), the
 // JSON of its base object (nil when base.json already holds it) and the stats.
-func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64, stats map[string]fileState, repoFP map[string]string) error {
+func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64, st cached) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
 	}
@@ -87,7 +107,12 @@ func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64,
 	if err := fsutil.ReplaceFile(filepath.Join(c.dir, "manifest.json"), manifest, 0o600); err != nil {
 		return err
 	}
-	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: toKeys(stats), Repos: toKeys(repoFP)})
+	ignored := make(map[string]ignoredList, len(st.ignored))
+	for repo, l := range st.ignored {
+		ignored[repo] = ignoredList{Units: toNames(l.Units), Truncated: l.Truncated}
+	}
+	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: toKeys(st.stats), Repos: toKeys(st.repoFP),
+		Ignored: toKeys(ignored)})
 	if err != nil {
 		return err
 	}
@@ -114,6 +139,34 @@ func toKeys[V any](m map[string]V) map[string]V {
 	}
 	if out == nil {
 		return m
+	}
+	return out
+}
+
+// toNames and fromNames do for a list of paths what toKeys and fromKeys do
+// for the keys of a map.
+func toNames(ps []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		if !utf8.ValidString(p) {
+			p = "\x00" + b64.EncodeToString([]byte(p))
+		}
+		out[i] = p
+	}
+	return out
+}
+
+func fromNames(ps []string) []string {
+	out := ps[:0]
+	for _, p := range ps {
+		if strings.HasPrefix(p, "\x00") {
+			b, err := b64.DecodeString(p[1:])
+			if err != nil {
+				continue
+			}
+			p = string(b)
+		}
+		out = append(out, p)
 	}
 	return out
 }

@@ -30,42 +30,75 @@ type ignoredUnit struct {
 	bytes int64
 }
 
+// ignoredList is what git ignores in one repository: the workspace paths
+// of the units listIgnored walks, and whether git listed more than tether
+// reads.
+type ignoredList struct {
+	Units     []string `json:"units,omitempty"`
+	Truncated bool     `json:"truncated,omitempty"`
+}
+
 // listIgnored finds what the repositories w.repos[from:] (one just captured
 // or kept, with its submodules) ignore and walks it into w.units. A
-// repository whose capture was kept and whose listing this Saver already
-// has is not asked again: nothing in it changed (see captureRepo).
+// repository captured by this save was listed by its capture (see
+// captureRepo); one whose capture was kept, and whose listing this Saver or
+// its stat cache has, is not asked again: its fingerprint, which covers
+// ignored files and every .gitignore, did not change.
 func (w *saveRun) listIgnored(from int) error {
 	if w.s.opts.KeepIgnored <= 0 {
 		return nil
 	}
 	for _, r := range w.repos[from:] {
-		units, known := w.s.ignored[r.Path]
-		if !known || !w.kept[r.Path] {
-			abs := filepath.Join(w.s.workspace, filepath.FromSlash(r.Path))
-			paths, truncated, err := gitstate.Ignored(w.ctx, abs)
-			if err != nil {
-				if w.ctx.Err() != nil {
-					return w.ctx.Err()
+		l, listed := w.newIgnored[r.Path]
+		if !listed {
+			var known bool
+			l, known = w.s.ignored[r.Path]
+			if !known || !w.kept[r.Path] {
+				abs := filepath.Join(w.s.workspace, filepath.FromSlash(r.Path))
+				paths, truncated, err := gitstate.Ignored(w.ctx, abs)
+				if err != nil {
+					if w.ctx.Err() != nil {
+						return w.ctx.Err()
+					}
+					w.leaveOut(r.Path, 0, "the files git ignores in this repository could not be listed: "+shortReason(err.Error()))
+					continue
 				}
-				w.leaveOut(r.Path, 0, "the files git ignores in this repository could not be listed: "+shortReason(err.Error()))
-				continue
+				l = ignoredUnits(r.Path, paths, truncated)
 			}
-			if truncated {
-				w.leaveOut(r.Path, 0, fmt.Sprintf("git lists more ignored paths in this repository than tether reads (%d MiB of names): the rest are left out", gitstate.MaxIgnoredListing>>20))
-			}
-			units = units[:0:0]
-			for _, p := range paths {
-				units = append(units, path.Join(r.Path, strings.TrimSuffix(p, "/")))
-			}
+			w.newIgnored[r.Path] = l
 		}
-		w.newIgnored[r.Path] = units
-		for _, u := range units {
+		if l.Truncated {
+			w.leaveOut(r.Path, 0, fmt.Sprintf("git lists more ignored paths in this repository than tether reads (%d MiB of names): the rest are left out", gitstate.MaxIgnoredListing>>20))
+		}
+		for _, u := range l.Units {
 			if err := w.walkUnit(r.Path, u); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// ignoredUnits turns git's listing of what the repository at repo ignores
+// (paths relative to it) into workspace paths.
+func ignoredUnits(repo string, paths []string, truncated bool) ignoredList {
+	l := ignoredList{Truncated: truncated, Units: make([]string, 0, len(paths))}
+	for _, p := range paths {
+		l.Units = append(l.Units, path.Join(repo, strings.TrimSuffix(p, "/")))
+	}
+	return l
+}
+
+// validIgnored reports whether a listing read back from the stat cache
+// names only paths inside its repository: a damaged cache must not make a
+// save walk (and store) what lies elsewhere.
+func validIgnored(repo string, l ignoredList) bool {
+	for _, u := range l.Units {
+		if validPath(repo) != nil || validPath(u) != nil || !strings.HasPrefix(u, repo+"/") {
+			return false
+		}
+	}
+	return true
 }
 
 // walkUnit walks one ignored path into w.units.

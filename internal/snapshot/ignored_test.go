@@ -3,7 +3,9 @@ package snapshot
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -139,7 +141,8 @@ func TestKeepIgnored(t *testing.T) {
 		// fingerprint would see.)
 
 		// A fresh Saver (a new process) that finds the repositories
-		// unchanged by their fingerprints asks git again, once.
+		// unchanged by their fingerprints takes the ignored listing from
+		// the stat cache (TestIgnoredListingCached counts the git calls).
 		s2, err := NewSaver(repo, ws, SaveOptions{CacheDir: s.opts.CacheDir, KeepIgnored: 1 << 20})
 		must(t, err)
 		defer s2.Close()
@@ -239,4 +242,131 @@ func mustIDs(t *testing.T, repo *Repo) []string {
 	must(t, err)
 	sort.Strings(ids)
 	return ids
+}
+
+// TestIgnoredListingCached: a new process (a new Saver on the same stat
+// cache) that keeps a repository's capture walks the ignored paths the
+// cache lists and starts no git process at all; a new ignored file changes
+// the fingerprint, so the next save captures and lists again, with the
+// capture's own git (no second rev-parse), and keeps the new file; a stat
+// cache whose listing names a path outside its repository is not trusted.
+func TestIgnoredListingCached(t *testing.T) {
+	ws, ignored := ignoredWorkspace(t)
+	repo := openRepo(t, storetest.FileURL(t.TempDir()))
+	ctx := context.Background()
+	opts := SaveOptions{CacheDir: t.TempDir(), KeepIgnored: 1 << 20}
+	saveOnce := func(what string) (*SaveStats, []string) {
+		t.Helper()
+		log := filepath.Join(t.TempDir(), "git.log")
+		wrap := t.TempDir()
+		real, err := exec.LookPath("git")
+		must(t, err)
+		writeFile(t, filepath.Join(wrap, "git"), []byte("#!/bin/sh\necho \"$*\" >> "+log+"\nexec "+real+" \"$@\"\n"), 0o755)
+		t.Setenv("PATH", wrap+string(os.PathListSeparator)+os.Getenv("PATH"))
+		s, err := NewSaver(repo, ws, opts)
+		must(t, err)
+		defer s.Close()
+		st, err := s.Save(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		data, _ := os.ReadFile(log)
+		var calls []string
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if l != "" {
+				calls = append(calls, l)
+			}
+		}
+		return st, calls
+	}
+	count := func(calls []string, sub string) (n int) {
+		for _, c := range calls {
+			if strings.Contains(c, sub) {
+				n++
+			}
+		}
+		return n
+	}
+	restored := func(what string) string {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "restored")
+		if _, err := Restore(ctx, repo, out, RestoreOptions{}); err != nil {
+			t.Fatalf("%s: restore: %v", what, err)
+		}
+		for rel, content := range ignored {
+			if got, err := os.ReadFile(filepath.Join(out, filepath.FromSlash(rel))); err != nil || string(got) != content {
+				t.Errorf("%s: ignored file %s: %q, %v; want it back", what, rel, got, err)
+			}
+		}
+		return out
+	}
+
+	settle() // so that the first captures' fingerprints can be trusted
+	st, calls := saveOnce("first save")
+	if st.ReposCaptured != 3 || st.Ignored == 0 {
+		t.Fatalf("first save: %d captured, %d ignored entries", st.ReposCaptured, st.Ignored)
+	}
+	// One rev-parse per capture: the listing of ignored files uses the
+	// repository the capture opened.
+	if n := count(calls, "ls-files -z --others --ignored"); n != 3 {
+		t.Errorf("first save listed ignored files %d times, want once per repository (3): %q", n, calls)
+	}
+	if n := count(calls, "rev-parse --path-format=absolute"); n != 3 {
+		t.Errorf("first save opened repositories %d times, want 3 (one per capture)", n)
+	}
+	settle()
+
+	writeFile(t, filepath.Join(ws, "notes.txt"), []byte("a change outside the repositories\n"), 0o644)
+	st, calls = saveOnce("new process, repositories unchanged")
+	// (src/app/build/deps/dep is kept with src/app, which holds it.)
+	if st.ReposUnchanged != 2 || st.ReposCaptured != 0 || st.Ignored == 0 {
+		t.Fatalf("new process: %d repositories unchanged, %d captured, %d ignored entries; want 2, 0 and some", st.ReposUnchanged, st.ReposCaptured, st.Ignored)
+	}
+	if len(calls) != 0 {
+		t.Errorf("new process with every capture kept ran git %d times: %q", len(calls), calls)
+	}
+	restored("new process")
+
+	ignored["src/app/new.log"] = "a log written since\n"
+	writeFile(t, filepath.Join(ws, "src/app/new.log"), []byte(ignored["src/app/new.log"]), 0o600)
+	settle()
+	st, calls = saveOnce("after a new ignored file")
+	// (The capture finds git's state as it was, so it stores no bundle and
+	// counts as no new capture: the git calls say it ran.)
+	if count(calls, "rev-parse --path-format=absolute") != 1 || count(calls, "ls-files -z --others --ignored") != 1 || st.ReposUnchanged != 2 {
+		t.Errorf("after a new ignored file: %d unchanged, git %q; want src/app captured and listed once, repos/lib and the dependency unchanged (2)", st.ReposUnchanged, calls)
+	}
+	restored("after a new ignored file")
+	settle()
+
+	// A cache naming what lies outside the repository is listed again.
+	matches, _ := filepath.Glob(filepath.Join(opts.CacheDir, "snapshot", "*", "stats.json"))
+	if len(matches) != 1 {
+		t.Fatalf("stat cache files: %q", matches)
+	}
+	data, err := os.ReadFile(matches[0])
+	must(t, err)
+	var f map[string]any
+	must(t, json.Unmarshal(data, &f))
+	listings, _ := f["ignored"].(map[string]any)
+	if len(listings) != 3 {
+		t.Fatalf("stat cache: ignored listings %v, want one per repository", f["ignored"])
+	}
+	listings["src/app"] = map[string]any{"units": []string{"src/app/.env", "outside"}}
+	listings["repos/lib"] = map[string]any{"units": []string{"repos/lib/../../etc"}}
+	data, err = json.Marshal(f)
+	must(t, err)
+	must(t, os.WriteFile(matches[0], data, 0o600))
+	writeFile(t, filepath.Join(ws, "notes.txt"), []byte("one more change outside\n"), 0o644)
+	st, calls = saveOnce("damaged cache")
+	if n := count(calls, "ls-files -z --others --ignored"); n != 2 {
+		t.Errorf("damaged cache: ignored files listed %d times, want 2 (src/app, repos/lib): %q", n, calls)
+	}
+	out := restored("damaged cache")
+	if _, err := os.Lstat(filepath.Join(out, "outside")); !os.IsNotExist(err) {
+		t.Errorf("a path the damaged cache named outside its repository was saved (%v)", err)
+	}
+	if st.ReposUnchanged != 2 || st.ReposCaptured != 0 {
+		t.Errorf("damaged cache: %d repositories unchanged, %d captured; want 2 and 0", st.ReposUnchanged, st.ReposCaptured)
+	}
 }

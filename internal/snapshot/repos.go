@@ -120,12 +120,16 @@ func (w *saveRun) captureRepo(rel string) error {
 	if prev != nil {
 		prevState = prev.State
 	}
-	res, err := gitstate.Capture(w.ctx, abs, prevState, gitstate.CaptureOptions{ObjectDir: objDir, ScratchDir: scratch})
+	res, err := gitstate.Capture(w.ctx, abs, prevState, gitstate.CaptureOptions{ObjectDir: objDir, ScratchDir: scratch, ListIgnored: w.s.opts.KeepIgnored > 0})
 	if err != nil {
 		if w.ctx.Err() != nil {
 			return w.ctx.Err()
 		}
 		return gitError{err}
+	}
+	if w.s.opts.KeepIgnored > 0 && res.IgnoredErr == nil {
+		// (A listing that failed is asked for again, and reported, by listIgnored.)
+		w.newIgnored[rel] = ignoredUnits(rel, res.Ignored, res.IgnoredTruncated)
 	}
 	st := res.State
 	entry := RepoEntry{Path: rel, State: &st}
@@ -206,6 +210,11 @@ func (w *saveRun) captureOrFallBack(rel string) (bool, error) {
 	for p := range w.newRepoFP {
 		if p == rel || strings.HasPrefix(p, rel+"/") {
 			delete(w.newRepoFP, p)
+		}
+	}
+	for p := range w.newIgnored {
+		if p == rel || strings.HasPrefix(p, rel+"/") {
+			delete(w.newIgnored, p)
 		}
 	}
 	reason := shortReason(ge.err.Error())
