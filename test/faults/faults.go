@@ -216,8 +216,8 @@ func (s *Session) RunFault(k Kind, hold time.Duration) Result {
 	time.Sleep(settle)
 	r.Stalest = s.stalest(sn.Seen, time.Now())
 	if r.Stalest > Window {
-		r.errorf("%s held %s: after the recovery the newest snapshot in the store was %s old at one point (since its save started), more than the %s window",
-			k, hold, r.Stalest.Round(time.Millisecond), Window)
+		r.errorf("%s held %s: after the recovery the newest snapshot in the store was %s old at one point (since its save started), more than the %s window; the snapshots since the recovery:\n%s",
+			k, hold, r.Stalest.Round(time.Millisecond), Window, s.timeline(sn.Seen))
 	}
 	if err := s.checkWindow(&r); err != nil {
 		r.errorf("%s held %s: window check: %v", k, hold, err)
@@ -334,4 +334,20 @@ func describe(es []agentwriter.Entry, t time.Time) string {
 		parts = append(parts, fmt.Sprintf("%s#%d at %s (%s before)", e.Kind, e.Seq, e.At.Format("15:04:05.000"), t.Sub(e.At).Round(time.Millisecond)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// timeline lists the snapshots the observer saw from a little before t:
+// when each save started and when it was seen in the store, the two ends of
+// the staleness that RunFault checks.
+func (s *Session) timeline(t time.Time) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, sn := range s.snaps {
+		if sn.Seen.Before(t.Add(-3 * time.Second)) {
+			continue
+		}
+		fmt.Fprintf(&b, "  %s: save started %s, seen %s (%s later)\n", sn.ID, sn.Time.Format("15:04:05.000"), sn.Seen.Format("15:04:05.000"), sn.Seen.Sub(sn.Time).Round(time.Millisecond))
+	}
+	return b.String()
 }
