@@ -49,24 +49,23 @@ func (w *saveRun) listIgnored(from int) error {
 		return nil
 	}
 	for _, r := range w.repos[from:] {
-		l, listed := w.newIgnored[r.Path]
-		if !listed {
-			var known bool
-			l, known = w.s.ignored[r.Path]
-			if !known || !w.kept[r.Path] {
-				abs := filepath.Join(w.s.workspace, filepath.FromSlash(r.Path))
-				paths, truncated, err := gitstate.Ignored(w.ctx, abs)
-				if err != nil {
-					if w.ctx.Err() != nil {
-						return w.ctx.Err()
-					}
-					w.leaveOut(r.Path, 0, "the files git ignores in this repository could not be listed: "+shortReason(err.Error()))
-					continue
-				}
-				l = ignoredUnits(r.Path, paths, truncated)
-			}
-			w.newIgnored[r.Path] = l
+		l, ok := w.newIgnored[r.Path]
+		if !ok && w.kept[r.Path] {
+			l, ok = w.s.ignored[r.Path]
 		}
+		if !ok {
+			abs := filepath.Join(w.s.workspace, filepath.FromSlash(r.Path))
+			paths, truncated, err := gitstate.Ignored(w.ctx, abs)
+			if err != nil {
+				if w.ctx.Err() != nil {
+					return w.ctx.Err()
+				}
+				w.leaveOut(r.Path, 0, "the files git ignores in this repository could not be listed: "+shortReason(err.Error()))
+				continue
+			}
+			l = ignoredUnits(r.Path, paths, truncated)
+		}
+		w.newIgnored[r.Path] = l
 		if l.Truncated {
 			w.leaveOut(r.Path, 0, fmt.Sprintf("git lists more ignored paths in this repository than tether reads (%d MiB of names): the rest are left out", gitstate.MaxIgnoredListing>>20))
 		}
@@ -93,8 +92,11 @@ func ignoredUnits(repo string, paths []string, truncated bool) ignoredList {
 // names only paths inside its repository: a damaged cache must not make a
 // save walk (and store) what lies elsewhere.
 func validIgnored(repo string, l ignoredList) bool {
+	if validPath(repo) != nil {
+		return false
+	}
 	for _, u := range l.Units {
-		if validPath(repo) != nil || validPath(u) != nil || !strings.HasPrefix(u, repo+"/") {
+		if validPath(u) != nil || !strings.HasPrefix(u, repo+"/") {
 			return false
 		}
 	}
