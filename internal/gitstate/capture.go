@@ -836,10 +836,31 @@ func (c *capturer) bundle(ctx context.Context, st *State, full bool) (string, er
 			keep = append(keep, hexID.FindAllString(string(b), -1)...)
 		}
 	}
-	keep, err := existing(ctx, g, keep)
+	// Everything reachable from the previous snapshot and the previous
+	// refs is in the chain already: an incremental bundle excludes it. Only
+	// what still exists here can be kept or excluded (an entry whose commit
+	// git pruned, a ref the user since deleted and pruned, cannot be
+	// walked); one cat-file asks for both lists. (prev's reflog-only
+	// commits are in the chain too, but are not excluded: what is new is
+	// rarely built on them, and then costs a few objects stored twice,
+	// where excluding them all costs a walk of each.)
+	var neg []string
+	if !full {
+		neg = append(neg, c.prev.Snapshot)
+		for _, r := range c.prev.Refs {
+			if r.Target != "" {
+				neg = append(neg, r.Target)
+			}
+		}
+		for _, s := range c.prev.Stash {
+			neg = append(neg, s.Commit)
+		}
+	}
+	found, err := existing(ctx, g, append(append([]string{}, keep...), neg...))
 	if err != nil {
 		return "", err
 	}
+	keep, neg = present(keep, found), present(neg, found)
 	for i, id := range keep {
 		refs[fmt.Sprintf("refs/tether/keep/%d", i)] = id
 	}
@@ -859,29 +880,8 @@ func (c *capturer) bundle(ctx context.Context, st *State, full bool) (string, er
 	args := []string{"bundle", "create", "--quiet"}
 	tmpBundle := filepath.Join(c.tmp, "out.bundle")
 	args = append(args, tmpBundle, "--all")
-	if !full {
-		// Everything reachable from the previous snapshot and the previous
-		// refs is in the chain already. Only exclude what still exists here:
-		// a ref the user since deleted and pruned cannot be walked. (prev's
-		// reflog-only commits are in the chain too, but are not excluded:
-		// what is new is rarely built on them, and then costs a few objects
-		// stored twice, where excluding them all costs a walk of each.)
-		neg := []string{c.prev.Snapshot}
-		for _, r := range c.prev.Refs {
-			if r.Target != "" {
-				neg = append(neg, r.Target)
-			}
-		}
-		for _, s := range c.prev.Stash {
-			neg = append(neg, s.Commit)
-		}
-		neg, err = existing(ctx, g, neg)
-		if err != nil {
-			return "", err
-		}
-		for _, id := range neg {
-			args = append(args, "^"+id)
-		}
+	for _, id := range neg {
+		args = append(args, "^"+id)
 	}
 	if _, err := g.run(ctx, nil, args...); err != nil {
 		return "", err
@@ -908,27 +908,50 @@ func without(ids, drop []string) []string {
 	return out
 }
 
-// existing returns the distinct ids of ids that name an existing object.
-func existing(ctx context.Context, g gitCmd, ids []string) ([]string, error) {
+// present returns, in order and once each, the objects that ids name, as
+// existing found them (found maps each asked id to its object).
+func present(ids []string, found map[string]string) []string {
 	seen := map[string]bool{}
+	var out []string
+	for _, id := range ids {
+		if o, ok := found[id]; ok && !seen[o] {
+			seen[o] = true
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// existing asks git which of ids name an existing object: it maps each
+// that does to the object's full id.
+func existing(ctx context.Context, g gitCmd, ids []string) (map[string]string, error) {
+	seen := map[string]bool{}
+	var asked []string
 	var in bytes.Buffer
 	for _, id := range ids {
 		if !seen[id] {
 			seen[id] = true
+			asked = append(asked, id)
 			in.WriteString(id + "\n")
 		}
 	}
-	if in.Len() == 0 {
+	if len(asked) == 0 {
 		return nil, nil
 	}
 	out, err := g.run(ctx, in.Bytes(), "cat-file", "--batch-check=%(objectname)")
 	if err != nil {
 		return nil, err
 	}
-	var res []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if line != "" && !strings.HasSuffix(line, " missing") {
-			res = append(res, line)
+	// One line per line asked: the object's id, or "<asked> missing" (or
+	// "ambiguous").
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != len(asked) {
+		return nil, fmt.Errorf("git cat-file --batch-check: %d answers to %d objects", len(lines), len(asked))
+	}
+	res := map[string]string{}
+	for i, line := range lines {
+		if line != "" && !strings.Contains(line, " ") {
+			res[asked[i]] = line
 		}
 	}
 	return res, nil
