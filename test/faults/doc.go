@@ -11,7 +11,10 @@
 //
 // `make test` runs TestOutageRecovery and TestFaultMix (a few minutes);
 // `make faults` runs TestCampaign, FAULTS_DURATION of random faults, and
-// writes docs/faults.md. It runs as root: the sync and the writer run as uid
+// writes docs/faults.md. FAULTS_CASES=name,... runs only those sessions of
+// TestOutageRecovery and TestFaultMix, FAULTS_PARALLEL how many run at once
+// (default 5), FAULTS_KEEP_LOGS=dir keeps each session's sync and writer
+// logs there. It runs as root: the sync and the writer run as uid
 // 65534 (root ignores file permissions) and the store and workspace are
 // small tmpfs mounts, always unmounted at the end.
 package faults

@@ -148,6 +148,7 @@ type Session struct {
 	seen                   map[string]bool
 	obsStop                chan struct{}
 	obsDone                chan struct{}
+	obsOnce                sync.Once
 	stopped                bool
 }
 
@@ -360,6 +361,16 @@ func (s *Session) observe() {
 	}
 }
 
+// stopObserver ends the observer's polling (once; it may never have started).
+func (s *Session) stopObserver() {
+	s.obsOnce.Do(func() {
+		if s.obsStop != nil {
+			close(s.obsStop)
+			<-s.obsDone
+		}
+	})
+}
+
 func (s *Session) pollOnce() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -524,6 +535,8 @@ func (s *Session) Stop() (missing []agentwriter.Entry, total int, err error) {
 	if serr != nil {
 		return nil, 0, fmt.Errorf("tether sync exited with %v after SIGTERM (its final snapshot failed); the end of its log:\n%s", serr, s.SyncLogTail(1500))
 	}
+	// Nothing writes to the store any more: the last listing is this one.
+	s.stopObserver()
 	s.pollOnce()
 	sn, ok := s.firstStartedAfter(stopAt)
 	if !ok {
@@ -571,16 +584,21 @@ func (s *Session) cleanup() {
 			}
 		}
 	}
-	if s.obsStop != nil {
-		close(s.obsStop)
-		<-s.obsDone
-	}
+	s.stopObserver()
 	if s.proxy != nil {
 		s.proxy.Close()
 	}
 	for i := len(s.mounts) - 1; i >= 0; i-- {
 		if err := Unmount(s.mounts[i]); err != nil {
 			fmt.Fprintf(os.Stderr, "faults: %v\n", err)
+		}
+	}
+	if d := os.Getenv("FAULTS_KEEP_LOGS"); d != "" {
+		// While developing: keep the sync's and the writer's logs.
+		for _, f := range []string{s.syncLog, s.logPath} {
+			if data, err := os.ReadFile(f); err == nil {
+				os.WriteFile(filepath.Join(d, s.cfg.Name+"-"+filepath.Base(f)), data, 0o644)
+			}
 		}
 	}
 	os.RemoveAll(s.Root)
