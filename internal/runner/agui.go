@@ -23,86 +23,197 @@ const (
 
 // Event is one AG-UI event with its SSE id. IDs are "<seq>:<k>": the k-th
 // event made from event-log record seq, so a client reconnecting with
-// Last-Event-ID resumes exactly after the last event it got.
+// Last-Event-ID resumes exactly after the last event it got. Run is the id
+// of the run the event belongs to.
 type Event struct {
-	ID    string
-	Event events.Event
+	ID     string
+	Run    string
+	Thread string // the run's thread id
+	Event  events.Event
 }
 
-// Translate turns one event-log record into AG-UI events. It depends on the
-// record alone, so a replay yields exactly the events (and ids) a live client
-// saw.
-func Translate(rec Record, thread string) []Event {
-	var evs []events.Event
-	ts := rec.Time.UnixMilli()
+// Translator turns the event log, record after record in order, into AG-UI
+// events that form runs the protocol accepts (and @ag-ui/client's
+// verifyEvents checks): every run opens with RUN_STARTED and ends with
+// exactly one RUN_FINISHED or RUN_ERROR, nothing comes between runs, and
+// message ids are unique. A turn is one run, with the client's run and
+// thread ids; what the runner reports inside a turn (a resume under a new
+// id, a stop) is a CUSTOM event of that run, and what it reports between
+// turns (a restart, the resume outcome) is a short run of its own
+// ("tether-<seq>") holding the CUSTOM events. The events depend on the log
+// alone, so a replay yields exactly the events (and ids) a live client saw.
+type Translator struct {
+	thread string
+	run    string // the open run, "" between runs
+	// runThread is the open run's thread id.
+	runThread string
+	// text is the AG-UI id of the last text message made of each assistant
+	// message of the open run: its tool calls' parent.
+	text map[string]string
+}
+
+// NewTranslator translates a log from its first record; thread is the
+// thread id of runs whose input names none.
+func NewTranslator(thread string) *Translator { return &Translator{thread: thread} }
+
+// Translate turns rec alone into AG-UI events, as the first record of a log.
+func Translate(rec Record, thread string) []Event { return NewTranslator(thread).Record(rec) }
+
+// emitter collects the events of one record.
+type emitter struct {
+	t   *Translator
+	rec Record
+	out []Event
+}
+
+func (e *emitter) add(ev events.Event) {
+	e.out = append(e.out, Event{Run: e.t.run, Thread: e.t.runThread, Event: ev})
+}
+
+// open starts run id of thread, ending an open run first (with why as its
+// error).
+func (e *emitter) open(id, thread, why string) {
+	if e.t.run != "" {
+		e.fail(why, "superseded")
+	}
+	e.t.run, e.t.runThread, e.t.text = id, thread, map[string]string{}
+	e.add(events.NewRunStartedEvent(thread, id))
+}
+
+func (e *emitter) finish(ev events.Event) {
+	e.add(ev)
+	e.t.run, e.t.text = "", nil
+}
+
+func (e *emitter) fail(msg, code string) {
+	e.finish(events.NewRunErrorEvent(msg, events.WithErrorCode(code)))
+}
+
+// within adds evs to the open run, or to a short run of their own.
+func (e *emitter) within(evs ...events.Event) {
+	if e.t.run != "" {
+		for _, ev := range evs {
+			e.add(ev)
+		}
+		return
+	}
+	e.open("tether-"+strconv.FormatInt(e.rec.Seq, 10), e.t.thread, "")
+	for _, ev := range evs {
+		e.add(ev)
+	}
+	e.finish(events.NewRunFinishedEvent(e.t.runThread, e.t.run))
+}
+
+// Record translates the next record of the log.
+func (t *Translator) Record(rec Record) []Event {
+	e := &emitter{t: t, rec: rec}
 	switch rec.Kind {
 	case KindInput:
 		var d inputData
 		json.Unmarshal(rec.Data, &d)
-		runID := RunID(rec.Turn, d.RunID)
-		evs = append(evs, events.NewRunStartedEvent(thread, runID))
+		e.open(RunID(rec.Turn, d.RunID), firstNonEmpty(d.Thread, t.thread), "the turn ended without a result: the next message started a new one")
+		// The message as the agent got it, whoever sent it.
+		id := "user-" + strconv.FormatInt(rec.Seq, 10)
+		e.add(events.NewTextMessageStartEvent(id, events.WithRole("user")))
+		if d.Text != "" {
+			e.add(events.NewTextMessageContentEvent(id, d.Text))
+		}
+		e.add(events.NewTextMessageEndEvent(id))
 		if rec.Type != SourceUser {
-			evs = append(evs, events.NewCustomEvent(CustomInput, events.WithValue(map[string]any{
+			e.add(events.NewCustomEvent(CustomInput, events.WithValue(map[string]any{
 				"source": rec.Type, "text": d.Text, "turn": rec.Turn})))
 		}
 	case KindCLI:
-		evs = translateCLI(rec, thread)
+		t.cli(e)
 	case KindRunner:
-		var d map[string]any
-		json.Unmarshal(rec.Data, &d)
-		runID, _ := d["run_id"].(string)
-		runID = firstNonEmpty(runID, rec.Run)
-		open, _ := d["turn_open"].(bool)
-		switch rec.Type {
-		case "resume":
-			var rs ResumeStatus
-			json.Unmarshal(rec.Data, &rs)
-			evs = append(evs, events.NewCustomEvent(CustomResume, events.WithValue(rs)))
-		case "turn_interrupted":
-			evs = append(evs,
-				events.NewCustomEvent(CustomInterrupted, events.WithValue(d)),
-				events.NewRunErrorEvent("the turn was interrupted: the runner restarted while it ran", events.WithRunID(runID), events.WithErrorCode("interrupted")))
-		case "transcript_repaired":
-			evs = append(evs, events.NewCustomEvent(CustomRepaired, events.WithValue(d)))
-		case "cli_exit", "runner_failed":
-			msg := fmt.Sprintf("%s: %v%v", rec.Type, d["exit"], d["error"])
-			if open {
-				evs = append(evs, events.NewRunErrorEvent(msg, events.WithRunID(runID), events.WithErrorCode(rec.Type)))
-			} else {
-				evs = append(evs, events.NewCustomEvent("tether."+rec.Type, events.WithValue(d)))
-			}
-		case "stopped":
-			if open {
-				evs = append(evs, events.NewRunErrorEvent("the runner stopped during the turn", events.WithRunID(runID), events.WithErrorCode("stopped")))
-			}
-			evs = append(evs, events.NewCustomEvent(CustomStopped, events.WithValue(d)))
-		default:
-			evs = append(evs, events.NewCustomEvent("tether."+rec.Type, events.WithValue(d)))
-		}
+		t.runner(e)
 	}
-	out := make([]Event, len(evs))
-	for i, e := range evs {
-		e.SetTimestamp(ts)
-		out[i] = Event{ID: strconv.FormatInt(rec.Seq, 10) + ":" + strconv.Itoa(i), Event: e}
+	ts := rec.Time.UnixMilli()
+	for i := range e.out {
+		e.out[i].Event.SetTimestamp(ts)
+		e.out[i].ID = strconv.FormatInt(rec.Seq, 10) + ":" + strconv.Itoa(i)
 	}
-	return out
+	return e.out
 }
 
-func translateCLI(rec Record, thread string) []events.Event {
+func (t *Translator) runner(e *emitter) {
+	rec := e.rec
+	var d map[string]any
+	json.Unmarshal(rec.Data, &d)
+	open, _ := d["turn_open"].(bool)
+	custom := func(name string) events.Event { return events.NewCustomEvent(name, events.WithValue(d)) }
+	switch rec.Type {
+	case "started":
+		// A new runner process: a turn the last one left open died with it.
+		if t.run != "" {
+			e.add(events.NewCustomEvent(CustomInterrupted, events.WithValue(map[string]any{"run_id": t.run})))
+			e.fail("the turn was interrupted: the runner restarted while it ran", "interrupted")
+		}
+		e.within(custom("tether.started"))
+	case "resume":
+		var rs ResumeStatus
+		json.Unmarshal(rec.Data, &rs)
+		e.within(events.NewCustomEvent(CustomResume, events.WithValue(rs)))
+	case "turn_interrupted":
+		if t.run != "" {
+			e.add(custom(CustomInterrupted))
+			e.fail("the turn was interrupted: the runner restarted while it ran", "interrupted")
+			return
+		}
+		e.within(custom(CustomInterrupted))
+	case "transcript_repaired":
+		e.within(custom(CustomRepaired))
+	case "cli_exit", "runner_failed", "stopped":
+		name := "tether." + rec.Type
+		if rec.Type == "stopped" {
+			name = CustomStopped
+		}
+		if open && t.run != "" {
+			e.add(custom(name))
+			e.fail(endMessage(rec.Type, d), rec.Type)
+			return
+		}
+		e.within(custom(name))
+	default:
+		e.within(custom("tether." + rec.Type))
+	}
+}
+
+// endMessage says why a turn ended without a result.
+func endMessage(typ string, d map[string]any) string {
+	str := func(k string) string { s, _ := d[k].(string); return s }
+	switch typ {
+	case "cli_exit":
+		return "the agent CLI exited during the turn (" + firstNonEmpty(str("exit"), "no exit status") + ")"
+	case "runner_failed":
+		return "the runner failed during the turn: " + firstNonEmpty(str("error"), "no reason given")
+	default:
+		return "the runner stopped during the turn (the CLI: " + firstNonEmpty(str("exit"), "no exit status") + ")"
+	}
+}
+
+func (t *Translator) cli(e *emitter) {
+	rec := e.rec
 	ev, err := agent.ParseLine(rec.Data)
 	if err != nil {
 		// Data is a JSON string holding the line that was not JSON.
 		var s string
 		json.Unmarshal(rec.Data, &s)
-		return []events.Event{events.NewRawEvent(map[string]any{"invalid_line": s}, events.WithSource("claude-cli"))}
+		e.within(events.NewRawEvent(map[string]any{"invalid_line": s}, events.WithSource("claude-cli")))
+		return
 	}
-	var out []events.Event
+	seq := strconv.FormatInt(rec.Seq, 10)
 	switch {
 	case ev.IsInit():
-		out = append(out, events.NewCustomEvent(CustomSession, events.WithValue(map[string]any{"session_id": ev.SessionID, "turn": rec.Turn})))
+		e.within(events.NewCustomEvent(CustomSession, events.WithValue(map[string]any{"session_id": ev.SessionID, "turn": rec.Turn})))
 	case ev.Type == agent.TypeAssistant && ev.Message != nil:
+		var out []events.Event
+		msg := firstNonEmpty(ev.Message.ID, ev.UUID, "msg")
 		for i, b := range ev.Message.Content {
-			id := fmt.Sprintf("%s-%d", firstNonEmpty(ev.Message.ID, ev.UUID, "msg"), i)
+			// The CLI prints each content block of a message as a line of
+			// its own, every one with the message's id: the record's seq
+			// keeps the blocks apart.
+			id := msg + "." + seq + "." + strconv.Itoa(i)
 			switch b.Type {
 			case "text":
 				if b.Text == "" {
@@ -112,41 +223,58 @@ func translateCLI(rec Record, thread string) []events.Event {
 					events.NewTextMessageStartEvent(id, events.WithRole("assistant")),
 					events.NewTextMessageContentEvent(id, b.Text),
 					events.NewTextMessageEndEvent(id))
+				if t.text != nil {
+					t.text[msg] = id
+				}
 			case "tool_use":
 				args := string(b.Input)
 				if args == "" {
 					args = "{}"
 				}
+				var opts []events.ToolCallStartOption
+				if parent := t.text[msg]; parent != "" {
+					opts = append(opts, events.WithParentMessageID(parent))
+				}
 				out = append(out,
-					events.NewToolCallStartEvent(b.ID, b.Name, events.WithParentMessageID(firstNonEmpty(ev.Message.ID, id))),
+					events.NewToolCallStartEvent(b.ID, b.Name, opts...),
 					events.NewToolCallArgsEvent(b.ID, args),
 					events.NewToolCallEndEvent(b.ID))
 			default:
 				out = append(out, events.NewRawEvent(json.RawMessage(b.Raw), events.WithSource("claude-cli")))
 			}
 		}
+		if len(out) > 0 {
+			e.within(out...)
+		}
 	case ev.Type == agent.TypeUser && ev.Message != nil:
+		var out []events.Event
 		for i, b := range ev.Message.Content {
 			if b.Type == "tool_result" {
-				out = append(out, events.NewToolCallResultEvent(fmt.Sprintf("%s-%d", firstNonEmpty(ev.UUID, "result"), i), b.ToolUseID, b.ResultText()))
+				out = append(out, events.NewToolCallResultEvent("result."+seq+"."+strconv.Itoa(i), b.ToolUseID, b.ResultText()))
 			}
 		}
+		if len(out) > 0 {
+			e.within(out...)
+		}
 	case ev.Result != nil:
-		runID := firstNonEmpty(rec.Run, RunID(rec.Turn, ""))
+		runID := firstNonEmpty(t.run, rec.Run, RunID(rec.Turn, ""))
+		if t.run == "" {
+			// A result outside a turn: a run of its own that it ends.
+			e.open(runID, t.thread, "")
+		}
 		if ev.Result.IsError {
 			msg := ev.Result.Result
 			if len(ev.Result.Errors) > 0 {
 				msg = strings.Join(ev.Result.Errors, "; ")
 			}
-			out = append(out, events.NewRunErrorEvent(firstNonEmpty(msg, ev.Result.Subtype), events.WithRunID(runID), events.WithErrorCode(ev.Result.Subtype)))
+			e.fail(firstNonEmpty(msg, ev.Result.Subtype, "the turn failed"), firstNonEmpty(ev.Result.Subtype, "error"))
 		} else {
-			out = append(out, events.NewRunFinishedEventWithOptions(thread, runID, events.WithResult(map[string]any{
+			e.finish(events.NewRunFinishedEventWithOptions(t.runThread, runID, events.WithResult(map[string]any{
 				"result": ev.Result.Result, "num_turns": ev.Result.NumTurns, "total_cost_usd": ev.Result.TotalCostUSD, "session_id": ev.SessionID})))
 		}
 	default:
-		out = append(out, events.NewRawEvent(json.RawMessage(ev.Raw), events.WithSource("claude-cli")))
+		e.within(events.NewRawEvent(json.RawMessage(ev.Raw), events.WithSource("claude-cli")))
 	}
-	return out
 }
 
 func firstNonEmpty(s ...string) string {

@@ -2,60 +2,181 @@ package runner
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
+// checkProtocol checks evs as @ag-ui/client's verifyEvents does, and what
+// it leaves to the schema and to a page: runs one after another, each
+// opened by RUN_STARTED and ended by exactly one RUN_FINISHED or RUN_ERROR,
+// nothing between them; text messages and tool calls started before their
+// content and ended once; message ids used by one message; a tool call's
+// parent a message that exists; RUN_ERROR without the runId the schema
+// lacks and messages without Go's "<nil>"; event ids unique and increasing.
+func checkProtocol(evs []Event) error {
+	run := ""
+	started := false
+	openText, openTool := map[string]bool{}, map[string]bool{}
+	messages := map[string]bool{}
+	lastSeq, lastK := int64(0), -1
+	for i, e := range evs {
+		typ := string(e.Event.Type())
+		j, err := e.Event.ToJSON()
+		if err != nil {
+			return fmt.Errorf("event %d (%s) does not serialize: %v", i, typ, err)
+		}
+		js := string(j)
+		if strings.Contains(js, "<nil>") {
+			return fmt.Errorf("event %d (%s) says <nil>: %s", i, typ, js)
+		}
+		var seq int64
+		var k int
+		if _, err := fmt.Sscanf(e.ID, "%d:%d", &seq, &k); err != nil || seq < lastSeq || (seq == lastSeq && k <= lastK) {
+			return fmt.Errorf("event %d id %q after %d:%d", i, e.ID, lastSeq, lastK)
+		}
+		lastSeq, lastK = seq, k
+		var f struct {
+			RunID, ThreadID, MessageID, ToolCallID, ParentMessageID string
+			Role                                                    string
+		}
+		json.Unmarshal(j, &f)
+		if !started && typ != "RUN_STARTED" {
+			return fmt.Errorf("event %d: %s before any RUN_STARTED", i, typ)
+		}
+		started = true
+		if run == "" && typ != "RUN_STARTED" {
+			return fmt.Errorf("event %d: %s between runs", i, typ)
+		}
+		if e.Run != run && typ != "RUN_STARTED" {
+			return fmt.Errorf("event %d: %s says run %q inside run %q", i, typ, e.Run, run)
+		}
+		switch typ {
+		case "RUN_STARTED":
+			if run != "" {
+				return fmt.Errorf("event %d: RUN_STARTED %s while run %s is open", i, f.RunID, run)
+			}
+			if f.RunID == "" || f.ThreadID == "" || e.Run != f.RunID {
+				return fmt.Errorf("event %d: RUN_STARTED without run or thread id: %s", i, js)
+			}
+			run = f.RunID
+		case "RUN_FINISHED", "RUN_ERROR":
+			if len(openText) > 0 || len(openTool) > 0 {
+				return fmt.Errorf("event %d: %s with messages or tool calls open", i, typ)
+			}
+			if typ == "RUN_ERROR" && strings.Contains(js, `"runId"`) {
+				return fmt.Errorf("event %d: RUN_ERROR carries a runId: %s", i, js)
+			}
+			if typ == "RUN_FINISHED" && f.RunID != run {
+				return fmt.Errorf("event %d: RUN_FINISHED of %s ends run %s", i, f.RunID, run)
+			}
+			run = ""
+		case "TEXT_MESSAGE_START":
+			if messages[f.MessageID] {
+				return fmt.Errorf("event %d: message id %s used twice", i, f.MessageID)
+			}
+			messages[f.MessageID], openText[f.MessageID] = true, true
+		case "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END":
+			if !openText[f.MessageID] {
+				return fmt.Errorf("event %d: %s of message %s, which is not open", i, typ, f.MessageID)
+			}
+			if typ == "TEXT_MESSAGE_END" {
+				delete(openText, f.MessageID)
+			}
+		case "TOOL_CALL_START":
+			if f.ParentMessageID != "" && !messages[f.ParentMessageID] {
+				return fmt.Errorf("event %d: tool call %s names parent %s, which no message has", i, f.ToolCallID, f.ParentMessageID)
+			}
+			openTool[f.ToolCallID] = true
+		case "TOOL_CALL_ARGS", "TOOL_CALL_END":
+			if !openTool[f.ToolCallID] {
+				return fmt.Errorf("event %d: %s of tool call %s, which is not open", i, typ, f.ToolCallID)
+			}
+			if typ == "TOOL_CALL_END" {
+				delete(openTool, f.ToolCallID)
+			}
+		}
+	}
+	return nil
+}
+
+func typesOf(evs []Event) string {
+	var ts []string
+	for _, e := range evs {
+		ts = append(ts, string(e.Event.Type()))
+	}
+	return strings.Join(ts, " ")
+}
+
+// TestTranslate runs a log through one Translator: two turns, the second
+// with two text blocks and a tool call, a runner restart in the middle of
+// a third, the resume and its notice, then a stop between turns.
 func TestTranslate(t *testing.T) {
 	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	rec := func(seq int64, kind, typ, data string) Record {
-		return Record{Seq: seq, Time: at, Turn: 3, Run: "run-c", Kind: kind, Type: typ, Data: json.RawMessage(data)}
+	var seq int64
+	rec := func(turn int64, run, kind, typ, data string) Record {
+		seq++
+		return Record{Seq: seq, Time: at, Turn: turn, Run: run, Kind: kind, Type: typ, Data: json.RawMessage(data)}
 	}
-	for _, tc := range []struct {
+	steps := []struct {
 		rec   Record
 		types string
 		has   string
 	}{
-		{rec(1, KindInput, SourceUser, `{"text":"hi","run_id":"run-c"}`), "RUN_STARTED", `"runId":"run-c"`},
-		{rec(2, KindInput, SourceNotice, `{"text":"you were interrupted"}`), "RUN_STARTED CUSTOM", "you were interrupted"},
-		{rec(3, KindCLI, "system", `{"type":"system","subtype":"init","session_id":"s1"}`), "CUSTOM", `"session_id":"s1"`},
-		{rec(4, KindCLI, "assistant", `{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"hello"},{"type":"tool_use","id":"tu1","name":"Bash","input":{"command":"ls"}},{"type":"thinking","thinking":"hmm"}]}}`),
-			"TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END TOOL_CALL_START TOOL_CALL_ARGS TOOL_CALL_END RAW", `"toolCallName":"Bash"`},
-		{rec(5, KindCLI, "user", `{"type":"user","uuid":"u1","message":{"content":[{"type":"tool_result","tool_use_id":"tu1","content":[{"type":"text","text":"a.txt"}]}]}}`), "TOOL_CALL_RESULT", `"content":"a.txt"`},
-		{rec(6, KindCLI, "result", `{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"s1"}`), "RUN_FINISHED", `"runId":"run-c"`},
-		{rec(7, KindCLI, "result", `{"type":"result","subtype":"error_during_execution","is_error":true,"errors":["boom"]}`), "RUN_ERROR", `"message":"boom"`},
-		{rec(8, KindCLI, "invalid", `"not json at all"`), "RAW", "not json at all"},
-		{rec(9, KindCLI, "rate_limit_event", `{"type":"rate_limit_event","x":1}`), "RAW", "rate_limit_event"},
-		{rec(10, KindRunner, "resume", `{"outcome":"failed","previous_id":"s0","reason":"transcript missing"}`), "CUSTOM", `"outcome":"failed"`},
-		{rec(11, KindRunner, "turn_interrupted", `{"turn":2,"run_id":"run-b"}`), "CUSTOM RUN_ERROR", `"runId":"run-b"`},
-		{rec(12, KindRunner, "cli_exit", `{"exit":"exit status 7","turn_open":true,"run_id":"run-c"}`), "RUN_ERROR", "exit status 7"},
-		{rec(13, KindRunner, "stopped", `{"exit":"exit status 0","turn_open":false}`), "CUSTOM", CustomStopped},
-	} {
-		evs := Translate(tc.rec, "main")
-		var types []string
-		var all strings.Builder
+		{rec(0, "", KindRunner, "started", `{"pid":1}`), "RUN_STARTED CUSTOM RUN_FINISHED", `"runId":"tether-1"`},
+		{rec(1, "run-a", KindInput, SourceUser, `{"text":"hi","run_id":"run-a","thread":"t-client"}`), "RUN_STARTED TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"threadId":"t-client"`},
+		{rec(1, "run-a", KindCLI, "system", `{"type":"system","subtype":"init","session_id":"s1"}`), "CUSTOM", `"session_id":"s1"`},
+		{rec(1, "run-a", KindCLI, "assistant", `{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"hello"}]}}`), "TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"delta":"hello"`},
+		{rec(1, "run-a", KindCLI, "result", `{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"s1"}`), "RUN_FINISHED", `"threadId":"t-client"`},
+		{rec(2, "turn-2", KindInput, SourceUser, `{"text":"list the files"}`), "RUN_STARTED TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"threadId":"main"`},
+		// The CLI prints each block of message m2 as a line of its own.
+		{rec(2, "turn-2", KindCLI, "assistant", `{"type":"assistant","message":{"id":"m2","content":[{"type":"text","text":"first"}]}}`), "TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"messageId":"m2.7.0"`},
+		{rec(2, "turn-2", KindCLI, "assistant", `{"type":"assistant","message":{"id":"m2","content":[{"type":"text","text":"second"}]}}`), "TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"messageId":"m2.8.0"`},
+		{rec(2, "turn-2", KindCLI, "assistant", `{"type":"assistant","message":{"id":"m2","content":[{"type":"tool_use","id":"tu1","name":"Bash","input":{"command":"ls"}},{"type":"thinking","thinking":"hmm"}]}}`),
+			"TOOL_CALL_START TOOL_CALL_ARGS TOOL_CALL_END RAW", `"parentMessageId":"m2.8.0"`},
+		{rec(2, "turn-2", KindCLI, "user", `{"type":"user","uuid":"u1","message":{"content":[{"type":"tool_result","tool_use_id":"tu1","content":[{"type":"text","text":"a.txt"}]}]}}`), "TOOL_CALL_RESULT", `"content":"a.txt"`},
+		{rec(2, "turn-2", KindCLI, "result", `{"type":"result","subtype":"error_during_execution","is_error":true,"errors":["boom"]}`), "RUN_ERROR", `"message":"boom"`},
+		{rec(3, "run-c", KindInput, SourceUser, `{"text":"the long task","run_id":"run-c"}`), "RUN_STARTED TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"runId":"run-c"`},
+		{rec(3, "run-c", KindCLI, "assistant", `{"type":"assistant","message":{"id":"m3","content":[{"type":"tool_use","id":"tu2","name":"Bash","input":{"command":"sleep 30"}}]}}`), "TOOL_CALL_START TOOL_CALL_ARGS TOOL_CALL_END", `"toolCallName":"Bash"`},
+		{rec(3, "run-c", KindCLI, "invalid", `"not json at all"`), "RAW", "not json at all"},
+		// The runner was killed: a new one starts and says so.
+		{rec(3, "run-c", KindRunner, "started", `{"pid":2}`), "CUSTOM RUN_ERROR RUN_STARTED CUSTOM RUN_FINISHED", `"code":"interrupted"`},
+		{rec(3, "run-c", KindRunner, "resume", `{"outcome":"resumed","session_id":"s1","interrupted":3}`), "RUN_STARTED CUSTOM RUN_FINISHED", `"outcome":"resumed"`},
+		{rec(3, "run-c", KindRunner, "turn_interrupted", `{"turn":3,"run_id":"run-c"}`), "RUN_STARTED CUSTOM RUN_FINISHED", `"run_id":"run-c"`},
+		{rec(4, "turn-4", KindInput, SourceNotice, `{"text":"you were interrupted"}`), "RUN_STARTED TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END CUSTOM", `"source":"notice"`},
+		{rec(4, "turn-4", KindCLI, "rate_limit_event", `{"type":"rate_limit_event","x":1}`), "RAW", "rate_limit_event"},
+		{rec(4, "turn-4", KindRunner, "cli_exit", `{"exit":"signal: killed","turn_open":true,"run_id":"turn-4"}`), "CUSTOM RUN_ERROR", `"message":"the agent CLI exited during the turn (signal: killed)"`},
+		// What the runner reports about the dead turn after its error: a run of its own.
+		{rec(4, "turn-4", KindRunner, "runner_failed", `{"error":"the agent CLI exited","turn_open":true,"run_id":"turn-4"}`), "RUN_STARTED CUSTOM RUN_FINISHED", `"name":"tether.runner_failed"`},
+		{rec(4, "turn-4", KindRunner, "stopped", `{"exit":"exit status 0","turn_open":false}`), "RUN_STARTED CUSTOM RUN_FINISHED", CustomStopped},
+	}
+	tr := NewTranslator("main")
+	var all []Event
+	for _, st := range steps {
+		evs := tr.Record(st.rec)
+		var js strings.Builder
 		for i, e := range evs {
-			types = append(types, string(e.Event.Type()))
-			if want := itoa64(tc.rec.Seq) + ":" + itoa64(int64(i)); e.ID != want {
-				t.Errorf("record %d event %d id %q, want %q", tc.rec.Seq, i, e.ID, want)
+			if want := itoa64(st.rec.Seq) + ":" + itoa64(int64(i)); e.ID != want {
+				t.Errorf("record %d event %d id %q, want %q", st.rec.Seq, i, e.ID, want)
 			}
-			j, err := e.Event.ToJSON()
-			if err != nil {
-				t.Errorf("record %d: %v", tc.rec.Seq, err)
-			}
+			j, _ := e.Event.ToJSON()
 			if !strings.Contains(string(j), `"timestamp":`+itoa64(at.UnixMilli())) {
-				t.Errorf("record %d: timestamp is not the record's: %s", tc.rec.Seq, j)
+				t.Errorf("record %d: timestamp is not the record's: %s", st.rec.Seq, j)
 			}
-			all.Write(j)
+			js.Write(j)
 		}
-		if got := strings.Join(types, " "); got != tc.types {
-			t.Errorf("record %d (%s/%s): types %q, want %q", tc.rec.Seq, tc.rec.Kind, tc.rec.Type, got, tc.types)
+		if got := typesOf(evs); got != st.types {
+			t.Errorf("record %d (%s/%s): types %q, want %q", st.rec.Seq, st.rec.Kind, st.rec.Type, got, st.types)
 		}
-		if !strings.Contains(all.String(), tc.has) {
-			t.Errorf("record %d: events %s lack %q", tc.rec.Seq, all.String(), tc.has)
+		if !strings.Contains(js.String(), st.has) {
+			t.Errorf("record %d: events %s lack %q", st.rec.Seq, js.String(), st.has)
 		}
+		all = append(all, evs...)
+	}
+	if err := checkProtocol(all); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -80,20 +201,33 @@ func TestParseEventID(t *testing.T) {
 
 // FuzzTranslate: whatever the CLI printed (and the log kept), translating it
 // never panics and every event serializes.
+// FuzzTranslate feeds three arbitrary records through one Translator:
+// whatever the log holds, the events serialize and form valid runs.
 func FuzzTranslate(f *testing.F) {
-	f.Add("cli", "assistant", `{"type":"assistant","message":{"content":[{"type":"tool_use","input":null}]}}`)
-	f.Add("cli", "result", `{"type":"result","is_error":true}`)
-	f.Add("runner", "turn_interrupted", `{"run_id":7}`)
-	f.Add("input", "user", `{"text":5}`)
-	f.Add("cli", "invalid", `"x"`)
-	f.Fuzz(func(t *testing.T, kind, typ, data string) {
-		if !json.Valid([]byte(data)) {
+	f.Add("cli", "assistant", `{"type":"assistant","message":{"content":[{"type":"tool_use","input":null}]}}`, "runner", "stopped", `{"turn_open":true}`)
+	f.Add("cli", "result", `{"type":"result","is_error":true}`, "cli", "result", `{"type":"result"}`)
+	f.Add("runner", "turn_interrupted", `{"run_id":7}`, "runner", "started", `{}`)
+	f.Add("input", "user", `{"text":5}`, "input", "notice", `{"text":"x","run_id":"r"}`)
+	f.Add("cli", "invalid", `"x"`, "runner", "cli_exit", `{"exit":null,"turn_open":true}`)
+	f.Fuzz(func(t *testing.T, kind, typ, data, kind2, typ2, data2 string) {
+		if !json.Valid([]byte(data)) || !json.Valid([]byte(data2)) {
 			return // the log only ever holds JSON in Data
 		}
-		for _, e := range Translate(Record{Seq: 1, Kind: kind, Type: typ, Data: json.RawMessage(data)}, "main") {
-			if _, err := e.Event.ToJSON(); err != nil {
-				t.Fatalf("event does not serialize: %v", err)
+		tr := NewTranslator("main")
+		var evs []Event
+		for i, r := range []Record{
+			{Seq: 1, Kind: KindInput, Type: SourceUser, Data: json.RawMessage(`{"text":"go"}`)},
+			{Seq: 2, Turn: 1, Kind: kind, Type: typ, Data: json.RawMessage(data)},
+			{Seq: 3, Turn: 1, Kind: kind2, Type: typ2, Data: json.RawMessage(data2)},
+		} {
+			if i > 0 && r.Kind == KindInput {
+				r.Turn = 2
 			}
+			evs = append(evs, tr.Record(r)...)
+		}
+		// A trailing open run is a turn still in flight.
+		if err := checkProtocol(evs); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

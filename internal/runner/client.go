@@ -78,17 +78,30 @@ func randomHex(n int) string {
 type printer struct {
 	w      io.Writer
 	inText bool
+	// user holds the ids of user messages: the run opens with the message
+	// sent, which the terminal already shows.
+	user map[string]bool
 }
 
 func (p *printer) print(ev events.Event) (done bool, err error) {
 	switch e := ev.(type) {
 	case *events.RunStartedEvent:
 		fmt.Fprintf(p.w, "── run %s started\n", e.RunID())
+	case *events.TextMessageStartEvent:
+		if e.Role != nil && *e.Role == "user" {
+			if p.user == nil {
+				p.user = map[string]bool{}
+			}
+			p.user[e.MessageID] = true
+		}
 	case *events.TextMessageContentEvent:
+		if p.user[e.MessageID] {
+			return false, nil
+		}
 		fmt.Fprint(p.w, e.Delta)
 		p.inText = true
 	case *events.TextMessageEndEvent:
-		if p.inText {
+		if p.inText && !p.user[e.MessageID] {
 			fmt.Fprintln(p.w)
 			p.inText = false
 		}

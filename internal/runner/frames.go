@@ -2,13 +2,17 @@ package runner
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+
+	"github.com/ag-ui-protocol/ag-ui/sdks/community/go/pkg/core/events"
 )
 
 // frameLog is the AG-UI rendering of an EventLog: every record's SSE frames,
@@ -24,6 +28,7 @@ import (
 type frameLog struct {
 	src    *EventLog
 	thread string
+	tr     *Translator // only the rendering goroutine uses it
 	f      *os.File
 	done   <-chan struct{} // closed when no record will be appended any more
 
@@ -33,6 +38,7 @@ type frameLog struct {
 	size    int64
 	notify  chan struct{} // closed and replaced whenever recs grows or the log ends
 	ended   bool          // every record there will ever be is rendered
+	lives   int           // "started" records rendered: runner processes of the session
 	err     error         // rendering stopped on this error
 }
 
@@ -41,9 +47,48 @@ type frameRec struct {
 	off, end int64 // its frames' bytes
 	firstEv  int   // index in evStart of its first event
 	nEv      int
-	turn     int64
-	endsRun  bool
+	runs     []runSeg // its events, by the run they belong to
 }
+
+// runSeg is the events [from, to) of a record that belong to run; ends: the
+// last of them ends it.
+type runSeg struct {
+	run, thread string
+	from, to    int
+	ends        bool
+}
+
+// segments groups evs by run.
+func segments(evs []Event) []runSeg {
+	var segs []runSeg
+	for i, ev := range evs {
+		if n := len(segs); n > 0 && segs[n-1].run == ev.Run && !segs[n-1].ends {
+			segs[n-1].to = i + 1
+		} else {
+			segs = append(segs, runSeg{run: ev.Run, thread: ev.Thread, from: i, to: i + 1})
+		}
+		switch ev.Event.Type() {
+		case events.EventTypeRunFinished, events.EventTypeRunError:
+			segs[len(segs)-1].ends = true
+		}
+	}
+	return segs
+}
+
+// runEvents is the filter of run's events, up to its end.
+func runEvents(run string) func(frameRec) (from, to int, last bool) {
+	return func(fr frameRec) (int, int, bool) {
+		for _, sg := range fr.runs {
+			if sg.run == run {
+				return sg.from, sg.to, sg.ends
+			}
+		}
+		return 0, 0, false
+	}
+}
+
+// allEvents is the filter of every event.
+func allEvents(fr frameRec) (from, to int, last bool) { return 0, fr.nEv, false }
 
 // openFrameLog starts rendering src (from its first record) into a new
 // unlinked file in dir. done is closed when src gets no more records.
@@ -59,7 +104,7 @@ func openFrameLog(src *EventLog, thread, dir string, done <-chan struct{}) (*fra
 		f.Close()
 		return nil, fmt.Errorf("AG-UI frame cache: unlink %s: %w", f.Name(), err)
 	}
-	fl := &frameLog{src: src, thread: thread, f: f, done: done, notify: make(chan struct{})}
+	fl := &frameLog{src: src, thread: thread, tr: NewTranslator(thread), f: f, done: done, notify: make(chan struct{})}
 	go fl.render()
 	return fl, nil
 }
@@ -113,8 +158,10 @@ func (fl *frameLog) renderNext(w *bufio.Writer, seq int64) error {
 		runtime.GC()
 		defer runtime.GC()
 	}
-	fr := frameRec{off: fl.size, turn: rec.Turn, endsRun: endsRun(rec)}
-	evs := Translate(rec, fl.thread)
+	started := rec.Kind == KindRunner && rec.Type == "started"
+	fr := frameRec{off: fl.size}
+	evs := fl.tr.Record(rec)
+	fr.runs = segments(evs)
 	rec.Data = nil
 	if big {
 		runtime.GC()
@@ -128,7 +175,9 @@ func (fl *frameLog) renderNext(w *bufio.Writer, seq int64) error {
 		}
 		evs[i].Event = nil
 		starts = append(starts, pos)
-		n, _ := fmt.Fprintf(w, "id: %s\nevent: %s\ndata: ", ev.ID, ev.Event.Type())
+		// Unnamed: an EventSource's onmessage sees only events without
+		// an "event:" line; the type is in the data.
+		n, _ := fmt.Fprintf(w, "id: %s\ndata: ", ev.ID)
 		m, _ := w.Write(data)
 		k, err := w.WriteString("\n\n")
 		if err != nil {
@@ -144,6 +193,9 @@ func (fl *frameLog) renderNext(w *bufio.Writer, seq int64) error {
 	fr.end, fr.firstEv, fr.nEv = pos, len(fl.evStart), len(starts)
 	fl.mu.Lock()
 	fl.recs = append(fl.recs, fr)
+	if started {
+		fl.lives++
+	}
 	fl.evStart = append(fl.evStart, starts...)
 	fl.size = pos
 	close(fl.notify)
@@ -171,10 +223,10 @@ type span struct {
 }
 
 // next waits until record seq is rendered, then returns the longest run of
-// contiguous bytes made of the records from seq on that filter lets
-// through, starting skip events into record seq. Records filter refuses
-// are passed over.
-func (fl *frameLog) next(ctx context.Context, seq int64, skip int, filter func(frameRec) (send, last bool)) (span, error) {
+// contiguous bytes made of the events filter lets through, from record seq
+// on and starting skip events into it. Records filter refuses are passed
+// over.
+func (fl *frameLog) next(ctx context.Context, seq int64, skip int, filter func(frameRec) (from, to int, last bool)) (span, error) {
 	for {
 		fl.mu.Lock()
 		n, notify, ended, err := int64(len(fl.recs)), fl.notify, fl.ended, fl.err
@@ -182,22 +234,19 @@ func (fl *frameLog) next(ctx context.Context, seq int64, skip int, filter func(f
 			sp := span{off: -1, next: seq}
 			for ; sp.next <= n; sp.next++ {
 				fr := fl.recs[sp.next-1]
-				send, last := filter(fr)
-				if send {
-					from := fr.off
-					if sp.next == seq && skip > 0 {
-						from = fr.end
-						if skip < fr.nEv {
-							from = fl.evStart[fr.firstEv+skip]
-						}
-					}
+				a, b, last := filter(fr)
+				if sp.next == seq {
+					a = max(a, skip)
+				}
+				if a < b {
+					from, to := fl.eventOffset(fr, a), fl.eventOffset(fr, b)
 					if sp.off >= 0 && from != sp.end {
 						break
 					}
 					if sp.off < 0 {
 						sp.off = from
 					}
-					sp.end = fr.end
+					sp.end = to
 				} else if sp.off >= 0 {
 					break
 				}
@@ -227,6 +276,145 @@ func (fl *frameLog) next(ctx context.Context, seq int64, skip int, filter func(f
 		}
 	}
 }
+
+// eventOffset is where event k of fr starts in the file (its end, for k
+// past its last event). Call with mu held.
+func (fl *frameLog) eventOffset(fr frameRec, k int) int64 {
+	if k >= fr.nEv {
+		return fr.end
+	}
+	return fl.evStart[fr.firstEv+k]
+}
+
+// openAt is what is open at a point of the stream, as frames: the run's
+// RUN_STARTED, and the starts of a text message or tool call the point
+// cuts in two. Between runs, both are empty.
+type openAt struct {
+	runStarted, starts []byte
+}
+
+// bytes is the frames a stream that resumes at the point starts with, so
+// that it is a valid AG-UI stream on its own.
+func (o openAt) bytes() []byte { return append(append([]byte(nil), o.runStarted...), o.starts...) }
+
+// liveEnd is the record a stream that starts now begins with: the one
+// after the last rendered.
+func (fl *frameLog) liveEnd() int64 {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return int64(len(fl.recs)) + 1
+}
+
+// lifeCount is how many runner processes the rendered log shows.
+func (fl *frameLog) lifeCount() int {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.lives
+}
+
+// resumePrefix returns what is open before event skip of record seq.
+// Between runs, or at a point never rendered, nothing.
+func (fl *frameLog) resumePrefix(seq int64, skip int) (openAt, error) {
+	fl.mu.Lock()
+	n := int64(len(fl.recs))
+	if seq < 1 || seq > n+1 || (seq == n+1 && skip > 0) {
+		fl.mu.Unlock()
+		return openAt{}, nil
+	}
+	// The segment of the last event before the resume point.
+	var sg runSeg
+	var fr frameRec
+	at := -1 // that event's index in fr
+	for r := min(seq, n); r >= 1 && at < 0; r-- {
+		fr = fl.recs[r-1]
+		k := fr.nEv - 1
+		if r == seq {
+			k = min(skip, fr.nEv) - 1
+		}
+		for _, s := range fr.runs {
+			if k >= s.from && k < s.to {
+				sg, at = s, k
+			}
+		}
+		if r == seq && k >= 0 && at < 0 {
+			break
+		}
+	}
+	if at < 0 || (sg.ends && at == sg.to-1) {
+		fl.mu.Unlock()
+		return openAt{}, nil
+	}
+	var prefix bytes.Buffer
+	writeFrame := func(ev events.Event) error {
+		data, err := ev.ToJSON()
+		if err != nil {
+			return err
+		}
+		prefix.WriteString("data: ")
+		prefix.Write(data)
+		prefix.WriteString("\n\n")
+		return nil
+	}
+	if err := writeFrame(events.NewRunStartedEvent(sg.thread, sg.run)); err != nil {
+		fl.mu.Unlock()
+		return openAt{}, err
+	}
+	var o openAt
+	o.runStarted = bytes.Clone(prefix.Bytes())
+	prefix.Reset()
+	// Text messages and tool calls open and close within a record: only
+	// the record of the resume point can hold one that is cut.
+	from, to := fl.eventOffset(fr, sg.from), fl.eventOffset(fr, at+1)
+	fl.mu.Unlock()
+	if at+1 >= fr.nEv || to-from > maxPrefixScan {
+		return o, nil
+	}
+	buf := make([]byte, to-from)
+	if _, err := fl.f.ReadAt(buf, from); err != nil {
+		return openAt{}, fmt.Errorf("AG-UI frame cache: %w", err)
+	}
+	type head struct {
+		Type, MessageID, Role, ToolCallID, ToolCallName, ParentMessageID string
+	}
+	var text, tool *head
+	for _, frame := range bytes.Split(buf, []byte("\n\n")) {
+		_, data, ok := bytes.Cut(frame, []byte("\ndata: "))
+		if !ok {
+			continue
+		}
+		var h head
+		if json.Unmarshal(data, &h) != nil {
+			continue
+		}
+		switch h.Type {
+		case "TEXT_MESSAGE_START":
+			text = &h
+		case "TEXT_MESSAGE_END":
+			text = nil
+		case "TOOL_CALL_START":
+			tool = &h
+		case "TOOL_CALL_END":
+			tool = nil
+		}
+	}
+	var err error
+	if text != nil {
+		err = writeFrame(events.NewTextMessageStartEvent(text.MessageID, events.WithRole(firstNonEmpty(text.Role, "assistant"))))
+	}
+	if tool != nil && err == nil {
+		var opts []events.ToolCallStartOption
+		if tool.ParentMessageID != "" {
+			opts = append(opts, events.WithParentMessageID(tool.ParentMessageID))
+		}
+		err = writeFrame(events.NewToolCallStartEvent(tool.ToolCallID, tool.ToolCallName, opts...))
+	}
+	o.starts = prefix.Bytes()
+	return o, err
+}
+
+// maxPrefixScan bounds what resumePrefix reads of a record: a text message
+// or tool call start is small, a record that big is a tool's output.
+const maxPrefixScan = 1 << 20
 
 // framesDir is where a runner renders its frame file.
 func framesDir(workspace string) string { return filepath.Join(workspace, CacheDir) }

@@ -70,7 +70,9 @@ func Handler(r *Runner, token string) http.Handler {
 //	POST /agui          AG-UI RunAgentInput -> SSE stream of that run's events
 //	GET  /agui/events   SSE replay of the whole event log after Last-Event-ID
 //	                    (header, or ?after=), then follows (POST works too, for
-//	                    clients that only POST)
+//	                    clients that only POST); ?snapshot=1 opens it with
+//	                    MESSAGES_SNAPSHOT and STATE_SNAPSHOT, and without
+//	                    Last-Event-ID starts at the live end
 //	GET  /status        the status file's content
 //	GET  /healthz       200 while the process serves
 //	GET  /readyz        200 once the CLI is up and resume decided, else 503
@@ -341,7 +343,7 @@ func (s *server) run(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	rec, err := s.r.Send(req.Context(), text, in.RunID)
+	rec, err := s.r.SendThread(req.Context(), text, in.RunID, in.ThreadID)
 	switch {
 	case errors.Is(err, ErrNotReady), errors.Is(err, ErrStopping):
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -351,29 +353,24 @@ func (s *server) run(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	sse := s.startSSE(w)
-	// The run's events are the log's records of its turn, from its input
-	// record to its end.
-	s.follow(req, sse, fl, rec.Seq, 0, func(r frameRec) (send, last bool) {
-		if r.turn != rec.Turn {
-			return false, false
-		}
-		return true, r.endsRun
-	})
+	// The run's events, from its input record to its end.
+	var d inputData
+	json.Unmarshal(rec.Data, &d)
+	s.follow(req, sse, fl, rec.Seq, 0, runEvents(RunID(rec.Turn, d.RunID)))
 }
 
-// endsRun reports whether rec closes its turn's run.
-func endsRun(rec Record) bool {
-	switch {
-	case rec.Kind == KindCLI && rec.Type == "result":
-		return true
-	case rec.Kind == KindRunner && (rec.Type == "cli_exit" || rec.Type == "runner_failed" || rec.Type == "stopped"):
-		var d struct {
-			TurnOpen bool `json:"turn_open"`
-		}
-		json.Unmarshal(rec.Data, &d)
-		return d.TurnOpen
+// sessionState is the STATE_SNAPSHOT of a connecting client: the runner's
+// status and how many times the session's runner restarted.
+func (s *server) sessionState() map[string]any {
+	st := s.r.Status()
+	restarts := 0
+	if fl, err := s.frameLog(); err == nil {
+		restarts = max(fl.lifeCount()-1, 0)
 	}
-	return false
+	return map[string]any{
+		"thread": st.Thread, "phase": st.State, "sessionId": st.SessionID, "turns": st.Turns, "turnOpen": st.TurnOpen,
+		"resume": st.Resume.Outcome, "restarts": restarts,
+	}
 }
 
 func (s *server) replay(w http.ResponseWriter, req *http.Request) {
@@ -402,14 +399,39 @@ func (s *server) replay(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	// A stream that resumes inside a run opens with that run's start again:
+	// AG-UI clients check every stream on its own. With ?snapshot=1 it
+	// opens with the conversation so far and the session's state (where it
+	// resumes, or at the live end without Last-Event-ID).
+	var prefix []byte
+	if snap := req.URL.Query().Get("snapshot"); snap == "1" || snap == "true" {
+		if last == "" {
+			seq, next = fl.liveEnd(), 0
+		}
+		prefix, err = fl.connectFrames(seq, next, s.sessionState())
+	} else {
+		var o openAt
+		o, err = fl.resumePrefix(seq, next)
+		prefix = o.bytes()
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	sse := s.startSSE(w)
-	s.follow(req, sse, fl, seq, next, func(frameRec) (bool, bool) { return true, false })
+	if len(prefix) > 0 {
+		sse.deadline()
+		if _, err := w.Write(prefix); err != nil || sse.rc.Flush() != nil {
+			return
+		}
+	}
+	s.follow(req, sse, fl, seq, next, allEvents)
 }
 
 // follow sends the frames of records from seq on (skipping the first skip
 // events of record seq) until filter says last, the client goes away, does
 // not take what it is sent within StallTimeout, or the runner ends.
-func (s *server) follow(req *http.Request, sse *sseWriter, fl *frameLog, seq int64, skip int, filter func(frameRec) (send, last bool)) {
+func (s *server) follow(req *http.Request, sse *sseWriter, fl *frameLog, seq int64, skip int, filter func(frameRec) (from, to int, last bool)) {
 	defer sse.deadline()
 	ctx := req.Context()
 	for {

@@ -77,7 +77,14 @@ func TestKillDuringFirstTurn(t *testing.T) {
 			delay = time.Duration(rand.IntN(300)) * time.Millisecond
 			time.Sleep(delay)
 		default:
-			waitFor(t, 60*time.Second, "the turn to start", func() bool { return len(readLog(t, ws)) > 0 })
+			waitFor(t, 60*time.Second, "the turn to start", func() bool {
+				for _, r := range readLog(t, ws) {
+					if r.Kind == KindInput {
+						return true
+					}
+				}
+				return false
+			})
 			delay = time.Duration(rand.IntN(700)) * time.Millisecond
 			if i%2 == 1 {
 				delay = time.Duration(rand.IntN(3000)) * time.Millisecond

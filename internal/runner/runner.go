@@ -62,6 +62,8 @@ type Runner struct {
 type inputData struct {
 	Text  string `json:"text"`
 	RunID string `json:"run_id,omitempty"`
+	// Thread is the AG-UI thread id the client gave with the message.
+	Thread string `json:"thread,omitempty"`
 }
 
 // RunID is the AG-UI run id of a turn: the client's when it gave one.
@@ -75,6 +77,7 @@ func RunID(turn int64, clientRunID string) string {
 type input struct {
 	text, source string
 	runID        string      // the AG-UI run id a client gave, "" otherwise
+	thread       string      // the AG-UI thread id a client gave, "" otherwise
 	started      chan Record // receives the input record once written to the CLI; may be nil
 }
 
@@ -159,6 +162,12 @@ func (r *Runner) Done() <-chan struct{} { return r.done }
 // turn at a time, in order. If ctx ends first the message may still be
 // delivered later.
 func (r *Runner) Send(ctx context.Context, text, runID string) (Record, error) {
+	return r.SendThread(ctx, text, runID, "")
+}
+
+// SendThread is Send with the AG-UI thread id the client gave: the run's
+// events carry it.
+func (r *Runner) SendThread(ctx context.Context, text, runID, thread string) (Record, error) {
 	select {
 	case <-r.ready:
 	default:
@@ -167,7 +176,7 @@ func (r *Runner) Send(ctx context.Context, text, runID string) (Record, error) {
 	if st := r.Status().State; st != StateReady {
 		return Record{}, ErrStopping
 	}
-	in := input{text: text, source: SourceUser, runID: runID, started: make(chan Record, 1)}
+	in := input{text: text, source: SourceUser, runID: runID, thread: thread, started: make(chan Record, 1)}
 	select {
 	case r.inbox <- in:
 	case <-ctx.Done():
@@ -307,6 +316,11 @@ func summarize(recs []Record) logHistory {
 // resume outcome from what the CLI says and returns the messages to deliver
 // first.
 func (r *Runner) start() ([]input, error) {
+	// First in every life: AG-UI clients learn here that a turn the last
+	// runner left open will not finish.
+	if _, err := r.append(KindRunner, "started", mustJSON(map[string]any{"pid": os.Getpid()}), false); err != nil {
+		return nil, err
+	}
 	hist := summarize(r.history)
 	r.turn, r.runs = hist.lastTurn, hist.runs
 	prev, err := r.ids.Get(r.cfg.Thread)
@@ -567,7 +581,7 @@ func (r *Runner) begin(in input) (bool, error) {
 	r.turn++
 	r.turnOpen, r.turnSource, r.turnInit, r.firstByte = true, in.source, false, false
 	r.turnRunID = RunID(r.turn, in.runID)
-	rec, err := r.append(KindInput, in.source, mustJSON(inputData{Text: in.text, RunID: in.runID}), true)
+	rec, err := r.append(KindInput, in.source, mustJSON(inputData{Text: in.text, RunID: in.runID, Thread: in.thread}), true)
 	if err != nil {
 		return false, err
 	}

@@ -72,12 +72,23 @@ func TestStopBudget(t *testing.T) {
 	if len(stops) != 1 || !strings.Contains(string(stops[0].Data), `"turn_open":true`) {
 		t.Fatalf("stopped records %v", stops)
 	}
-	evs := Translate(stops[0], "main")
-	if len(evs) == 0 || evs[0].Event.Type() != "RUN_ERROR" || evs[0].Event.GetBaseEvent() == nil {
-		t.Fatalf("stop of an open turn translates to %v", evs)
+	// In the AG-UI stream, run-x ends with the stop: one RUN_ERROR, code
+	// "stopped", after the CUSTOM event.
+	var runX []Event
+	tr := NewTranslator("main")
+	for _, rec := range readLog(t, ws) {
+		for _, e := range tr.Record(rec) {
+			if e.Run == "run-x" {
+				runX = append(runX, e)
+			}
+		}
 	}
-	if !strings.Contains(mustEventJSON(t, evs[0]), `"runId":"run-x"`) {
-		t.Errorf("RUN_ERROR does not name run-x: %s (input %d)", mustEventJSON(t, evs[0]), in.Turn)
+	if err := checkProtocol(runX); err != nil {
+		t.Errorf("run-x's events: %v", err)
+	}
+	if n := len(runX); n < 2 || runX[n-1].Event.Type() != "RUN_ERROR" || runX[n-2].Event.Type() != "CUSTOM" ||
+		!strings.Contains(mustEventJSON(t, runX[n-1]), `"code":"stopped"`) {
+		t.Fatalf("run-x of the stopped turn does not end with CUSTOM then RUN_ERROR stopped: %v (input %d)", typesOf(runX), in.Turn)
 	}
 }
 

@@ -31,7 +31,8 @@ var provided = map[string]string{
 	"true":   "machine (coreutils)",
 	"uname":  "machine (coreutils); the benchmark report's machine line",
 	"go":     "machine (the Go toolchain that builds tether)",
-	"npm":    "machine (Node.js and npm); used by hack/install-claude.sh",
+	"npm":    "machine (Node.js and npm); used by hack/install-claude.sh and hack/install-agui.sh",
+	"node":   "machine (Node.js); runs the official AG-UI client (hack/install-agui.sh) in TestAGUIConformance",
 	"rclone": "make rclone (hack/install-rclone.sh, into $(CACHE)/bin)",
 }
 
