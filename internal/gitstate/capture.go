@@ -129,6 +129,9 @@ type repo struct {
 	format    string // object format
 	// filtersOff switches off the filter drivers the repository defines.
 	filtersOff [][2]string
+	// localConfig is the repository's own config file, as
+	// `git config --local -z --list` would print it ("key\nvalue" each).
+	localConfig []string
 }
 
 func openRepo(ctx context.Context, dir string) (*repo, error) {
@@ -155,7 +158,7 @@ func openRepo(ctx context.Context, dir string) (*repo, error) {
 	// The repository's config, which the agent writes, may name a filter
 	// driver that any command reading the working tree or the index would
 	// run: every command in it runs with those drivers switched off.
-	if r.filtersOff, err = filterOverrides(ctx, gitCmd{dir: abs, env: []string{"GIT_DIR=" + r.gitDir}}); err != nil {
+	if r.filtersOff, r.localConfig, err = readConfig(ctx, gitCmd{dir: abs, env: []string{"GIT_DIR=" + r.gitDir}}, abs, r.commonDir); err != nil {
 		return nil, fmt.Errorf("open git repository %s: %w", abs, err)
 	}
 	want, err1 := filepath.EvalSymlinks(abs)
@@ -629,14 +632,7 @@ var infoFiles = []string{"exclude", "attributes"}
 // keys outside it are read only to warn: core.sparsecheckout and
 // extensions.partialclone.
 func (c *capturer) readMeta(ctx context.Context, st *State) error {
-	out, err := c.repo.git().run(ctx, nil, "config", "--local", "-z", "--list")
-	if err != nil && exitCode(err) != 1 {
-		return err
-	}
-	for _, kv := range strings.Split(string(out), "\x00") {
-		if kv == "" {
-			continue
-		}
+	for _, kv := range c.repo.localConfig {
 		k, v, _ := strings.Cut(kv, "\n")
 		switch {
 		case k == "core.sparsecheckout" && v == "true":
@@ -1039,31 +1035,58 @@ func emptyDir(dir string) error {
 	return nil
 }
 
-// filterOverrides returns config entries that switch off every filter
-// driver the repository's config (with its includes) defines: an empty
-// clean, smudge and process command is no command, and a filter that is not
-// required may be missing. Command-line config wins over the repository's.
-func filterOverrides(ctx context.Context, g gitCmd) ([][2]string, error) {
-	out, err := g.run(ctx, nil, "config", "-z", "--includes", "--name-only", "--get-regexp", `^filter\.`)
-	if err != nil && exitCode(err) != 1 {
-		return nil, err
+// readConfig reads the repository's config, with its includes, in one git
+// process: the overrides that switch off every filter driver it defines
+// (an empty clean, smudge and process command is no command, and a filter
+// that is not required may be missing; command-line config wins over the
+// repository's), and the entries of its own config file (commonDir/config,
+// what `git config --local -z --list` prints) for State.Config. dir is where
+// g runs, for the relative paths git prints as origins.
+func readConfig(ctx context.Context, g gitCmd, dir, commonDir string) (filtersOff [][2]string, local []string, err error) {
+	out, err := g.run(ctx, nil, "config", "-z", "--includes", "--show-origin", "--list")
+	if err != nil {
+		return nil, nil, err
 	}
-	seen := map[string]bool{}
-	var kv [][2]string
-	for _, k := range strings.Split(string(out), "\x00") {
+	localFile, lerr := os.Stat(filepath.Join(commonDir, "config"))
+	isLocal := map[string]bool{} // origin -> it is the local config file
+	local = []string{}
+	drivers := map[string]bool{}
+	// Each entry is "<origin>\0<key>\n<value>\0", or "<origin>\0<key>\0"
+	// for a key without a value.
+	f := strings.Split(string(out), "\x00")
+	for i := 0; i+1 < len(f); i += 2 {
+		origin, kv := f[i], f[i+1]
+		if path, ok := strings.CutPrefix(origin, "file:"); ok && lerr == nil {
+			l, known := isLocal[origin]
+			if !known {
+				if !filepath.IsAbs(path) {
+					path = filepath.Join(dir, path)
+				}
+				fi, err := os.Stat(path)
+				l = err == nil && os.SameFile(fi, localFile)
+				isLocal[origin] = l
+			}
+			if l {
+				local = append(local, kv)
+			}
+		}
+		k, _, _ := strings.Cut(kv, "\n")
+		if !strings.HasPrefix(strings.ToLower(k), "filter.") {
+			continue
+		}
 		first, last := strings.Index(k, "."), strings.LastIndex(k, ".")
 		if first < 0 || last <= first {
 			continue
 		}
 		drv := k[first+1 : last]
-		if seen[drv] {
+		if drivers[drv] {
 			continue
 		}
-		seen[drv] = true
+		drivers[drv] = true
 		for _, v := range []string{"clean", "smudge", "process"} {
-			kv = append(kv, [2]string{"filter." + drv + "." + v, ""})
+			filtersOff = append(filtersOff, [2]string{"filter." + drv + "." + v, ""})
 		}
-		kv = append(kv, [2]string{"filter." + drv + ".required", "false"})
+		filtersOff = append(filtersOff, [2]string{"filter." + drv + ".required", "false"})
 	}
-	return kv, nil
+	return filtersOff, local, nil
 }

@@ -20,7 +20,7 @@ import (
 // commit signing, the ext:: transport, attributes from a global file. Filter
 // drivers cannot be switched off as a whole: a restore writes no filter.*
 // config (AllowedConfig), and a capture switches off by name each driver the
-// repository's config defines (filterOverrides). They also stop git from
+// repository's config defines (readConfig). They also stop git from
 // writing split-index files next to the user's index and from starting
 // background gc or maintenance.
 var gitConfigArgs = []string{
