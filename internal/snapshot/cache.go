@@ -109,7 +109,7 @@ func (c *statCache) store(manifest, baseRaw []byte, id string, objectSize int64,
 	}
 	ignored := make(map[string]ignoredList, len(st.ignored))
 	for repo, l := range st.ignored {
-		ignored[repo] = ignoredList{Units: toNames(l.Units), Truncated: l.Truncated}
+		ignored[repo] = ignoredList{Units: toNames(l.Units), Truncated: l.Truncated, Key: l.Key}
 	}
 	data, err := json.Marshal(statCacheFile{Base: id, ObjectSize: objectSize, Stats: toKeys(st.stats), Repos: toKeys(st.repoFP),
 		Ignored: toKeys(ignored)})

@@ -36,6 +36,9 @@ type ignoredUnit struct {
 type ignoredList struct {
 	Units     []string `json:"units,omitempty"`
 	Truncated bool     `json:"truncated,omitempty"`
+	// Key is the repository's ignoreKey (see repoFingerprint) when git
+	// listed it: a capture with the same key takes this listing.
+	Key string `json:"key,omitempty"`
 }
 
 // listIgnored finds what the repositories w.repos[from:] (one just captured

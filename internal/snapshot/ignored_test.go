@@ -339,6 +339,33 @@ func TestIgnoredListingCached(t *testing.T) {
 	restored("after a new ignored file")
 	settle()
 
+	// An edit of a tracked file: src/app is captured again, and what it
+	// ignores is what it ignored (no directory, .gitignore or git file
+	// changed), so nobody asks git for it.
+	gittest.Write(t, filepath.Join(ws, "src", "app"), "main.go", "package main // edited twice\n")
+	settle()
+	st, calls = saveOnce("after an edit of a tracked file")
+	if count(calls, "rev-parse --path-format=absolute") != 1 || count(calls, "ls-files -z --others --ignored") != 0 || st.ReposCaptured != 1 {
+		t.Errorf("after an edit of a tracked file: %d captured, git %q; want src/app captured, its ignored files not listed again", st.ReposCaptured, calls)
+	}
+	restored("after an edit of a tracked file")
+	settle()
+	// A .gitignore edited in place, so that an untracked file becomes
+	// ignored with no directory changed: listed again.
+	writeFile(t, filepath.Join(ws, "src/app/scratch.tmp"), []byte("scratch\n"), 0o600)
+	settle()
+	saveOnce("after a new untracked file")
+	settle()
+	gittest.Write(t, filepath.Join(ws, "src", "app"), ".gitignore", ".env\n/config/local.yml\nbuild/\n*.log\nbig/\n*.tmp\n")
+	ignored["src/app/scratch.tmp"] = "scratch\n"
+	settle()
+	st, calls = saveOnce("after a .gitignore edit")
+	if count(calls, "ls-files -z --others --ignored") != 1 || st.Ignored == 0 {
+		t.Errorf("after a .gitignore edit: %d ignored entries kept, git %q; want src/app's ignored files listed again", st.Ignored, calls)
+	}
+	restored("after a .gitignore edit")
+	settle()
+
 	// A cache naming what lies outside the repository is listed again.
 	matches, _ := filepath.Glob(filepath.Join(opts.CacheDir, "snapshot", "*", "stats.json"))
 	if len(matches) != 1 {

@@ -33,38 +33,46 @@ const maxFingerprintEntries = 200_000
 // git configuration (a global excludes file), which a fingerprint misses
 // until the next change in the repository.
 //
+// ignoreKey hashes the part of the same walk that decides what git lists
+// as ignored (see listIgnored): the path and type of every entry of the
+// working tree (what is created, removed or renamed), every .gitignore, and
+// the git directories (index, info/exclude, config) as fp does. An edit of
+// other files changes fp, not ignoreKey: a capture after it reuses the
+// last listing instead of asking git again.
+//
 // ok is false when the fingerprint cannot be trusted: an entry changed
 // within racyWindow of since (it may change again within the same timestamp
 // tick), or the walk found more than maxFingerprintEntries entries.
-func repoFingerprint(abs string, since time.Time) (fp string, ok bool, err error) {
-	w := &fpWalk{h: sha256.New(), racy: since.Add(-racyWindow).UnixNano()}
+func repoFingerprint(abs string, since time.Time) (fp, ignoreKey string, ok bool, err error) {
+	w := &fpWalk{h: sha256.New(), ih: sha256.New(), racy: since.Add(-racyWindow).UnixNano()}
 	if err := w.dir(abs, "", false); err != nil {
-		return "", false, err
+		return "", "", false, err
 	}
 	gitDir, commonDir, err := gitDirs(abs)
 	if err != nil {
-		return "", false, err
+		return "", "", false, err
 	}
 	if gitDir != filepath.Join(abs, ".git") { // a .git directory was walked with the tree
 		w.write("\x00gitdir")
 		if err := w.dir(gitDir, "", true); err != nil {
-			return "", false, err
+			return "", "", false, err
 		}
 	}
 	if commonDir != gitDir {
 		w.write("\x00commondir")
 		if err := w.dir(commonDir, "", true); err != nil {
-			return "", false, err
+			return "", "", false, err
 		}
 	}
 	if w.untrusted {
-		return "", false, nil
+		return "", "", false, nil
 	}
-	return hex.EncodeToString(w.h.Sum(nil)), true, nil
+	return hex.EncodeToString(w.h.Sum(nil)), hex.EncodeToString(w.ih.Sum(nil)), true, nil
 }
 
 type fpWalk struct {
 	h         hash.Hash
+	ih        hash.Hash // ignoreKey's
 	racy      int64
 	n         int
 	untrusted bool
@@ -72,7 +80,7 @@ type fpWalk struct {
 	st        unix.Stat_t
 }
 
-func (w *fpWalk) write(s string) { _, _ = w.h.Write([]byte(s)) }
+func (w *fpWalk) write(s string) { _, _ = w.h.Write([]byte(s)); _, _ = w.ih.Write([]byte(s)) }
 
 // dir hashes the entries under dir (rel is its path in the hash). inGit says
 // dir is inside a git directory, where object databases are left out.
@@ -124,6 +132,13 @@ func (w *fpWalk) dir(dir, rel string, inGit bool) error {
 		r = binary.LittleEndian.AppendUint64(r, w.st.Ino)
 		r = binary.LittleEndian.AppendUint64(r, uint64(w.st.Dev)) //nolint:unconvert // not uint64 everywhere
 		_, _ = w.h.Write(r)
+		if inGit || name == ".gitignore" {
+			_, _ = w.ih.Write(r)
+		} else {
+			// The path and its type: what is created, removed or renamed.
+			_, _ = w.ih.Write(r[:len(rel)+1+len(name)+1])
+			_, _ = w.ih.Write([]byte{byte(w.st.Mode >> 12)})
+		}
 		w.rec = r
 		if isDir {
 			// A .git directory anywhere (the repository's own, an embedded

@@ -93,11 +93,11 @@ func (w *saveRun) captureRepo(rel string) error {
 	// fingerprint differ, and the next save captures again. A repository
 	// known to have changed gets none: no fingerprint is recorded for this
 	// capture, so the next one fingerprints and captures.
-	var fp string
+	var fp, ignoreKey string
 	var fpOK bool
 	if w.s.opts.RepoChanged == nil || !w.s.opts.RepoChanged(rel) {
 		var err error
-		if fp, fpOK, err = repoFingerprint(abs, w.start); err != nil {
+		if fp, ignoreKey, fpOK, err = repoFingerprint(abs, w.start); err != nil {
 			return gitError{fmt.Errorf("fingerprint of git repository %s: %w", QuotePath(rel), err)}
 		}
 	}
@@ -120,16 +120,29 @@ func (w *saveRun) captureRepo(rel string) error {
 	if prev != nil {
 		prevState = prev.State
 	}
-	res, err := gitstate.Capture(w.ctx, abs, prevState, gitstate.CaptureOptions{ObjectDir: objDir, ScratchDir: scratch, ListIgnored: w.s.opts.KeepIgnored > 0})
+	// What git ignores here is what it ignored at the last listing when
+	// no directory, .gitignore or git file changed since (an edit of a
+	// tracked file): the capture need not ask again.
+	listed, reuse := w.s.ignored[rel]
+	reuse = reuse && fpOK && listed.Key != "" && listed.Key == ignoreKey
+	res, err := gitstate.Capture(w.ctx, abs, prevState, gitstate.CaptureOptions{ObjectDir: objDir, ScratchDir: scratch, ListIgnored: w.s.opts.KeepIgnored > 0 && !reuse})
 	if err != nil {
 		if w.ctx.Err() != nil {
 			return w.ctx.Err()
 		}
 		return gitError{err}
 	}
-	if w.s.opts.KeepIgnored > 0 && res.IgnoredErr == nil {
+	switch {
+	case w.s.opts.KeepIgnored <= 0:
+	case reuse:
+		w.newIgnored[rel] = listed
+	case res.IgnoredErr == nil:
 		// (A listing that failed is asked for again, and reported, by listIgnored.)
-		w.newIgnored[rel] = ignoredUnits(rel, res.Ignored, res.IgnoredTruncated)
+		l := ignoredUnits(rel, res.Ignored, res.IgnoredTruncated)
+		if fpOK {
+			l.Key = ignoreKey
+		}
+		w.newIgnored[rel] = l
 	}
 	st := res.State
 	entry := RepoEntry{Path: rel, State: &st}
