@@ -28,15 +28,7 @@ func aguiDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("TETHER_AGUI_DIR")
 	if dir == "" {
-		cache := os.Getenv("TETHER_CACHE_DIR")
-		if cache == "" {
-			cache = os.Getenv("CACHE")
-		}
-		if cache == "" {
-			home, _ := os.UserHomeDir()
-			cache = filepath.Join(home, ".cache", "tether")
-		}
-		dir = filepath.Join(cache, "npm", "agui-"+AGUIVersion)
+		dir = filepath.Join(modelserver.CacheDir(), "npm", "agui-"+AGUIVersion)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@ag-ui", "client")); err != nil {
 		msg := "the AG-UI client is not installed at " + dir + "; run hack/install-agui.sh (make agui-client)"

@@ -12,6 +12,12 @@ const ClaudeVersion = "2.1.328"
 // ClaudePath is where hack/install-claude.sh installs the CLI under the
 // cache directory: $TETHER_CACHE_DIR, else $CACHE, else ~/.cache/tether.
 func ClaudePath() string {
+	return filepath.Join(CacheDir(), "npm", "claude-code-"+ClaudeVersion, "node_modules", ".bin", "claude")
+}
+
+// CacheDir is where the hack/ scripts install test dependencies:
+// $TETHER_CACHE_DIR, else $CACHE, else ~/.cache/tether.
+func CacheDir() string {
 	cache := os.Getenv("TETHER_CACHE_DIR")
 	if cache == "" {
 		cache = os.Getenv("CACHE")
@@ -20,7 +26,7 @@ func ClaudePath() string {
 		home, _ := os.UserHomeDir()
 		cache = filepath.Join(home, ".cache", "tether")
 	}
-	return filepath.Join(cache, "npm", "claude-code-"+ClaudeVersion, "node_modules", ".bin", "claude")
+	return cache
 }
 
 // CLIEnv returns the environment for a CLI that talks only to this server and
