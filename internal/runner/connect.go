@@ -259,16 +259,7 @@ func (fl *frameLog) connectFrames(seq int64, skip int, state any) ([]byte, error
 		return nil, err
 	}
 	var b bytes.Buffer
-	write := func(ev events.Event) error {
-		data, err := ev.ToJSON()
-		if err != nil {
-			return err
-		}
-		b.WriteString("data: ")
-		b.Write(data)
-		b.WriteString("\n\n")
-		return nil
-	}
+	write := func(ev events.Event) error { return writeFrame(&b, ev) }
 	run := "tether-connect-" + strconv.FormatInt(seq, 10) + "-" + strconv.Itoa(skip)
 	if len(open.runStarted) > 0 {
 		b.Write(open.runStarted)

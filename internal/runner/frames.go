@@ -344,24 +344,13 @@ func (fl *frameLog) resumePrefix(seq int64, skip int) (openAt, error) {
 		fl.mu.Unlock()
 		return openAt{}, nil
 	}
-	var prefix bytes.Buffer
-	writeFrame := func(ev events.Event) error {
-		data, err := ev.ToJSON()
-		if err != nil {
-			return err
-		}
-		prefix.WriteString("data: ")
-		prefix.Write(data)
-		prefix.WriteString("\n\n")
-		return nil
-	}
-	if err := writeFrame(events.NewRunStartedEvent(sg.thread, sg.run)); err != nil {
+	var o openAt
+	var started bytes.Buffer
+	if err := writeFrame(&started, events.NewRunStartedEvent(sg.thread, sg.run)); err != nil {
 		fl.mu.Unlock()
 		return openAt{}, err
 	}
-	var o openAt
-	o.runStarted = bytes.Clone(prefix.Bytes())
-	prefix.Reset()
+	o.runStarted = started.Bytes()
 	// Text messages and tool calls open and close within a record: only
 	// the record of the resume point can hold one that is cut.
 	from, to := fl.eventOffset(fr, sg.from), fl.eventOffset(fr, at+1)
@@ -373,16 +362,13 @@ func (fl *frameLog) resumePrefix(seq int64, skip int) (openAt, error) {
 	if _, err := fl.f.ReadAt(buf, from); err != nil {
 		return openAt{}, fmt.Errorf("AG-UI frame cache: %w", err)
 	}
-	type head struct {
-		Type, MessageID, Role, ToolCallID, ToolCallName, ParentMessageID string
-	}
-	var text, tool *head
+	var text, tool *frameHead
 	for _, frame := range bytes.Split(buf, []byte("\n\n")) {
 		_, data, ok := bytes.Cut(frame, []byte("\ndata: "))
 		if !ok {
 			continue
 		}
-		var h head
+		var h frameHead
 		if json.Unmarshal(data, &h) != nil {
 			continue
 		}
@@ -397,19 +383,33 @@ func (fl *frameLog) resumePrefix(seq int64, skip int) (openAt, error) {
 			tool = nil
 		}
 	}
+	var starts bytes.Buffer
 	var err error
 	if text != nil {
-		err = writeFrame(events.NewTextMessageStartEvent(text.MessageID, events.WithRole(firstNonEmpty(text.Role, "assistant"))))
+		err = writeFrame(&starts, events.NewTextMessageStartEvent(text.MessageID, events.WithRole(firstNonEmpty(text.Role, "assistant"))))
 	}
 	if tool != nil && err == nil {
 		var opts []events.ToolCallStartOption
 		if tool.ParentMessageID != "" {
 			opts = append(opts, events.WithParentMessageID(tool.ParentMessageID))
 		}
-		err = writeFrame(events.NewToolCallStartEvent(tool.ToolCallID, tool.ToolCallName, opts...))
+		err = writeFrame(&starts, events.NewToolCallStartEvent(tool.ToolCallID, tool.ToolCallName, opts...))
 	}
-	o.starts = prefix.Bytes()
+	o.starts = starts.Bytes()
 	return o, err
+}
+
+// writeFrame appends ev to b as an SSE frame without an id: one a stream
+// starts with to restate what is open, not an event of the log.
+func writeFrame(b *bytes.Buffer, ev events.Event) error {
+	data, err := ev.ToJSON()
+	if err != nil {
+		return err
+	}
+	b.WriteString("data: ")
+	b.Write(data)
+	b.WriteString("\n\n")
+	return nil
 }
 
 // maxPrefixScan bounds what resumePrefix reads of a record: a text message

@@ -361,12 +361,9 @@ func (s *server) run(w http.ResponseWriter, req *http.Request) {
 
 // sessionState is the STATE_SNAPSHOT of a connecting client: the runner's
 // status and how many times the session's runner restarted.
-func (s *server) sessionState() map[string]any {
+func (s *server) sessionState(fl *frameLog) map[string]any {
 	st := s.r.Status()
-	restarts := 0
-	if fl, err := s.frameLog(); err == nil {
-		restarts = max(fl.lifeCount()-1, 0)
-	}
+	restarts := max(fl.lifeCount()-1, 0)
 	return map[string]any{
 		"thread": st.Thread, "phase": st.State, "sessionId": st.SessionID, "turns": st.Turns, "turnOpen": st.TurnOpen,
 		"resume": st.Resume.Outcome, "restarts": restarts,
@@ -408,7 +405,7 @@ func (s *server) replay(w http.ResponseWriter, req *http.Request) {
 		if last == "" {
 			seq, next = fl.liveEnd(), 0
 		}
-		prefix, err = fl.connectFrames(seq, next, s.sessionState())
+		prefix, err = fl.connectFrames(seq, next, s.sessionState(fl))
 	} else {
 		var o openAt
 		o, err = fl.resumePrefix(seq, next)
