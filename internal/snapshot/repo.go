@@ -336,7 +336,7 @@ func (r *Repo) Latest(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return r.current(ctx, ids)
+	return r.current(ctx, ids, nil)
 }
 
 // Resolve turns a user's snapshot id ("", "latest", "42") into an existing id.
@@ -349,7 +349,7 @@ func (r *Repo) Resolve(ctx context.Context, want string) (string, error) {
 		if len(ids) == 0 {
 			return "", fmt.Errorf("%s has no snapshots yet", r)
 		}
-		id, err := r.current(ctx, ids)
+		id, err := r.current(ctx, ids, nil)
 		if err == nil && id == "" {
 			err = fmt.Errorf("every snapshot of %s is stale (saved by a writer after a newer one took the session over; `tether snapshot ls` shows them): name one explicitly to restore it", r)
 		}

@@ -76,7 +76,9 @@ type SaveOptions struct {
 	// Writer, when set, gives the writer epoch this Saver saves as (see
 	// TakeEpoch). It is called at the first save, and again only until it
 	// succeeds: a Saver never changes epoch, so once a newer epoch exists
-	// every save returns a FencedError. Nil: no fencing, manifests of epoch 0.
+	// every save returns a FencedError. It may return nil, nil only when
+	// the session has no epoch at all (JoinNewest): that save is of epoch 0
+	// and the next asks again. Nil: no fencing, manifests of epoch 0.
 	Writer func(ctx context.Context) (*Writer, error)
 	// Host is recorded in manifests (default: os.Hostname).
 	Host string
@@ -339,7 +341,8 @@ func (s *Saver) setBase(m *Manifest, stats map[string]fileState) {
 // Save writes a new snapshot of the workspace and returns what it did.
 func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	start := s.opts.Now()
-	if err := s.checkFence(ctx); err != nil {
+	epochs, err := s.checkFence(ctx)
+	if err != nil {
 		return nil, err
 	}
 	unlock, err := s.repo.lock(ctx, lockShared)
@@ -359,7 +362,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	}
 	// The parent is the newest snapshot that is not stale: a fenced
 	// writer's late snapshot is never built upon.
-	latest, err := s.repo.current(ctx, ids)
+	latest, err := s.repo.current(ctx, ids, epochs)
 	if err != nil {
 		return nil, fmt.Errorf("save %s: %w", s.repo, err)
 	}
@@ -478,7 +481,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 	obj := encode(raw)
 	// The last moment to learn that a newer writer took over: after this
 	// the snapshot exists (and, if it loses this race, is stale).
-	if err := s.checkFence(ctx); err != nil {
+	if _, err := s.checkFence(ctx); err != nil {
 		return nil, err
 	}
 	// The manifest is written last and only if absent: it is what makes the

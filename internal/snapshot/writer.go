@@ -331,21 +331,22 @@ func JoinNewest(ctx context.Context, r *Repo) (*Writer, error) {
 	return r.LoadWriter(ctx, epochs[len(epochs)-1])
 }
 
-// checkFence returns a FencedError when an epoch newer than w's exists.
-func (r *Repo) checkFence(ctx context.Context, w *Writer) error {
+// checkFence returns a FencedError when an epoch newer than w's exists, and
+// the epochs it listed.
+func (r *Repo) checkFence(ctx context.Context, w *Writer) ([]uint64, error) {
 	epochs, err := r.Epochs(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(epochs) == 0 || epochs[len(epochs)-1] <= w.Epoch {
-		return nil
+		return epochs, nil
 	}
 	newest := epochs[len(epochs)-1]
 	fe := &FencedError{Session: r.Namespace + "/" + r.Session, Own: w, By: &Writer{Epoch: newest}}
 	if by, err := r.LoadWriter(ctx, newest); err == nil {
 		fe.By = by
 	}
-	return fe
+	return epochs, fe
 }
 
 // readHead returns the writer of snapshot id, reading only its manifest.
@@ -455,13 +456,19 @@ func (r *Repo) Stale(ctx context.Context, ids []string) (map[string]*Staleness, 
 // stale, or "" when there is none. It reads manifests from the newest down
 // and usually stops at the first: a snapshot of the newest epoch cannot be
 // stale.
-func (r *Repo) current(ctx context.Context, ids []string) (string, error) {
+//
+// epochs, when not nil, are the session's epochs as the caller listed them
+// (see Saver.checkFence); nil: current lists them.
+func (r *Repo) current(ctx context.Context, ids []string, epochs []uint64) (string, error) {
 	if len(ids) == 0 {
 		return "", nil
 	}
-	rule, err := r.staleRule(ctx)
-	if err != nil {
-		return "", err
+	rule := &staleRule{r: r, epochs: epochs}
+	if epochs == nil {
+		var err error
+		if rule, err = r.staleRule(ctx); err != nil {
+			return "", err
+		}
 	}
 	if len(rule.epochs) == 0 {
 		return ids[len(ids)-1], nil
@@ -488,32 +495,39 @@ func (r *Repo) current(ctx context.Context, ids []string) (string, error) {
 
 // checkFence makes sure the Saver has its writer epoch (taking it at the
 // first save) and that no newer epoch exists. Once fenced, always fenced.
-func (s *Saver) checkFence(ctx context.Context) error {
+// It runs at the start of a save, so that a fenced writer writes nothing,
+// and again right before the manifest is written.
+//
+// It returns the epochs it listed, which the start of a save uses to choose
+// its parent (current) instead of listing them again; nil when it listed
+// none. A Writer that gives nil (JoinNewest of a session that has no epoch)
+// has just seen that the session has none: an empty list.
+func (s *Saver) checkFence(ctx context.Context) ([]uint64, error) {
 	if s.fenced != nil {
-		return s.fenced
+		return nil, s.fenced
 	}
 	if s.opts.Writer == nil {
-		return nil
+		return nil, nil
 	}
 	if s.writer == nil {
 		w, err := s.opts.Writer(ctx)
 		if err != nil {
-			return fmt.Errorf("save %s: writer epoch: %w", s.repo, err)
+			return nil, fmt.Errorf("save %s: writer epoch: %w", s.repo, err)
 		}
 		if w == nil {
-			return nil // no epoch to save as (JoinNewest of a session without any)
+			return []uint64{}, nil // no epoch to save as (JoinNewest of a session without any)
 		}
 		s.writer = w
 	}
-	err := s.repo.checkFence(ctx, s.writer)
+	epochs, err := s.repo.checkFence(ctx, s.writer)
 	var fe *FencedError
 	if errors.As(err, &fe) {
 		s.fenced = fe
 	}
 	if err != nil && fe == nil {
-		return fmt.Errorf("save %s: check writer epoch: %w", s.repo, err)
+		return nil, fmt.Errorf("save %s: check writer epoch: %w", s.repo, err)
 	}
-	return err
+	return epochs, err
 }
 
 // Writer returns the epoch the Saver saves as (nil before its first save, or

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tether-dev/tether/internal/store"
 	"github.com/tether-dev/tether/internal/store/storefault"
+	"github.com/tether-dev/tether/internal/store/storetest"
 )
 
 // TestTakeEpochConcurrent: takers of one session, each with its own store
@@ -183,7 +184,7 @@ func TestStaleRuleCorruptEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fe *FencedError
-	if err := repo.checkFence(ctx, own); !errors.As(err, &fe) || fe.By.Epoch != 2 || strings.ContainsAny(err.Error(), "\x1b\n") {
+	if _, err := repo.checkFence(ctx, own); !errors.As(err, &fe) || fe.By.Epoch != 2 || strings.ContainsAny(err.Error(), "\x1b\n") {
 		t.Fatalf("fence check with a corrupt newer epoch: %v", err)
 	}
 }
@@ -333,4 +334,39 @@ func listKeys(t *testing.T, st store.Store, prefix string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// TestSaveListsEpochsTwice pins what fencing costs a steady save: it lists
+// writers/ at the start (so that a fenced writer writes nothing; the same
+// listing chooses the parent) and right before the manifest, and nothing
+// else of writers/. Every listing is a round trip to the store per save.
+func TestSaveListsEpochsTwice(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, storetest.FileURL(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fault := storefault.New(st, 1)
+	repo, err := OpenRepo(fault, "default", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := t.TempDir()
+	s, err := NewSaver(repo, ws, SaveOptions{Writer: func(ctx context.Context) (*Writer, error) { return TakeEpoch(ctx, repo, "sync") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3 {
+		writeFile(t, filepath.Join(ws, "a.txt"), fmt.Appendf(nil, "edit %d", i), 0o644)
+		before := fault.Calls(storefault.List)
+		if _, err := s.Save(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// writers/ twice, locks/ and snapshots/ once each.
+		if n := fault.Calls(storefault.List) - before; i > 0 && n != 4 {
+			t.Fatalf("save %d listed the store %d times, want 4", i, n)
+		}
+	}
 }
