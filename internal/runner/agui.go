@@ -3,6 +3,7 @@ package runner
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -50,6 +51,79 @@ type Translator struct {
 	// text is the AG-UI id of the last text message made of each assistant
 	// message of the open run: its tool calls' parent.
 	text map[string]string
+	// stream is what the CLI's partial messages (stream_event lines) of the
+	// open run have opened and streamed.
+	stream streamState
+}
+
+// streamState follows the text blocks of the assistant message the model
+// is streaming. Each becomes a text message as it streams: start at its
+// content_block_start, a content event per text delta, end at its
+// content_block_stop. The complete message the CLI prints as well (before
+// or after the block's end) then adds no text of its own: each of its text
+// blocks is matched, by its text, with the first streamed block that has
+// not been matched yet.
+type streamState struct {
+	msg    string                // the streaming message's id (message_start)
+	open   map[int]*streamedText // content block index -> its text message
+	blocks []*streamedText       // the run's streamed blocks not matched yet, in order
+}
+
+// streamedText is one text block as it streamed.
+type streamedText struct {
+	id     string
+	text   strings.Builder // up to maxMatchText bytes of it
+	long   bool            // text holds only its beginning
+	closed bool
+}
+
+// maxMatchText bounds what is kept of a streamed block to match it with
+// the complete message.
+const maxMatchText = 1 << 20
+
+func (b *streamedText) add(s string) {
+	if b.text.Len()+len(s) > maxMatchText {
+		b.long = true
+		s = s[:max(0, maxMatchText-b.text.Len())]
+	}
+	b.text.WriteString(s)
+}
+
+// matches reports whether a complete text block is the one b streamed (or
+// is streaming).
+func (b *streamedText) matches(text string) bool {
+	if b.closed && !b.long {
+		return text == b.text.String()
+	}
+	return strings.HasPrefix(text, b.text.String())
+}
+
+// match takes the first streamed block that text is: its id, or "".
+func (st *streamState) match(text string) string {
+	for i, b := range st.blocks {
+		if b.matches(text) {
+			st.blocks = st.blocks[i+1:]
+			return b.id
+		}
+	}
+	return ""
+}
+
+// streamEvent is what the translator reads of a Messages API stream event.
+type streamEvent struct {
+	Type    string `json:"type"`
+	Index   int    `json:"index"`
+	Message struct {
+		ID string `json:"id"`
+	} `json:"message"`
+	ContentBlock struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	} `json:"content_block"`
+	Delta struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	} `json:"delta"`
 }
 
 // NewTranslator translates a log from its first record; thread is the
@@ -76,13 +150,84 @@ func (e *emitter) open(id, thread, why string) {
 	if e.t.run != "" {
 		e.fail(why, "superseded")
 	}
-	e.t.run, e.t.runThread, e.t.text = id, thread, map[string]string{}
+	e.t.run, e.t.runThread, e.t.text, e.t.stream = id, thread, map[string]string{}, streamState{}
 	e.add(events.NewRunStartedEvent(thread, id))
 }
 
 func (e *emitter) finish(ev events.Event) {
+	e.endStreamed()
 	e.add(ev)
-	e.t.run, e.t.text = "", nil
+	e.t.run, e.t.text, e.t.stream = "", nil, streamState{}
+}
+
+// endStreamed ends the text messages a stream left open (the CLI died
+// mid-reply, or the turn ended without the block's end): a run ends with
+// none open.
+func (e *emitter) endStreamed() {
+	idx := make([]int, 0, len(e.t.stream.open))
+	for i := range e.t.stream.open {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		e.add(events.NewTextMessageEndEvent(e.t.stream.open[i].id))
+	}
+	e.t.stream.open = nil
+}
+
+// streaming returns the id of the text message the model is streaming in
+// the open run, "" when none.
+func (t *Translator) streaming() string {
+	first, id := -1, ""
+	for i, b := range t.stream.open {
+		if first < 0 || i < first {
+			first, id = i, b.id
+		}
+	}
+	return id
+}
+
+// streamed translates a partial message of the open run: text deltas only
+// (tool calls and the rest come from the complete message).
+func (t *Translator) streamed(e *emitter, raw json.RawMessage) {
+	var se streamEvent
+	if t.run == "" || json.Unmarshal(raw, &se) != nil {
+		return // between runs there is no message to stream into; the complete one follows
+	}
+	st := &t.stream
+	switch se.Type {
+	case "message_start":
+		st.msg = se.Message.ID
+	case "content_block_start":
+		if se.ContentBlock.Type != "text" {
+			return
+		}
+		b := &streamedText{id: firstNonEmpty(st.msg, "msg") + "." + strconv.FormatInt(e.rec.Seq, 10) + ".s"}
+		if st.open == nil {
+			st.open = map[int]*streamedText{}
+		}
+		st.open[se.Index] = b
+		st.blocks = append(st.blocks, b)
+		e.add(events.NewTextMessageStartEvent(b.id, events.WithRole("assistant")))
+		if se.ContentBlock.Text != "" {
+			b.add(se.ContentBlock.Text)
+			e.add(events.NewTextMessageContentEvent(b.id, se.ContentBlock.Text))
+		}
+		t.text[firstNonEmpty(st.msg, "msg")] = b.id
+	case "content_block_delta":
+		if b := st.open[se.Index]; b != nil && se.Delta.Type == "text_delta" && se.Delta.Text != "" {
+			b.add(se.Delta.Text)
+			e.add(events.NewTextMessageContentEvent(b.id, se.Delta.Text))
+		}
+	case "content_block_stop":
+		b := st.open[se.Index]
+		if b == nil {
+			return
+		}
+		delete(st.open, se.Index)
+		b.closed = true
+		e.add(events.NewTextMessageEndEvent(b.id))
+	}
 }
 
 func (e *emitter) fail(msg, code string) {
@@ -204,6 +349,8 @@ func (t *Translator) cli(e *emitter) {
 	}
 	seq := strconv.FormatInt(rec.Seq, 10)
 	switch {
+	case ev.Type == agent.TypeStreamEvent:
+		t.streamed(e, ev.Stream)
 	case ev.IsInit():
 		e.within(events.NewCustomEvent(CustomSession, events.WithValue(map[string]any{"session_id": ev.SessionID, "turn": rec.Turn})))
 	case ev.Type == agent.TypeAssistant && ev.Message != nil:
@@ -217,6 +364,13 @@ func (t *Translator) cli(e *emitter) {
 			switch b.Type {
 			case "text":
 				if b.Text == "" {
+					continue
+				}
+				if id := t.stream.match(b.Text); id != "" {
+					// Streamed already, delta by delta.
+					if t.text != nil {
+						t.text[msg] = id
+					}
 					continue
 				}
 				out = append(out,

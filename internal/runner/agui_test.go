@@ -180,6 +180,115 @@ func TestTranslate(t *testing.T) {
 	}
 }
 
+// TestTranslateStreamed runs the CLI's partial messages through a
+// Translator: a text block streams as deltas into one text message, the
+// complete message after it adds no second copy, a tool call of the same
+// message has the streamed text as its parent, and a runner restart in the
+// middle of a streamed block ends it before the run's error.
+func TestTranslateStreamed(t *testing.T) {
+	at := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	var seq int64
+	rec := func(turn int64, kind, typ, data string) Record {
+		seq++
+		return Record{Seq: seq, Time: at, Turn: turn, Run: "r" + itoa64(turn), Kind: kind, Type: typ, Data: json.RawMessage(data)}
+	}
+	se := func(turn int64, event string) Record {
+		return rec(turn, KindCLI, "stream_event", `{"type":"stream_event","session_id":"s1","event":`+event+`}`)
+	}
+	steps := []struct {
+		rec   Record
+		types string
+		has   string
+	}{
+		{rec(1, KindInput, SourceUser, `{"text":"hi","run_id":"r1"}`), "RUN_STARTED TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"runId":"r1"`},
+		{se(1, `{"type":"message_start","message":{"id":"m1","content":[]}}`), "", ""},
+		{se(1, `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`), "TEXT_MESSAGE_START", `"messageId":"m1.3.s"`},
+		{se(1, `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"one two three "}}`), "TEXT_MESSAGE_CONTENT", `"delta":"one two three "`},
+		{se(1, `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}`), "", ""},
+		{se(1, `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"four"}}`), "TEXT_MESSAGE_CONTENT", `"delta":"four"`},
+		{se(1, `{"type":"content_block_stop","index":0}`), "TEXT_MESSAGE_END", `"messageId":"m1.3.s"`},
+		{rec(1, KindCLI, "assistant", `{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"one two three four"}]}}`), "", ""},
+		{se(1, `{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"tu1","name":"Bash","input":{}}}`), "", ""},
+		{se(1, `{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{}"}}`), "", ""},
+		{se(1, `{"type":"content_block_stop","index":1}`), "", ""},
+		{rec(1, KindCLI, "assistant", `{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","id":"tu1","name":"Bash","input":{"command":"ls"}}]}}`), "TOOL_CALL_START TOOL_CALL_ARGS TOOL_CALL_END", `"parentMessageId":"m1.3.s"`},
+		{se(1, `{"type":"message_stop"}`), "", ""},
+		{rec(1, KindCLI, "result", `{"type":"result","subtype":"success","is_error":false,"result":"done"}`), "RUN_FINISHED", `"runId":"r1"`},
+		{rec(2, KindInput, SourceUser, `{"text":"more","run_id":"r2"}`), "RUN_STARTED TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT TEXT_MESSAGE_END", `"runId":"r2"`},
+		{se(2, `{"type":"message_start","message":{"id":"m2","content":[]}}`), "", ""},
+		{se(2, `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"half"}}`), "TEXT_MESSAGE_START TEXT_MESSAGE_CONTENT", `"delta":"half"`},
+		// The runner was killed in the middle of the block.
+		{rec(2, KindRunner, "started", `{"pid":2}`), "CUSTOM TEXT_MESSAGE_END RUN_ERROR RUN_STARTED CUSTOM RUN_FINISHED", `"code":"interrupted"`},
+		// A partial message between runs has nothing to stream into.
+		{se(2, `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"late"}}`), "", ""},
+	}
+	tr := NewTranslator("main")
+	var all []Event
+	for _, st := range steps {
+		evs := tr.Record(st.rec)
+		if got := typesOf(evs); got != st.types {
+			t.Errorf("record %d (%s): types %q, want %q", st.rec.Seq, st.rec.Data, got, st.types)
+		}
+		var js strings.Builder
+		for _, e := range evs {
+			j, _ := e.Event.ToJSON()
+			js.Write(j)
+		}
+		if !strings.Contains(js.String(), st.has) {
+			t.Errorf("record %d: events %s lack %q", st.rec.Seq, js.String(), st.has)
+		}
+		all = append(all, evs...)
+	}
+	if err := checkProtocol(all); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestTranslateStreamedEarlyComplete: the complete message may come before
+// the streamed block's end; its text is still not sent twice.
+func TestTranslateStreamedEarlyComplete(t *testing.T) {
+	var seq int64
+	rec := func(kind, typ, data string) Record {
+		seq++
+		return Record{Seq: seq, Turn: 1, Run: "r1", Kind: kind, Type: typ, Data: json.RawMessage(data)}
+	}
+	se := func(event string) Record {
+		return rec(KindCLI, "stream_event", `{"type":"stream_event","event":`+event+`}`)
+	}
+	tr := NewTranslator("main")
+	var all []Event
+	for _, r := range []Record{
+		rec(KindInput, SourceUser, `{"text":"hi","run_id":"r1"}`),
+		se(`{"type":"message_start","message":{"id":"m1"}}`),
+		se(`{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`),
+		se(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"abc "}}`),
+		rec(KindCLI, "assistant", `{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"abc def"}]}}`),
+		se(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"def"}}`),
+		se(`{"type":"content_block_stop","index":0}`),
+		rec(KindCLI, "assistant", `{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"not streamed"}]}}`),
+		rec(KindCLI, "result", `{"type":"result","subtype":"success","is_error":false,"result":"done"}`),
+	} {
+		all = append(all, tr.Record(r)...)
+	}
+	if err := checkProtocol(all); err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for _, e := range all {
+		if c, ok := e.Event.(interface{ ToJSON() ([]byte, error) }); ok {
+			j, _ := c.ToJSON()
+			text.Write(j)
+		}
+	}
+	js := text.String()
+	if strings.Count(js, `"delta":"abc def"`) != 0 || strings.Count(js, `"delta":"abc "`) != 1 || strings.Count(js, `"delta":"not streamed"`) != 1 {
+		t.Errorf("events %s", js)
+	}
+	if got := typesOf(all); strings.Count(got, "TEXT_MESSAGE_START") != 3 {
+		t.Errorf("want the user's, the streamed and the unstreamed text messages: %s", got)
+	}
+}
+
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestParseEventID(t *testing.T) {

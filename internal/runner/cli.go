@@ -33,7 +33,10 @@ type cliLine struct {
 }
 
 func (r *Runner) cliArgs(resume string) []string {
-	args := []string{"-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json"}
+	// --include-partial-messages: the reply's text as the model streams it
+	// (stream_event lines), for AG-UI's live deltas; the complete message
+	// still follows as its own line.
+	args := []string{"-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json", "--include-partial-messages"}
 	if resume != "" {
 		args = append(args, "--resume", resume)
 	}

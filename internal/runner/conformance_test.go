@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ag-ui-protocol/ag-ui/sdks/community/go/pkg/core/events"
+
 	"github.com/tether-dev/tether/test/modelserver"
 )
 
@@ -165,7 +167,7 @@ func TestAGUIConformance(t *testing.T) {
 	cfg.InitialPrompt = "the long task"
 	var out bytes.Buffer
 	cmd := startChild(t, cfg, &out)
-	waitFor(t, 30*time.Second, "the tool call to start", func() bool { return hasToolUse(readLog(t, ws)) })
+	waitFor(t, 30*time.Second, "the tool call to start", func() bool { return toolRunning(t, ws) })
 	time.Sleep(300 * time.Millisecond)
 	killGroup(cmd, ws)
 
@@ -199,8 +201,8 @@ func TestAGUIConformance(t *testing.T) {
 		t.Errorf("the replay holds no tool result: %v", rep.Types)
 	}
 
-	// A client that reconnects in the middle of a slow turn, right after its
-	// first text message.
+	// A client that reconnects in the middle of a slow turn, between two
+	// deltas of the agent's first text message.
 	sent := make(chan error, 1)
 	go func() {
 		_, err := rr.r.SendThread(context.Background(), "now a slow one", "run-slow", "thread-client")
@@ -209,14 +211,14 @@ func TestAGUIConformance(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	var lastID string
+	var lastID, cutMsg string
 	waitFor(t, 30*time.Second, "the slow turn's tool call", func() bool {
-		lastID = ""
+		lastID, cutMsg = "", ""
 		tr := NewTranslator("main")
 		for _, rec := range readLog(t, ws) {
 			for _, e := range tr.Record(rec) {
-				if e.Run == "run-slow" && e.Event.Type() == "TEXT_MESSAGE_END" && lastID == "" {
-					lastID = e.ID
+				if c, ok := e.Event.(*events.TextMessageContentEvent); ok && e.Run == "run-slow" && !strings.HasPrefix(c.MessageID, "user-") && lastID == "" {
+					lastID, cutMsg = e.ID, c.MessageID
 				}
 			}
 		}
@@ -226,6 +228,15 @@ func TestAGUIConformance(t *testing.T) {
 	rep = verifyStream(t, dir, "reconnect after "+lastID, raw)
 	if bytes.Contains(raw, []byte("id: "+lastID+"\n")) || !bytes.HasPrefix(raw, []byte(`data: {"type":"RUN_STARTED"`)) {
 		t.Errorf("the reconnect after %s does not start with run-slow's RUN_STARTED, or repeats what the client had:\n%.600s", lastID, raw)
+	}
+	// The text streamed as deltas, and the one the point cut in two opens
+	// again and goes on with the next delta.
+	reopened := false
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		reopened = reopened || bytes.Contains(line, []byte(`"type":"TEXT_MESSAGE_START"`)) && bytes.Contains(line, []byte(`"messageId":"`+cutMsg+`"`))
+	}
+	if !reopened || !bytes.Contains(raw, []byte(`"messageId":"`+cutMsg+`","delta":"one"`)) {
+		t.Errorf("the reconnect after %s does not reopen message %s and go on with its next delta:\n%.1500s", lastID, cutMsg, raw)
 	}
 	if !contains(rep.Types, "TOOL_CALL_START") {
 		t.Errorf("the reconnect after %s lacks the slow turn's tool call: %v", lastID, rep.Types)
@@ -237,6 +248,11 @@ func TestAGUIConformance(t *testing.T) {
 	rep = verifyStream(t, dir, "reconnect with ?snapshot=1 after "+lastID, raw)
 	if len(rep.Types) < 3 || rep.Types[0] != "RUN_STARTED" || rep.Types[1] != "MESSAGES_SNAPSHOT" || rep.Types[2] != "STATE_SNAPSHOT" {
 		t.Errorf("reconnect with ?snapshot=1: events %v, want RUN_STARTED MESSAGES_SNAPSHOT STATE_SNAPSHOT first", rep.Types)
+	}
+	// A snapshot replaces the client's messages and leaves out the one the
+	// point cuts in two: it opens again with what it said so far.
+	if !bytes.Contains(raw, []byte(`"messageId":"`+cutMsg+`","delta":"starting the slow "`)) {
+		t.Errorf("reconnect with ?snapshot=1 after %s: message %s does not come back with its beginning:\n%.2000s", lastID, cutMsg, raw)
 	}
 	for _, want := range []string{`"content":"hello from the model"`, `"content":"please say hello"`, `"role":"tool"`, `"name":"Bash"`, `"restarts":1`} {
 		if !bytes.Contains(raw, []byte(want)) {
@@ -266,6 +282,16 @@ func TestAGUIConformance(t *testing.T) {
 		if !bytes.Contains(raw, []byte(want)) {
 			t.Errorf("the whole replay lacks %s", want)
 		}
+	}
+	// The model's reply streamed as deltas (modelserver.Deltas), and the
+	// complete message after them added no second copy.
+	for _, want := range []string{`"delta":"hello from the "`, `"delta":"model"`} {
+		if !bytes.Contains(raw, []byte(want)) {
+			t.Errorf("the whole replay lacks the delta %s", want)
+		}
+	}
+	if bytes.Contains(raw, []byte(`"delta":"hello from the model"`)) {
+		t.Errorf("the whole replay holds the streamed reply a second time, in one piece")
 	}
 	for _, want := range []string{"RUN_ERROR", "CUSTOM", "TOOL_CALL_START"} {
 		if !contains(rep.Types, want) {

@@ -60,6 +60,18 @@ var (
 // results. A text message or tool call still open at end is left out (a
 // stream resuming there opens it again).
 func (fl *frameLog) messagesBefore(end int64) ([]types.Message, error) {
+	msgs, _, err := fl.conversationBefore(end)
+	return msgs, err
+}
+
+// cutText is a text message the point of a snapshot cuts in two: its id
+// and its text so far (cut like the snapshot's).
+type cutText struct{ id, text string }
+
+// conversationBefore is messagesBefore, and the text message still open at
+// end: a client that connects there gets its beginning with its start, so
+// that nothing streamed before it connected is missing.
+func (fl *frameLog) conversationBefore(end int64) ([]types.Message, cutText, error) {
 	var msgs []*snapshotMsg
 	byID := map[string]*snapshotMsg{}
 	toolOwner := map[string]*snapshotMsg{} // tool call id -> its assistant message
@@ -71,7 +83,7 @@ func (fl *frameLog) messagesBefore(end int64) ([]types.Message, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("AG-UI frame cache: %w", err)
+			return nil, cutText{}, fmt.Errorf("AG-UI frame cache: %w", err)
 		}
 		data, ok := bytes.CutPrefix(line.head, []byte("data: "))
 		if !ok {
@@ -136,8 +148,10 @@ func (fl *frameLog) messagesBefore(end int64) ([]types.Message, error) {
 		}
 	}
 	out := make([]types.Message, 0, len(msgs))
+	var open cutText
 	for _, sm := range msgs {
 		if sm.m.ID == openText {
+			open = cutText{id: sm.m.ID, text: sm.text.String()}
 			continue
 		}
 		m := sm.m
@@ -170,7 +184,7 @@ func (fl *frameLog) messagesBefore(end int64) ([]types.Message, error) {
 		}
 		out = append(out, m)
 	}
-	return out, nil
+	return out, open, nil
 }
 
 // partialString decodes what the head of a frame holds of the JSON string
@@ -254,7 +268,7 @@ func (fl *frameLog) connectFrames(seq int64, skip int, state any) ([]byte, error
 		end = fl.size
 	}
 	fl.mu.Unlock()
-	msgs, err := fl.messagesBefore(end)
+	msgs, cut, err := fl.conversationBefore(end)
 	if err != nil {
 		return nil, err
 	}
@@ -274,6 +288,14 @@ func (fl *frameLog) connectFrames(seq int64, skip int, state any) ([]byte, error
 	}
 	if len(open.runStarted) > 0 {
 		b.Write(open.starts)
+		// The snapshot leaves out the message the point cuts in two (a
+		// snapshot replaces the client's messages): its start came again
+		// just now, and with it what it said so far.
+		if cut.id != "" && cut.text != "" && bytes.Contains(open.starts, []byte(`"messageId":"`+cut.id+`"`)) {
+			if err := write(events.NewTextMessageContentEvent(cut.id, cut.text)); err != nil {
+				return nil, err
+			}
+		}
 	} else if err := write(events.NewRunFinishedEvent(fl.thread, run)); err != nil {
 		return nil, err
 	}

@@ -48,6 +48,10 @@ type frameRec struct {
 	firstEv  int   // index in evStart of its first event
 	nEv      int
 	runs     []runSeg // its events, by the run they belong to
+	// textBefore and textAfter are the text message the model was
+	// streaming (partial messages span records) when the record's events
+	// began and when they ended, "" when none.
+	textBefore, textAfter string
 }
 
 // runSeg is the events [from, to) of a record that belong to run; ends: the
@@ -159,9 +163,9 @@ func (fl *frameLog) renderNext(w *bufio.Writer, seq int64) error {
 		defer runtime.GC()
 	}
 	started := rec.Kind == KindRunner && rec.Type == "started"
-	fr := frameRec{off: fl.size}
+	fr := frameRec{off: fl.size, textBefore: fl.tr.streaming()}
 	evs := fl.tr.Record(rec)
-	fr.runs = segments(evs)
+	fr.runs, fr.textAfter = segments(evs), fl.tr.streaming()
 	rec.Data = nil
 	if big {
 		runtime.GC()
@@ -351,18 +355,33 @@ func (fl *frameLog) resumePrefix(seq int64, skip int) (openAt, error) {
 		return openAt{}, err
 	}
 	o.runStarted = started.Bytes()
-	// Text messages and tool calls open and close within a record: only
-	// the record of the resume point can hold one that is cut.
+	// Tool calls open and close within a record, and so do text messages
+	// made of complete ones; a text message the model streams can span
+	// records (textBefore, textAfter). Only the record of the resume point
+	// needs reading.
+	var text, tool *frameHead
+	if sg.from == 0 && fr.textBefore != "" {
+		text = &frameHead{MessageID: fr.textBefore}
+	}
 	from, to := fl.eventOffset(fr, sg.from), fl.eventOffset(fr, at+1)
 	fl.mu.Unlock()
-	if at+1 >= fr.nEv || to-from > maxPrefixScan {
+	var buf []byte
+	switch {
+	case at+1 >= fr.nEv:
+		// Cut after the record's last event: only a streamed text message
+		// can still be open.
+		text = nil
+		if fr.textAfter != "" {
+			text = &frameHead{MessageID: fr.textAfter}
+		}
+	case to-from > maxPrefixScan:
 		return o, nil
+	default:
+		buf = make([]byte, to-from)
+		if _, err := fl.f.ReadAt(buf, from); err != nil {
+			return openAt{}, fmt.Errorf("AG-UI frame cache: %w", err)
+		}
 	}
-	buf := make([]byte, to-from)
-	if _, err := fl.f.ReadAt(buf, from); err != nil {
-		return openAt{}, fmt.Errorf("AG-UI frame cache: %w", err)
-	}
-	var text, tool *frameHead
 	for _, frame := range bytes.Split(buf, []byte("\n\n")) {
 		_, data, ok := bytes.Cut(frame, []byte("\ndata: "))
 		if !ok {

@@ -148,6 +148,24 @@ func checkRestart(t *testing.T, srv *modelserver.Server, cfg Config, ws string) 
 	t.Logf("restart of %s: %s (transcript present: %v, with conversation: %v)", filepath.Base(ws), st.Resume.Outcome, terr == nil, conversation)
 }
 
+// toolRunning reports whether the CLI has started the tool call: its
+// tool_use is in the event log and in the CLI's own transcript, which the
+// CLI writes before it runs the tool. (With partial messages the event log
+// can hold the tool_use before the transcript does: a kill then would find
+// a transcript without the turn.)
+func toolRunning(t *testing.T, ws string) bool {
+	if !hasToolUse(readLog(t, ws)) {
+		return false
+	}
+	files, _ := filepath.Glob(filepath.Join(ws, ClaudeDir, "projects", "*", "*.jsonl"))
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte(`"tool_use"`)) {
+			return true
+		}
+	}
+	return false
+}
+
 func hasToolUse(recs []Record) bool {
 	for _, r := range recs {
 		if r.Kind == KindCLI && r.Type == agent.TypeAssistant && bytes.Contains(r.Data, []byte(`"tool_use"`)) {
@@ -172,7 +190,7 @@ func TestRestartAfterKillInToolCall(t *testing.T) {
 	cfg.InitialPrompt = "the long task"
 	var out bytes.Buffer
 	cmd := startChild(t, cfg, &out)
-	waitFor(t, 30*time.Second, "the tool call to start", func() bool { return hasToolUse(readLog(t, ws)) })
+	waitFor(t, 30*time.Second, "the tool call to start", func() bool { return toolRunning(t, ws) })
 	time.Sleep(300 * time.Millisecond) // inside the sleep
 	killGroup(cmd, ws)
 	if !checkIDInvariant(t, ws) {

@@ -27,7 +27,7 @@ func TestStopFinishesTurn(t *testing.T) {
 	if _, err := rr.r.Send(context.Background(), "run the tool", ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the tool call", func() bool { return hasToolUse(readLog(t, ws)) })
+	waitFor(t, 30*time.Second, "the tool call", func() bool { return toolRunning(t, ws) })
 	start := time.Now()
 	if err := rr.stop(t); err != nil {
 		t.Fatalf("stop: %v", err)
@@ -60,7 +60,7 @@ func TestStopBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the tool call", func() bool { return hasToolUse(readLog(t, ws)) })
+	waitFor(t, 30*time.Second, "the tool call", func() bool { return toolRunning(t, ws) })
 	start := time.Now()
 	if err := rr.stop(t); err != nil {
 		t.Fatalf("stop: %v", err)

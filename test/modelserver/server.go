@@ -1,6 +1,7 @@
 package modelserver
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,9 @@ type Step struct {
 	// Delay holds the response back before the first byte, to let a test
 	// act while a turn is in flight.
 	Delay time.Duration
+	// Pause is the time between two text deltas of a streamed reply (a
+	// text block streams as several deltas, as the real API sends it).
+	Pause time.Duration
 }
 
 // Block is one content block of a reply: either text or a tool call.
@@ -285,9 +289,9 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	reply := []Block{Text(DefaultReply)}
-	var delay time.Duration
+	var delay, pause time.Duration
 	if step != nil {
-		reply, delay, req.Reply = step.Reply, step.Delay, step.Cue
+		reply, delay, pause, req.Reply = step.Reply, step.Delay, step.Pause, step.Cue
 	}
 	s.nextID++
 	msgID := fmt.Sprintf("msg_%04d", s.nextID)
@@ -325,7 +329,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, message(msgID, in.Model, reply, stop))
 		return
 	}
-	streamReply(w, msgID, in.Model, reply, stop)
+	streamReply(r.Context(), w, msgID, in.Model, reply, stop, pause)
 }
 
 func trim(s string, n int) string {
@@ -358,7 +362,7 @@ func message(id, model string, reply []Block, stop string) map[string]any {
 	}
 }
 
-func streamReply(w http.ResponseWriter, id, model string, reply []Block, stop string) {
+func streamReply(ctx context.Context, w http.ResponseWriter, id, model string, reply []Block, stop string, pause time.Duration) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -384,12 +388,42 @@ func streamReply(w http.ResponseWriter, id, model string, reply []Block, stop st
 		} else {
 			send("content_block_start", map[string]any{"type": "content_block_start", "index": i,
 				"content_block": map[string]any{"type": "text", "text": ""}})
-			send("content_block_delta", map[string]any{"type": "content_block_delta", "index": i,
-				"delta": map[string]any{"type": "text_delta", "text": b.Text}})
+			for k, d := range Deltas(b.Text) {
+				if k > 0 && pause > 0 {
+					select {
+					case <-time.After(pause):
+					case <-ctx.Done():
+						return
+					}
+				}
+				send("content_block_delta", map[string]any{"type": "content_block_delta", "index": i,
+					"delta": map[string]any{"type": "text_delta", "text": d}})
+			}
 		}
 		send("content_block_stop", map[string]any{"type": "content_block_stop", "index": i})
 	}
 	send("message_delta", map[string]any{"type": "message_delta",
 		"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]any{"output_tokens": 5}})
 	send("message_stop", map[string]any{"type": "message_stop"})
+}
+
+// Deltas splits text the way a reply streams it: pieces of three words
+// (each with the spaces after it), so a text of more than three words
+// arrives as several deltas. Joined, they are text.
+func Deltas(text string) []string {
+	var out []string
+	start, words := 0, 0
+	for i := 0; i < len(text); i++ {
+		if text[i] == ' ' && (i+1 == len(text) || text[i+1] != ' ') {
+			words++
+			if words == 3 {
+				out = append(out, text[start:i+1])
+				start, words = i+1, 0
+			}
+		}
+	}
+	if start < len(text) || len(out) == 0 {
+		out = append(out, text[start:])
+	}
+	return out
 }
