@@ -50,23 +50,12 @@ var identity = []string{
 	"GIT_COMMITTER_NAME=tether", "GIT_COMMITTER_EMAIL=tether@localhost",
 }
 
-var (
-	homeOnce sync.Once
-	homeDir  string
-)
-
-// emptyHome is an empty, read-only directory made once per process, git's
-// HOME: nothing under the real HOME (~/.gitconfig, ~/.config/git/attributes
-// and ignore, ~/.ssh/config) then changes what git does.
-func emptyHome() string {
-	homeOnce.Do(func() {
-		homeDir = "/dev/null" // git treats files under it as missing
-		if d, err := os.MkdirTemp("", "tether-git-home-"); err == nil && os.Chmod(d, 0o555) == nil {
-			homeDir = d
-		}
-	})
-	return homeDir
-}
+// gitHome is git's HOME (and XDG_CONFIG_HOME): a path under which no file
+// can exist, so git finds none of ~/.gitconfig, ~/.config/git/attributes
+// and ignore, or ~/.ssh/config there (it takes ENOTDIR for a missing file),
+// and nobody can put one there. Unlike a temporary directory, it leaves
+// nothing behind when the process is killed.
+const gitHome = "/dev/null"
 
 // dropEnv are variables of the process environment git never sees besides
 // every GIT_* one: tether may itself run under a git hook, whose GIT_DIR or
@@ -92,9 +81,8 @@ func baseEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	home := emptyHome()
 	return append(env,
-		"HOME="+home, "XDG_CONFIG_HOME="+home,
+		"HOME="+gitHome, "XDG_CONFIG_HOME="+gitHome,
 		"LC_ALL=C", "LANG=C",
 		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 		"GIT_TERMINAL_PROMPT=0", "GIT_OPTIONAL_LOCKS=0",

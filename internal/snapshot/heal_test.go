@@ -2,12 +2,16 @@ package snapshot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/tether-dev/tether/internal/store"
+	"github.com/tether-dev/tether/internal/store/storetest"
 )
 
 func verifyClean(t *testing.T, repo *Repo, id string) {
@@ -278,4 +282,35 @@ func TestIdleSaverNoticesLostBase(t *testing.T) {
 		t.Fatalf("rescan after the base object was lost: %+v; want a new snapshot and a warning", next)
 	}
 	verifyClean(t, repo, next.ID)
+}
+
+// TestKilledCaptureScratchGoes: what a capture killed mid-bundle left in
+// its scratch directory (up to a whole bundle of the repository) is
+// removed by the next capture of the repository, and a capture leaves
+// nothing in the system's temporary directory.
+func TestKilledCaptureScratchGoes(t *testing.T) {
+	repo, ws, app := repoWorkspace(t, storetest.FileURL(t.TempDir()))
+	writeFile(t, filepath.Join(app, "main.go"), []byte("package main\n"), 0o644)
+	git(t, app, "add", "-A")
+	git(t, app, "commit", "-qm", "first")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	opts := SaveOptions{CacheDir: t.TempDir()}
+	save(t, repo, ws, opts)
+	sum := sha256.Sum256([]byte(ws + "\x00" + "repos/app"))
+	scratch := filepath.Join(opts.CacheDir, "git", hex.EncodeToString(sum[:12]), "scratch")
+	if err := os.MkdirAll(scratch, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(scratch, "capture.bundle")
+	writeFile(t, leftover, randBytes(newRand(1), 1<<20), 0o600)
+	writeFile(t, filepath.Join(app, "main.go"), []byte("package main\n// edit\n"), 0o644)
+	settle()
+	save(t, repo, ws, opts)
+	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a killed capture's bundle is still there after the next capture: %v", err)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("saves left %d entries in the temporary directory (first %s)", len(ents), ents[0].Name())
+	}
 }

@@ -106,15 +106,11 @@ func (w *saveRun) captureRepo(rel string) error {
 		w.keepCapture(prev)
 		return nil
 	}
-	objDir, unlock, err := w.s.gitObjectDir(rel)
+	objDir, scratch, unlock, err := w.s.gitObjectDir(rel)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	scratch, err := os.MkdirTemp("", "tether-bundle-")
-	if err != nil {
-		return err
-	}
 	defer os.RemoveAll(scratch)
 	var prevState *gitstate.State
 	if prev != nil {
@@ -282,15 +278,19 @@ func (w *saveRun) storeFile(p string) (Blob, error) {
 
 // gitObjectDir returns the private git object directory gitstate keeps
 // between captures of the repository at rel, locked against a concurrent
-// capture by another process. Without a cache dir it lives for this Saver
-// only, and every new Saver starts with full bundles.
-func (s *Saver) gitObjectDir(rel string) (string, func(), error) {
+// capture by another process, and an empty scratch directory beside it for
+// the capture's bundle. Without a cache dir both live for this Saver only,
+// and every new Saver starts with full bundles. The scratch directory is
+// emptied under the lock before it is handed out, so what a killed capture
+// left there (up to a whole bundle of the repository) goes at the next
+// capture of the repository instead of piling up in the temporary directory.
+func (s *Saver) gitObjectDir(rel string) (objDir, scratch string, unlock func(), err error) {
 	root := s.opts.CacheDir
 	if root == "" {
 		if s.tmpGit == "" {
 			d, err := os.MkdirTemp("", "tether-git-")
 			if err != nil {
-				return "", nil, err
+				return "", "", nil, err
 			}
 			s.tmpGit = d
 		}
@@ -299,17 +299,26 @@ func (s *Saver) gitObjectDir(rel string) (string, func(), error) {
 	sum := sha256.Sum256([]byte(s.workspace + "\x00" + rel))
 	dir := filepath.Join(root, "git", hex.EncodeToString(sum[:12]))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
 		lf.Close()
-		return "", nil, err
+		return "", "", nil, err
 	}
-	return filepath.Join(dir, "objects"), func() { lf.Close() }, nil
+	scratch = filepath.Join(dir, "scratch")
+	if err := os.RemoveAll(scratch); err != nil {
+		lf.Close()
+		return "", "", nil, err
+	}
+	if err := os.Mkdir(scratch, 0o700); err != nil {
+		lf.Close()
+		return "", "", nil, err
+	}
+	return filepath.Join(dir, "objects"), scratch, func() { lf.Close() }, nil
 }
 
 // Close releases what the Saver holds (a temporary git object directory when
