@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,6 +35,7 @@ type runFlags struct {
 	sf          sessionFlags
 	workspace   string
 	prompt      string
+	ui          string
 	promptFile  string
 	repos       []string
 	memoryLimit string
@@ -90,6 +92,7 @@ workspace and session continues the conversation.`,
 	c.Flags().Float64Var(&f.oomBump, "oom-bump", 0, "multiply the memory limit by this factor at every OOM restart (e.g. 1.5), up to --memory-max")
 	c.Flags().IntVar(&f.maxRestarts, "max-restarts", 10, "give up after this many runner restarts")
 	c.Flags().StringVar(&f.agentCmd, "agent-cmd", envOr("TETHER_AGENT_CMD", "claude"), "the agent CLI: a name on PATH or a path (env TETHER_AGENT_CMD)")
+	c.Flags().StringVar(&f.ui, "ui", envOr("TETHER_UI", ""), "serve the web page (the session, its conversation live, a box to send messages, its deaths and recoveries) on this address, e.g. 127.0.0.1:8090 (env TETHER_UI); off loopback it needs TETHER_UI_TOKEN, which the page then asks for once as ?token=")
 	c.Flags().StringVar(&f.listen, "listen", "", "address for the runner's HTTP API (AG-UI; `tether send` talks to it), e.g. 127.0.0.1:8080 (default: off, or a private loopback port when messages are typed on a terminal)")
 	c.Flags().StringVar(&f.memoryMode, "memory-enforcement", local.MemoryAuto, "auto (a memory cgroup when writable, else the RSS watchdog), cgroup (fail without one) or watchdog")
 	keepIgnoredVar(c, &f.keepIgnored, &f.envErr)
@@ -139,6 +142,15 @@ func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 	case local.MemoryAuto, local.MemoryCgroup, local.MemoryWatchdog:
 	default:
 		return cfg, usagef("--memory-enforcement %q: use auto, cgroup or watchdog", f.memoryMode)
+	}
+	if f.ui != "" {
+		host, _, err := net.SplitHostPort(f.ui)
+		if err != nil {
+			return cfg, usagef("--ui %q: want host:port, e.g. 127.0.0.1:8090: %v", f.ui, err)
+		}
+		if ip := net.ParseIP(host); (ip == nil || !ip.IsLoopback()) && host != "localhost" && os.Getenv("TETHER_UI_TOKEN") == "" {
+			return cfg, usagef("--ui %s is reachable from other machines: set TETHER_UI_TOKEN (a long random string) so that the page asks for it, or serve it on 127.0.0.1", f.ui)
+		}
 	}
 	prompt := f.prompt
 	if f.promptFile != "" {
@@ -190,9 +202,10 @@ func (f *runFlags) config(c *cobra.Command) (local.Config, error) {
 		// environment says.
 		SyncArgs:   []string{"--keep-ignored", strconv.FormatInt(f.keepIgnored, 10)},
 		KeepSetuid: f.keepSetuid,
-		// Without a terminal nobody can type the next message: finish the
-		// prompt and exit.
-		ExitWhenIdle: prompt != "" && !isTerminal(os.Stdin),
+		// Without a terminal or the page nobody can type the next
+		// message: finish the prompt and exit.
+		ExitWhenIdle: prompt != "" && !isTerminal(os.Stdin) && f.ui == "",
+		UI:           f.ui, UIToken: os.Getenv("TETHER_UI_TOKEN"),
 	}
 	if isTerminal(os.Stdin) {
 		cfg.Input = os.Stdin

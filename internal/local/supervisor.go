@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +96,12 @@ type Config struct {
 	// (default: a free loopback port with a private token).
 	Input  io.Reader
 	Listen string
+	// UI, when set, is the address the web page is served on (`tether run
+	// --ui`); UIToken, when set, is required to see it (see package ui).
+	UI      string
+	UIToken string
+	// OnUI, when set, is called with the address the page listens on.
+	OnUI func(addr string)
 }
 
 func (c *Config) setDefaults() error {
@@ -304,6 +312,17 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 
 	env := append(withoutGitCredentials(os.Environ()), cfg.Env...)
 	syncArgs := append([]string{"sync", "--workspace", cfg.Workspace, "--store", cfg.StoreURL, "--namespace", cfg.Namespace, "--session", cfg.Session}, cfg.SyncArgs...)
+	var syncHealth string
+	if cfg.UI != "" && !slices.Contains(syncArgs, "--listen") {
+		// The page shows the age of the last snapshot: the sync's
+		// /healthz, on a loopback port of its own.
+		addr, err := freeLoopback()
+		if err != nil {
+			return err
+		}
+		syncArgs = append(syncArgs, "--listen", addr)
+		syncHealth = "http://" + addr + "/healthz"
+	}
 	startSync := func() (*child, error) {
 		// SIGTERM if the supervisor dies: the sync still takes its final
 		// snapshot.
@@ -337,13 +356,24 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if cfg.Input != nil || followUp != "" {
+	if cfg.Input != nil || followUp != "" || cfg.UI != "" {
 		api, args, env, err := setupInput(cfg.Listen)
 		if err != nil {
 			return err
 		}
 		runnerArgs = append(runnerArgs, args...)
 		runnerEnv = append(runnerEnv, env...)
+		if cfg.UI != "" {
+			b := &uiBackend{name: cfg.Session, workspace: cfg.Workspace, agent: "claude", api: api, syncHealth: syncHealth, hc: &http.Client{}}
+			addr, err := s.startUI(ctx, cfg.UI, b)
+			if err != nil {
+				return err
+			}
+			s.printf("web page: http://%s/", addr)
+			if cfg.OnUI != nil {
+				cfg.OnUI(addr)
+			}
+		}
 		inCtx, cancelIn := context.WithCancel(ctx)
 		defer cancelIn()
 		in := cfg.Input
@@ -351,7 +381,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 			// The new prompt goes first, as one message (it may span lines).
 			s.followUp = true
 			go s.sendFollowUp(inCtx, followUp, api, in)
-		} else {
+		} else if in != nil {
 			go s.readInput(inCtx, in, api)
 		}
 		if cfg.Input != nil {

@@ -105,6 +105,8 @@ func TestRunBadInput(t *testing.T) {
 		{"missing agent", []string{"--agent-cmd", filepath.Join(tmp, "no-such-claude")}, 1, "npm install -g @anthropic-ai/claude-code"},
 		{"missing agent on PATH", []string{"--agent-cmd", "claude-does-not-exist"}, 1, "not found"},
 		{"unwritable workspace", []string{"--workspace", filepath.Join(file, "ws")}, 1, "workspace"},
+		{"page off loopback without a token", []string{"--ui", "0.0.0.0:8090"}, 2, "TETHER_UI_TOKEN"},
+		{"page address without a port", []string{"--ui", "127.0.0.1"}, 2, "--ui"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
