@@ -6,31 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tether-dev/tether/test/modelserver"
+	"github.com/tether-dev/tether/test/browser"
 )
-
-// chromium returns the browser of hack/install-chromium.sh (make
-// chromium); missing, the test fails in CI and skips elsewhere.
-func chromium(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(modelserver.CacheDir(), "bin", "chromium")
-	if _, err := os.Stat(bin); err != nil {
-		msg := "no chromium at " + bin + ": run hack/install-chromium.sh (make chromium)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return bin
-}
 
 // TestPageLoadAndDeltaLatency measures the page in a real headless
 // Chromium against a runner whose conversation holds 10,000 messages: the
@@ -38,7 +21,6 @@ func chromium(t *testing.T) string {
 // navigation), and a delta the runner sends afterwards reaches the page
 // (goal: within 100 ms). It logs both figures.
 func TestPageLoadAndDeltaLatency(t *testing.T) {
-	browser := chromium(t)
 	const n = 10000
 	msgs := make([]map[string]any, 0, n)
 	for i := range n {
@@ -73,20 +55,12 @@ func TestPageLoadAndDeltaLatency(t *testing.T) {
 		}
 		<-r.Context().Done()
 	}))
-	defer runner.Close()
+	t.Cleanup(runner.Close) // after the browser is gone (cleanups run last in, first out)
 	b := &fakeBackend{sessions: []Session{{Name: "big", Phase: "running"}}, runner: Runner{URL: runner.URL}}
 	page := httptest.NewServer(NewHandler(b, Options{}))
-	defer page.Close()
+	t.Cleanup(page.Close)
 
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1280, 800), chromedp.Flag("disable-gpu", true))...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer bcancel()
-	// The browser starts here, outside the measurement.
-	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatal(err)
-	}
+	bctx := browser.New(t)
 	tctx, tcancel := context.WithTimeout(bctx, 2*time.Minute)
 	defer tcancel()
 	wait := func(cond string) error {

@@ -20,6 +20,7 @@
 package ui
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"embed"
@@ -295,31 +296,15 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, strings.TrimRight(rn.URL, "/")+"/agui/events?snapshot=1", nil)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if rn.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+rn.Token)
-	}
+	hdr := http.Header{}
 	if id := r.Header.Get("Last-Event-ID"); id != "" && len(id) <= 64 {
-		req.Header.Set("Last-Event-ID", id)
+		hdr.Set("Last-Event-ID", id)
 	}
-	resp, err := h.hc.Do(req)
-	if err != nil {
-		// The runner is restarting: the page's EventSource tries again.
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "the session's runner does not answer (it may be restarting)", http.StatusServiceUnavailable)
+	resp, ok := h.callRunner(w, r.Context(), rn, http.MethodGet, "/agui/events?snapshot=1", nil, hdr, "")
+	if !ok {
 		return
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		http.Error(w, "the session's runner: "+strings.TrimSpace(string(msg)), http.StatusBadGateway)
-		return
-	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -347,6 +332,38 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// callRunner makes a request of the session's runner, with its token, and
+// answers the page itself when the runner does not answer 200 (what says
+// what the runner did not do).
+func (h *handler) callRunner(w http.ResponseWriter, ctx context.Context, rn Runner, method, path string, body []byte, hdr http.Header, what string) (*http.Response, bool) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(rn.URL, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return nil, false
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if rn.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+rn.Token)
+	}
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		// The runner is restarting: the page tries again.
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "the session's runner does not answer (it may be restarting): try again", http.StatusServiceUnavailable)
+		return nil, false
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		http.Error(w, strings.TrimSpace("the session's runner "+what)+": "+strings.TrimSpace(string(msg)), http.StatusServiceUnavailable)
+		return nil, false
+	}
+	return resp, true
+}
+
 // maxMessage bounds what the page may send as one message.
 const maxMessage = 256 << 10
 
@@ -370,27 +387,11 @@ func (h *handler) send(w http.ResponseWriter, r *http.Request) {
 	})
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(rn.URL, "/")+"/agui", strings.NewReader(string(body)))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	if rn.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+rn.Token)
-	}
-	resp, err := h.hc.Do(req)
-	if err != nil {
-		http.Error(w, "the session's runner does not answer (it may be restarting): try again", http.StatusServiceUnavailable)
+	resp, ok := h.callRunner(w, ctx, rn, http.MethodPost, "/agui", body, http.Header{"Content-Type": {"application/json"}}, "did not take the message")
+	if !ok {
 		return
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		http.Error(w, "the session's runner did not take the message: "+strings.TrimSpace(string(msg)), http.StatusServiceUnavailable)
-		return
-	}
 	// Taken: the run's events reach the page through its stream.
 	w.WriteHeader(http.StatusAccepted)
 }

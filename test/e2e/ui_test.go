@@ -12,24 +12,10 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tether-dev/tether/internal/local"
+	"github.com/tether-dev/tether/test/browser"
 	"github.com/tether-dev/tether/test/claudecli"
 	"github.com/tether-dev/tether/test/modelserver"
 )
-
-// chromium returns the browser hack/install-chromium.sh unpacked into the
-// cache (make chromium); missing, the test fails in CI and skips elsewhere.
-func chromium(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(modelserver.CacheDir(), "bin", "chromium")
-	if _, err := os.Stat(bin); err != nil {
-		msg := "no chromium at " + bin + ": run hack/install-chromium.sh (make chromium)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return bin
-}
 
 // TestWebPage drives `tether run --ui` in a real headless Chromium, with
 // the real runner and CLI and the scripted model: the list shows the
@@ -41,7 +27,6 @@ func chromium(t *testing.T) string {
 func TestWebPage(t *testing.T) {
 	needCommand(t, "runner")
 	claude := claudecli.Bin(t)
-	browser := chromium(t)
 	first := "The page sent this, and the reply streams in word by word."
 	second := "A longer reply, so that the page can be reloaded while it is still streaming in, one piece after another, until the end of it."
 	srv := modelserver.Start(t.Logf,
@@ -81,11 +66,7 @@ func TestWebPage(t *testing.T) {
 		t.Fatalf("the page did not start within 60s:\n%s", out.String())
 	}
 
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1280, 800), chromedp.Flag("disable-gpu", true))...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer bcancel()
+	bctx := browser.New(t)
 	bctx, tcancel := context.WithTimeout(bctx, 4*time.Minute)
 	defer tcancel()
 	shots := os.Getenv("TETHER_UI_SCREENSHOTS")
