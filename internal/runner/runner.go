@@ -613,17 +613,22 @@ func (r *Runner) handleLine(l cliLine) error {
 	if perr == nil && ev.Type == "control_response" {
 		return nil // answers to the runner's own requests
 	}
-	r.recordEvent(r.turn, ev, perr)
-	start := time.Now()
-	r.Metrics.event(start.Sub(l.at))
+	// The turn's metrics and status are updated before its events go out:
+	// a client that sees RUN_FINISHED and reads /metrics or /status at once
+	// must find the turn counted.
 	if ev.Type == agent.TypeAssistant && !r.firstByte && r.turnOpen {
 		r.firstByte = true
 		r.Metrics.firstByteObs(l.at.Sub(r.turnSent))
 	}
-	if ev.Result != nil && r.turnOpen {
+	finished := ev.Result != nil && r.turnOpen
+	if finished {
 		r.turnOpen = false
 		r.Metrics.turn(ev.Result.IsError)
 		r.updateStatus(func(s *Status) { s.TurnOpen = false })
+	}
+	r.recordEvent(r.turn, ev, perr)
+	r.Metrics.event(time.Since(l.at))
+	if finished {
 		r.log.Info("turn finished", "turn", r.turn, "subtype", ev.Result.Subtype, "is_error", ev.Result.IsError)
 	}
 	return nil
