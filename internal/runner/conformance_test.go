@@ -59,13 +59,16 @@ func aguiCheck(t *testing.T, dir string, args ...string) aguiReport {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", append([]string{script}, args...)...)
+	// A client that never ends its stream must fail the test, not hang it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", append([]string{script}, args...)...)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(dir, "node_modules"), "SUPPRESS_TRANSFORMATION_WARNINGS=true")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("node agui-check.cjs %s: %v\n%s", args[0], err, stderr.String())
+		t.Fatalf("node agui-check.cjs %s: %v (context: %v)\n%s", args[0], err, ctx.Err(), stderr.String())
 	}
 	var rep aguiReport
 	if err := json.Unmarshal(out, &rep); err != nil {
@@ -271,6 +274,19 @@ func TestAGUIConformance(t *testing.T) {
 	for _, want := range []string{`"content":"the slow one is done"`, `"content":"now a slow one"`, `"phase":"ready"`} {
 		if !bytes.Contains(raw, []byte(want)) {
 			t.Errorf("a late client's snapshot lacks %s:\n%.3000s", want, raw)
+		}
+	}
+
+	// The official client's connectAgent(), with the connect() HttpAgent
+	// leaves out (TetherAgent in agui-check.cjs): the whole conversation.
+	rep = aguiCheck(t, dir, "connect", hs.URL+"/agui", token)
+	for _, e := range rep.Errors {
+		t.Errorf("connectAgent: %s", e)
+	}
+	js, _ := json.Marshal(rep.Messages)
+	for _, want := range []string{"please say hello", "hello from the model", "the slow one is done"} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("connectAgent: the agent's messages %s lack %q (events %v)", js, want, rep.Types)
 		}
 	}
 

@@ -9,14 +9,33 @@
 //   node agui-check.cjs run URL TOKEN THREAD RUN TEXT
 //       HttpAgent posts TEXT as run RUN of thread THREAD to URL and runs the
 //       stream through its own pipeline (schemas, verifyEvents, apply).
+//   node agui-check.cjs connect URL TOKEN
+//       connectAgent() of TetherAgent, an HttpAgent whose connect() is the
+//       runner's GET /agui/events?snapshot=1: the conversation so far
+//       (MESSAGES_SNAPSHOT) through the client's own pipeline, ending with
+//       the first run that ends.
 //
 // Prints one JSON object: {"events": n, "types": [...], "errors": [...]}.
 "use strict";
 const fs = require("fs");
-const { HttpAgent, verifyEvents } = require("@ag-ui/client");
+const { HttpAgent, verifyEvents, runHttpRequest, transformHttpEventStream, EventType } = require("@ag-ui/client");
 const { EventSchemas } = require("@ag-ui/core/schemas");
 const { from, lastValueFrom } = require("rxjs");
-const { toArray } = require("rxjs/operators");
+const { toArray, takeWhile } = require("rxjs/operators");
+
+// TetherAgent is what a client needs for connectAgent() against tether's
+// runner: HttpAgent leaves connect() unimplemented, and the runner's
+// replay with ?snapshot=1 is what it asks for. The stream is live; this
+// connect ends at the first run that ends (for a client between turns, the
+// short run holding the snapshot).
+class TetherAgent extends HttpAgent {
+  connect() {
+    const url = this.url.replace(/\/agui$/, "") + "/agui/events?snapshot=1";
+    const init = { method: "GET", headers: { ...this.headers, Accept: "text/event-stream" }, signal: this.abortController.signal };
+    return transformHttpEventStream(runHttpRequest(() => this.fetch(url, init))).pipe(
+      takeWhile((ev) => ev.type !== EventType.RUN_FINISHED && ev.type !== EventType.RUN_ERROR, true));
+  }
+}
 
 // parseSSE splits an SSE stream into the data of its events, as an
 // EventSource does: fields per line, data lines joined by "\n", an event
@@ -100,9 +119,24 @@ async function run(url, token, thread, runId, text) {
   return { events: types.length, types, errors, messages: agent.messages.map((m) => ({ role: m.role, content: m.content })) };
 }
 
+async function connect(url, token) {
+  const agent = new TetherAgent({ url, headers: { Authorization: "Bearer " + token } });
+  const types = [];
+  const errors = [];
+  try {
+    await agent.connectAgent({}, { onEvent: ({ event }) => { types.push(event.type); } });
+  } catch (e) {
+    errors.push(`connectAgent: ${e.message}`);
+  }
+  // The stream is live: ending the observable does not end the request.
+  agent.abortController.abort();
+  return { events: types.length, types, errors, messages: agent.messages.map((m) => ({ role: m.role, content: m.content })) };
+}
+
 (async () => {
   const [mode, ...args] = process.argv.slice(2);
-  const res = mode === "verify" ? await verify(args[0]) : mode === "run" ? await run(...args) : { errors: ["unknown mode " + mode] };
+  const modes = { verify: () => verify(args[0]), run: () => run(...args), connect: () => connect(...args) };
+  const res = modes[mode] ? await modes[mode]() : { errors: ["unknown mode " + mode] };
   process.stdout.write(JSON.stringify(res) + "\n");
 })().catch((e) => {
   process.stdout.write(JSON.stringify({ errors: ["agui-check: " + (e && e.stack || e)] }) + "\n");
