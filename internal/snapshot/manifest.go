@@ -269,6 +269,10 @@ type Summary struct {
 	LeftOut int `json:"leftOut,omitempty"`
 	// ReposAsFiles counts the repositories saved file by file (format 3).
 	ReposAsFiles int `json:"reposAsFiles,omitempty"`
+	// Uploaded is what the save uploaded for files and repositories, in
+	// bytes (its manifest and base object aside; 0 in earlier versions'
+	// snapshots). A figure for people: nothing reads it back as a size.
+	Uploaded int64 `json:"uploaded,omitempty"`
 }
 
 // Entry is one file, directory or symlink, at a slash-separated path relative

@@ -470,6 +470,7 @@ func (s *Saver) Save(ctx context.Context) (*SaveStats, error) {
 			return st, nil
 		}
 	}
+	m.Summary.Uploaded = w.up.bytes.Load()
 	raw, baseRaw, err := s.storedForm(ctx, m, w)
 	if err != nil {
 		return nil, fmt.Errorf("save %s: %w", s.repo, err)
