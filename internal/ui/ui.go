@@ -145,6 +145,10 @@ func NewHandler(b Backend, opts Options) http.Handler {
 	mux.HandleFunc("GET /sessions/{name}", h.session)
 	mux.HandleFunc("GET /sessions/{name}/events", h.events)
 	mux.HandleFunc("POST /sessions/{name}/messages", h.send)
+	mux.HandleFunc("POST /sessions/{name}/suspend", h.control(func(sp Suspender, ctx context.Context, name string) error { return sp.Suspend(ctx, name) }))
+	mux.HandleFunc("POST /sessions/{name}/resume", h.control(func(sp Suspender, ctx context.Context, name string) error { return sp.Resume(ctx, name) }))
+	mux.HandleFunc("GET /api/sessions/{name}/snapshots", h.apiSnapshots)
+	mux.HandleFunc("POST /sessions/{name}/snapshots/{id}/restore", h.restore)
 	mux.Handle("GET /assets/", http.FileServerFS(assets))
 	return h.guard(mux)
 }
@@ -264,7 +268,9 @@ func (h *handler) session(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h.render(w, "session.html", map[string]any{"Title": h.opts.Title, "S": s, "Now": time.Now()})
+	_, canSuspend := h.b.(Suspender)
+	_, hasSnapshots := h.b.(Snapshotter)
+	h.render(w, "session.html", map[string]any{"Title": h.opts.Title, "S": s, "Now": time.Now(), "CanSuspend": canSuspend, "HasSnapshots": hasSnapshots})
 }
 
 func (h *handler) render(w http.ResponseWriter, page string, data any) {

@@ -238,6 +238,107 @@ function sessionPage() {
   es.onerror = () => { runEl.textContent = "reconnecting"; };
   es.onopen = () => { if (runEl.textContent === "reconnecting" || runEl.textContent === "connecting") runEl.textContent = "connected"; };
 
+  // The session's facts, deaths and snapshots: polled, like the list.
+  const enc = encodeURIComponent(name);
+  function setPhase(ph) {
+    const p = document.getElementById("phase");
+    p.textContent = ph;
+    p.className = "phase phase-" + ph;
+  }
+  async function facts() {
+    try {
+      const r = await fetch("/api/sessions", { cache: "no-store" });
+      if (!r.ok) return;
+      const d = await r.json();
+      const s = d.sessions.find((x) => x.name === name);
+      if (!s) return;
+      const now = Date.parse(d.now);
+      setPhase(s.phase);
+      document.getElementById("restarts").textContent = s.restarts;
+      document.getElementById("oomkills").textContent = s.oomKills;
+      document.getElementById("memlimit").textContent = bytes(s.memoryLimit);
+      document.getElementById("lastsnap").textContent = ago(s.lastSnapshot, now);
+      if (s.resume) document.getElementById("resume").textContent = s.resume;
+      const list = document.createDocumentFragment();
+      for (const x of s.deaths || []) {
+        let t = new Date(x.time).toLocaleTimeString() + " " + x.cause + (x.detail ? ": " + x.detail : "");
+        if (x.limitBefore) t += ", limit " + bytes(x.limitBefore) + (x.limitAfter && x.limitAfter !== x.limitBefore ? " → " + bytes(x.limitAfter) : "");
+        t += x.recoveryMs ? ", back in " + (x.recoveryMs / 1000).toFixed(1) + "s" : ", recovering";
+        list.append(el("li", "death", t));
+      }
+      if (!list.childNodes.length) list.append(el("li", "empty", "none"));
+      document.getElementById("deaths").replaceChildren(list);
+      T.phase = s.phase;
+      T.deaths = (s.deaths || []).length;
+    } catch (e) { /* next time */ }
+  }
+  setInterval(facts, 1000);
+
+  const snapList = document.getElementById("snapshots");
+  const restoreState = document.getElementById("restorestate");
+  async function snapshots() {
+    if (!snapList) return;
+    try {
+      const r = await fetch("/api/sessions/" + enc + "/snapshots", { cache: "no-store" });
+      if (!r.ok) { snapList.replaceChildren(el("li", "empty", (await r.text()).trim())); return; }
+      const d = await r.json();
+      const items = document.createDocumentFragment();
+      for (const x of d.snapshots.slice().reverse()) {
+        const li = el("li", x.problem ? "bad" : "", new Date(x.time).toLocaleTimeString() + ": " + x.files + " files, " + bytes(x.bytes) +
+          (x.uploaded ? ", " + bytes(x.uploaded) + " uploaded" : "") + (x.leftOut ? ", " + x.leftOut + " left out" : "") + (x.problem ? " (" + x.problem + ")" : ""));
+        li.dataset.id = x.id;
+        li.title = x.id;
+        if (!x.problem) {
+          const b = el("button", "", "restore");
+          b.type = "button";
+          b.addEventListener("click", () => restore(x));
+          li.append(b);
+        }
+        items.append(li);
+      }
+      if (!d.snapshots.length) items.append(el("li", "empty", "none yet"));
+      snapList.replaceChildren(items);
+      T.snapshotList = d.snapshots.length;
+    } catch (e) { /* next time */ }
+  }
+  async function restore(x) {
+    const dir = document.getElementById("restoredir").value.trim();
+    if (!dir) { restoreState.textContent = "type the directory to restore into first (absolute, missing or empty)"; return; }
+    restoreState.textContent = "restoring " + x.id + "...";
+    try {
+      const r = await fetch("/sessions/" + enc + "/snapshots/" + encodeURIComponent(x.id) + "/restore", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ dir }),
+      });
+      if (r.ok) {
+        const d = await r.json();
+        restoreState.textContent = "restored " + d.id + " into " + d.dir + ": " + d.files + " files, " + bytes(d.bytes) + " in " + d.durationMs + " ms";
+        T.restored = d;
+      } else {
+        restoreState.replaceChildren(el("span", "", (await r.text()).trim()));
+        if (r.status === 501 && x.command) restoreState.append(el("code", "cmd", x.command.replace("DIR", dir)));
+      }
+    } catch (err) {
+      restoreState.textContent = "not restored: " + err;
+    }
+  }
+  if (snapList) { snapshots(); setInterval(snapshots, 3000); }
+
+  const controlState = document.getElementById("controlstate");
+  for (const what of ["suspend", "resume"]) {
+    const b = document.getElementById(what);
+    if (!b) continue;
+    b.addEventListener("click", async () => {
+      controlState.textContent = what === "suspend" ? "suspending" : "resuming";
+      try {
+        const r = await fetch("/sessions/" + enc + "/" + what, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+        controlState.textContent = r.status === 202 ? "" : (await r.text()).trim();
+        facts();
+      } catch (err) {
+        controlState.textContent = what + " failed: " + err;
+      }
+    });
+  }
+
   const form = document.getElementById("send");
   const text = document.getElementById("text");
   const state = document.getElementById("sendstate");
