@@ -19,6 +19,7 @@ const (
 	StateRunning    = "running"
 	StateRestarting = "restarting" // a runner died; waiting out the backoff
 	StateStopping   = "stopping"
+	StateSuspended  = "suspended" // the runner is stopped until the session is resumed
 	StateStopped    = "stopped"
 	StateFailed     = "failed"
 )

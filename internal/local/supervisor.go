@@ -206,6 +206,8 @@ type Supervisor struct {
 	// is closed once the runner took it.
 	followUp      bool
 	followUpTaken chan struct{}
+
+	ctl control // suspend and resume (suspend.go)
 }
 
 // New checks cfg.
@@ -213,7 +215,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Supervisor{cfg: cfg, force: make(chan struct{}), followUpTaken: make(chan struct{})}, nil
+	return &Supervisor{cfg: cfg, force: make(chan struct{}), followUpTaken: make(chan struct{}), ctl: newControl()}, nil
 }
 
 // Force makes a graceful stop in progress give up waiting: the children are
@@ -364,7 +366,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		runnerArgs = append(runnerArgs, args...)
 		runnerEnv = append(runnerEnv, env...)
 		if cfg.UI != "" {
-			b := &uiBackend{name: cfg.Session, workspace: cfg.Workspace, agent: "claude", api: api, syncHealth: syncHealth, hc: &http.Client{}}
+			b := &uiBackend{name: cfg.Session, namespace: cfg.Namespace, workspace: cfg.Workspace, storeURL: cfg.StoreURL, sup: s, agent: "claude", api: api, syncHealth: syncHealth, hc: &http.Client{}}
 			addr, err := s.startUI(ctx, cfg.UI, b)
 			if err != nil {
 				return err
@@ -392,6 +394,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	}
 	limit := cfg.MemoryLimit
 	consecutive := 0
+	resumed := false // this life follows a suspend, not a death
 	for life := 1; ; life++ {
 		rc, err := startChild("runner", life, cfg.Self, runnerArgs, runnerEnv, runnerLog, syscall.SIGKILL, jail)
 		if err != nil {
@@ -400,14 +403,18 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		oomCh := jail.Begin(rc.pid)
 		s.status.Runner = ChildStatus{PID: rc.pid, Life: life, StartedAt: rc.started.UTC(), Log: runnerLog.Name()}
 		s.status.State = StateRunning
-		if n := len(s.status.Deaths); n > 0 && s.status.Deaths[n-1].Supervisor == os.Getpid() {
+		if n := len(s.status.Deaths); n > 0 && s.status.Deaths[n-1].Supervisor == os.Getpid() && !resumed {
 			t := rc.started.UTC()
 			s.status.Deaths[n-1].RestartedAt = &t
 		}
 		s.save()
-		if life > 1 {
+		switch {
+		case resumed:
+			s.printf("runner started again (life %d, pid %d): the session is resumed", life, rc.pid)
+		case life > 1:
 			s.printf("runner restarted (life %d, pid %d, memory limit %s)", life, rc.pid, FormatSize(limit))
 		}
+		resumed = false
 
 		stopping, why, syncDied := s.watchLife(ctx, rc, oomCh, &syncC, startSync)
 		if syncDied != nil {
@@ -416,6 +423,25 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		ev, kerr := jail.End()
 		if kerr != nil {
 			s.printf("warning: %v", kerr)
+		}
+		if stopping && ev == nil && why == whySuspended {
+			// Not a death: the session waits, whole, for Resume.
+			s.requestSuspendSnapshot()
+			drain(s.ctl.resumeC)
+			s.ctl.suspended.Store(true)
+			s.status.State = StateSuspended
+			s.save()
+			s.printf("session suspended: the runner is stopped and a snapshot requested; resume it from the web page")
+			select {
+			case <-s.ctl.resumeC:
+				s.ctl.suspended.Store(false)
+				resumed = true
+				continue
+			case <-ctx.Done():
+				s.ctl.suspended.Store(false)
+				s.printf("runner stopped (interrupted while suspended)")
+				return nil
+			}
 		}
 		if stopping && ev == nil {
 			s.printf("runner stopped (%s)", why)
@@ -497,11 +523,18 @@ func (s *Supervisor) watchLife(ctx context.Context, rc *child, oomCh <-chan OOME
 		}
 	}
 	ctxDone := ctx.Done()
+	drain(s.ctl.suspendC)
+	s.ctl.live.Store(true)
+	defer s.ctl.live.Store(false)
 	for {
 		select {
 		case <-rc.done:
 			s.tail.poll()
 			return
+		case <-s.ctl.suspendC:
+			stop("suspend asked for")
+			s.tail.poll()
+			return true, whySuspended, nil
 		case ev := <-oomCh:
 			s.printf("OOM: %s; killed the runner's whole group in %d ms", ev.Detail, ev.KilledAt.Sub(ev.At).Milliseconds())
 		case <-ctxDone:

@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tether-dev/tether/internal/redact"
 	"github.com/tether-dev/tether/internal/runner"
+	"github.com/tether-dev/tether/internal/snapshot"
+	"github.com/tether-dev/tether/internal/store"
 	"github.com/tether-dev/tether/internal/ui"
 )
 
@@ -21,9 +25,91 @@ import (
 // the sync's /healthz, and its runner's API (the token stays here).
 type uiBackend struct {
 	name, workspace, agent string
+	namespace, storeURL    string
+	sup                    *Supervisor
 	api                    *inputAPI
 	syncHealth             string // the sync's /healthz URL
 	hc                     *http.Client
+}
+
+func (b *uiBackend) Suspend(_ context.Context, name string) error {
+	if name != b.name {
+		return ui.ErrNoSession
+	}
+	return conflict(b.sup.Suspend())
+}
+
+func (b *uiBackend) Resume(_ context.Context, name string) error {
+	if name != b.name {
+		return ui.ErrNoSession
+	}
+	return conflict(b.sup.Resume())
+}
+
+// conflict marks the errors the session's state explains for the page.
+func conflict(err error) error {
+	if err == nil {
+		return nil
+	}
+	return ui.Conflict{Err: err}
+}
+
+// openRepo opens the session's area of the store, as `tether snapshot` does.
+func (b *uiBackend) openRepo(ctx context.Context) (*snapshot.Repo, func(), error) {
+	st, err := store.Open(ctx, b.storeURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	st = store.WithRetry(st, store.RetryOptions{AttemptTimeout: time.Minute})
+	repo, err := snapshot.OpenRepo(st, b.namespace, b.name)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return repo, func() { st.Close() }, nil
+}
+
+func (b *uiBackend) Snapshots(ctx context.Context, name string) ([]ui.Snapshot, error) {
+	if name != b.name {
+		return nil, ui.ErrNoSession
+	}
+	repo, done, err := b.openRepo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	infos, err := snapshot.List(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]ui.Snapshot, 0, len(infos))
+	for _, m := range infos {
+		list = append(list, ui.Snapshot{ID: m.ID, Time: m.Time, Files: m.Summary.Files, Bytes: m.Summary.Bytes, Uploaded: m.Summary.Uploaded,
+			LeftOut: m.Summary.LeftOut, Problem: m.Problem,
+			Command: fmt.Sprintf("tether snapshot restore --store %s --namespace %s --session %s --snapshot %s --workspace DIR", redact.URL(b.storeURL), b.namespace, b.name, m.ID)})
+	}
+	return list, nil
+}
+
+// Restore restores snapshot id into dir, which must be missing or empty
+// and outside the workspace (whose snapshots would then hold it).
+func (b *uiBackend) Restore(ctx context.Context, name, id, dir string) (ui.Restored, error) {
+	if name != b.name {
+		return ui.Restored{}, ui.ErrNoSession
+	}
+	if within(resolved(b.workspace), resolved(dir)) {
+		return ui.Restored{}, fmt.Errorf("%s is inside the session's workspace %s: restore somewhere else", dir, b.workspace)
+	}
+	repo, done, err := b.openRepo(ctx)
+	if err != nil {
+		return ui.Restored{}, err
+	}
+	defer done()
+	st, err := snapshot.Restore(ctx, repo, dir, snapshot.RestoreOptions{Snapshot: id})
+	if err != nil {
+		return ui.Restored{}, err
+	}
+	return ui.Restored{ID: st.ID, Dir: dir, Files: st.Files, Bytes: st.Bytes, DurationMs: st.DurationMs}, nil
 }
 
 func (b *uiBackend) Sessions(ctx context.Context) ([]ui.Session, error) {
@@ -74,6 +160,9 @@ func (b *uiBackend) Runner(_ context.Context, name string) (ui.Runner, error) {
 	if name != b.name {
 		return ui.Runner{}, ui.ErrNoSession
 	}
+	if b.sup.ctl.suspended.Load() {
+		return ui.Runner{}, errors.New("the session is suspended: resume it first")
+	}
 	return ui.Runner{URL: b.api.url, Token: b.api.token}, nil
 }
 
@@ -122,4 +211,28 @@ func freeLoopback() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// resolved is p with the symlinks of its deepest existing ancestor
+// resolved, so that a link pointing into the workspace counts as inside.
+func resolved(p string) string {
+	p = filepath.Clean(p)
+	var rest []string
+	for {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(append([]string{r}, rest...)...)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return filepath.Join(append([]string{p}, rest...)...)
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+		p = parent
+	}
+}
+
+// within says whether p is dir or below it.
+func within(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
